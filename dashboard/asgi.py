@@ -1,0 +1,22 @@
+"""ASGI entry point: Django for HTTP, Channels for WebSockets (a session behind the Origin check,
+or a bearer token)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings.local")
+# Populate the app registry before importing anything that touches models.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from notifications.auth import RealtimeAuthStack  # noqa: E402
+from notifications.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": RealtimeAuthStack(URLRouter(websocket_urlpatterns)),
+    }
+)

@@ -1,0 +1,324 @@
+"""Operational reads: job, queue, socket and notification figures, and the readiness checks.
+
+Every function returns plain dicts/lists/numbers computed from the database (the truth) or from
+Redis at call time, so any number of web processes agree and an operator's page can reuse them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from bisect import bisect
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection, connections
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from jobs.kinds.registry import all_kinds
+from jobs.models import FINAL_STATES, Job, JobState
+
+# Each readiness check gets this long to answer (socket timeouts, the worker ping), and the whole
+# probe answers within READY_DEADLINE however a dependency hangs.
+CHECK_TIMEOUT = 1.0
+READY_DEADLINE = 2.0
+MAX_ERROR_CHARS = 300
+
+# kombu's Redis transport keeps one list per queue and priority step: the queue's own name for
+# the lowest step, "<queue>\x06\x16<step>" for the others (kombu.transport.redis).
+KOMBU_PRIORITY_STEPS = [0, 3, 6, 9]
+KOMBU_PRIORITY_SEP = "\x06\x16"
+
+ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
+
+
+# --- Jobs ---------------------------------------------------------------------------------------
+
+
+def job_counts_by_state() -> dict[str, int]:
+    """How many jobs are in each state, every state present (zero included)."""
+    counts = dict.fromkeys(JobState.values, 0)
+    for row in Job.objects.order_by().values("state").annotate(n=Count("pk")):
+        counts[row["state"]] = row["n"]
+    return counts
+
+
+def active_job_counts_by_kind() -> list[dict[str, Any]]:
+    """Queued and running jobs per kind: ``[{"kind", "state", "count"}]``, sorted."""
+    rows = (
+        Job.objects.order_by().filter(state__in=ACTIVE_STATES).values("kind", "state").annotate(n=Count("pk"))
+    )
+    return sorted(
+        ({"kind": row["kind"], "state": row["state"], "count": row["n"]} for row in rows),
+        key=lambda row: (row["kind"], row["state"]),
+    )
+
+
+def finished_last_hour(*, now: datetime | None = None) -> dict[str, int]:
+    """Jobs that reached each final state in the last hour (every final state present)."""
+    since = (now or timezone.now()) - timedelta(hours=1)
+    counts = {state.value: 0 for state in JobState if state in FINAL_STATES}
+    rows = (
+        Job.objects.order_by()
+        .filter(state__in=counts.keys(), finished_at__gte=since)
+        .values("state")
+        .annotate(n=Count("pk"))
+    )
+    for row in rows:
+        counts[row["state"]] = row["n"]
+    return counts
+
+
+def failure_ratio(finished: Mapping[str, int]) -> float:
+    """Failed / (succeeded + failed); cancellations are a user's choice, not a failure. 0 when none."""
+    failed = finished.get(JobState.FAILED.value, 0)
+    decided = failed + finished.get(JobState.SUCCEEDED.value, 0)
+    return failed / decided if decided else 0.0
+
+
+def _stalled_queryset(stale_after: float | None, now: datetime | None) -> Any:
+    stale_after = settings.RUNBOARD_STALE_AFTER if stale_after is None else stale_after
+    cutoff = (now or timezone.now()) - timedelta(seconds=stale_after)
+    # The reaper's own condition (jobs.services.job_reap_stale), so the gauge shows what it will act on.
+    return Job.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff)
+
+
+def stalled_job_count(*, stale_after: float | None = None, now: datetime | None = None) -> int:
+    """Running jobs whose heartbeat is older than ``stale_after`` (RUNBOARD_STALE_AFTER) seconds."""
+    return _stalled_queryset(stale_after, now).count()
+
+
+def stalled_jobs(
+    *, stale_after: float | None = None, now: datetime | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The stalled jobs themselves, longest silent first.
+
+    A parallel job (``chunks > 0``) may be silent only because its chunks wait for a free worker;
+    the reaper gives those their time limit per chunk before it acts.
+    """
+    now = now or timezone.now()
+    jobs = (
+        _stalled_queryset(stale_after, now)
+        .select_related("owner")
+        .order_by("heartbeat_at")
+        .only("id", "kind", "owner__username", "started_at", "heartbeat_at", "attempts", "chunks_total")
+    )[:limit]
+    return [
+        {
+            "id": str(job.id),
+            "kind": job.kind,
+            "owner": job.owner.get_username(),
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "heartbeat_at": job.heartbeat_at.isoformat(),
+            "silent_for_s": round((now - job.heartbeat_at).total_seconds(), 1),
+            "attempts": job.attempts,
+            "chunks": job.chunks_total,
+        }
+        for job in jobs
+    ]
+
+
+# --- Queues -------------------------------------------------------------------------------------
+
+
+def queue_names() -> list[str]:
+    """The Celery queues Runboard uses: every registered kind's, plus the default queue."""
+    names = {kind.queue for kind in all_kinds()}
+    names.update({"default", settings.CELERY_TASK_DEFAULT_QUEUE})
+    return sorted(names)
+
+
+@contextmanager
+def _redis_client(url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(url, socket_timeout=CHECK_TIMEOUT, socket_connect_timeout=CHECK_TIMEOUT)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def queue_depths(queues: Iterable[str] | None = None) -> dict[str, int]:
+    """Messages waiting in each queue on the broker (not counting ones a worker has reserved).
+
+    Raises redis.RedisError / OSError when the broker does not answer.
+    """
+    names = sorted(set(queue_names() if queues is None else queues))
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+    steps = sorted(options.get("priority_steps", KOMBU_PRIORITY_STEPS))
+    prefix = options.get("global_keyprefix", "")
+    # The keys a message can land in, as kombu maps a priority to its step.
+    used_steps = sorted({steps[bisect(steps, step) - 1] for step in steps})
+    with _redis_client(settings.CELERY_BROKER_URL) as client, client.pipeline(transaction=False) as pipe:
+        for name in names:
+            for step in used_steps:
+                pipe.llen(f"{prefix}{name}{KOMBU_PRIORITY_SEP}{step}" if step else f"{prefix}{name}")
+        sizes = pipe.execute()
+    per_queue = len(used_steps)
+    return {name: sum(sizes[i * per_queue : (i + 1) * per_queue]) for i, name in enumerate(names)}
+
+
+# --- Sockets and notifications ------------------------------------------------------------------
+
+
+def open_socket_count(*, now: datetime | None = None) -> int:
+    """WebSockets some web process has seen lately (rows of dead processes age out)."""
+    from notifications.models import SocketConnection
+    from notifications.services import SOCKET_FRESH_FOR
+
+    return SocketConnection.objects.filter(seen_at__gte=(now or timezone.now()) - SOCKET_FRESH_FOR).count()
+
+
+def unread_notifications_total() -> int:
+    """Unread notifications over all users (the maintained per-user counters, summed)."""
+    from notifications.models import NotificationState
+
+    return NotificationState.objects.aggregate(total=Sum("unread_count"))["total"] or 0
+
+
+def overview(*, now: datetime | None = None) -> dict[str, Any]:
+    """Everything above in one dict (what /metrics exposes); ``queues`` is None if Redis is down."""
+    now = now or timezone.now()
+    finished = finished_last_hour(now=now)
+    try:
+        queues: dict[str, int] | None = queue_depths()
+    except (redis.RedisError, OSError):
+        queues = None
+    return {
+        "jobs_by_state": job_counts_by_state(),
+        "active_jobs_by_kind": active_job_counts_by_kind(),
+        "finished_last_hour": finished,
+        "failure_ratio_last_hour": failure_ratio(finished),
+        "stalled_jobs": stalled_job_count(now=now),
+        "queue_depths": queues,
+        "open_sockets": open_socket_count(now=now),
+        "unread_notifications": unread_notifications_total(),
+    }
+
+
+# --- Readiness ----------------------------------------------------------------------------------
+
+
+class CheckFailed(Exception):
+    """A dependency answered, but not as needed (e.g. no worker replied)."""
+
+
+def check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        if cursor.fetchone() != (1,):
+            raise CheckFailed("SELECT 1 did not return 1")
+
+
+def check_redis(url: str | None = None) -> None:
+    """Ping the Celery broker (or ``url``)."""
+    with _redis_client(url or settings.CELERY_BROKER_URL) as client:
+        client.ping()
+
+
+def _channel_layer_hosts() -> list[dict[str, Any]] | None:
+    """The Redis hosts of a channels_redis layer, decoded as channels_redis does; None otherwise."""
+    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
+    if not str(layer.get("BACKEND", "")).startswith("channels_redis."):
+        return None
+    from channels_redis.utils import decode_hosts
+
+    return decode_hosts(layer.get("CONFIG", {}).get("hosts"))
+
+
+def check_channel_layer() -> None:
+    """Ping every Redis the channel layer publishes through (sync redis-py, bounded timeouts)."""
+    timeouts = {"socket_timeout": CHECK_TIMEOUT, "socket_connect_timeout": CHECK_TIMEOUT}
+    for host in _channel_layer_hosts() or []:
+        host = {key: value for key, value in host.items() if key not in ("max_connections", *timeouts)}
+        if "address" in host:
+            client = redis.Redis.from_url(host.pop("address"), **host, **timeouts)
+        elif "master_name" in host:
+            from redis.sentinel import Sentinel
+
+            sentinel = Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
+            client = sentinel.master_for(host.pop("master_name"), **host, **timeouts)
+        else:
+            client = redis.Redis(**host, **timeouts)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+
+def celery_app() -> Any:
+    from dashboard.celery import app
+
+    return app
+
+
+def check_workers(app: Any = None, timeout: float = CHECK_TIMEOUT) -> None:
+    """At least one Celery worker answers ``ping`` within ``timeout`` seconds."""
+    app = app or celery_app()
+    # limit=1: return as soon as one worker answers rather than waiting out the timeout.
+    if not app.control.ping(timeout=timeout, limit=1):
+        raise CheckFailed(f"no Celery worker answered ping within {timeout:g} s")
+
+
+def default_checks() -> dict[str, Callable[[], object]]:
+    checks: dict[str, Callable[[], object]] = {"database": check_database, "redis": check_redis}
+    if _channel_layer_hosts() is not None:
+        checks["channel_layer"] = check_channel_layer
+    checks["workers"] = check_workers
+    return checks
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+
+
+def _safe_error(exc: BaseException) -> str:
+    """The exception as a one-line message, with any URL credentials masked."""
+    message = " ".join(str(exc).split()) or "failed"
+    if not isinstance(exc, CheckFailed):
+        message = f"{type(exc).__name__}: {message}"
+    message = _URL_CREDENTIALS.sub(r"\g<scheme>***@", message)
+    return message[:MAX_ERROR_CHARS]
+
+
+def _run_check(check: Callable[[], object]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        check()
+        result: dict[str, Any] = {"ok": True}
+    except Exception as exc:
+        result = {"ok": False, "error": _safe_error(exc)}
+    finally:
+        # The check ran in a pool thread: don't leave its database connection open.
+        connections.close_all()
+    result["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return result
+
+
+def readiness(
+    checks: Mapping[str, Callable[[], object]] | None = None, *, deadline: float = READY_DEADLINE
+) -> dict[str, Any]:
+    """Run the checks concurrently; ``{"ready", "checks": {name: {"ok", "ms"[, "error"]}}}``.
+
+    A check still running at ``deadline`` counts as failed; its thread is left to finish on its
+    own (every check has its own timeouts) so the caller always gets an answer in time.
+    """
+    checks = default_checks() if checks is None else checks
+    pool = ThreadPoolExecutor(max_workers=max(1, len(checks)), thread_name_prefix="readyz")
+    try:
+        futures = {name: pool.submit(_run_check, check) for name, check in checks.items()}
+        wait_for_futures(futures.values(), timeout=deadline)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    results: dict[str, dict[str, Any]] = {}
+    for name, future in futures.items():
+        if future.done():
+            results[name] = future.result()
+        else:
+            results[name] = {"ok": False, "ms": deadline * 1000, "error": f"timed out after {deadline:g} s"}
+    return {"ready": all(result["ok"] for result in results.values()), "checks": results}
