@@ -1,0 +1,176 @@
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from . import schedules, services
+from .kinds.registry import InvalidParams, UnknownKind, all_kinds
+from .models import AccessToken, Job, JobLogLine, JobSchedule, JobState, Upload
+
+
+class KindFilter(admin.SimpleListFilter):
+    """Every registered kind, whether or not a job of it exists yet."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+        return [(kind.name, kind.title) for kind in all_kinds()]
+
+    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        return queryset.filter(kind=self.value()) if self.value() else queryset
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "owner", "state", "progress", "duration", "created_at")
+    list_filter = ("state", KindFilter)
+    search_fields = ("id", "owner__username", "kind", "celery_task_id", "error")
+    readonly_fields = [field.name for field in Job._meta.fields] + ["task_result"]
+    actions = ["cancel_jobs", "retry_jobs"]
+    list_select_related = ("owner",)
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        # Jobs are launched through the service (validation, enqueue), not typed in here.
+        return False
+
+    @admin.display(description="progress")
+    def progress(self, job: Job) -> str:
+        if job.progress_total:
+            percent = 100 * job.progress_current // job.progress_total
+            return f"{job.progress_current}/{job.progress_total} ({percent}%)"
+        return str(job.progress_current)
+
+    @admin.display(description="duration")
+    def duration(self, job: Job) -> str:
+        if job.started_at and job.finished_at:
+            return f"{(job.finished_at - job.started_at).total_seconds():.1f} s"
+        return "—"
+
+    @admin.display(description="Celery task result")
+    def task_result(self, job: Job) -> str:
+        from django_celery_results.models import TaskResult
+
+        result = TaskResult.objects.filter(task_id=job.celery_task_id).first()
+        if result is None:
+            return "—"
+        url = reverse("admin:django_celery_results_taskresult_change", args=[result.pk])
+        return format_html('<a href="{}">{} ({})</a>', url, result.task_id, result.status)
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel_jobs(self, request, queryset):  # type: ignore[no-untyped-def]
+        done = 0
+        for job in queryset.exclude(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]):
+            try:
+                services.job_cancel(user=request.user, job_id=job.pk)
+                done += 1
+            except services.Conflict:
+                pass
+        self.message_user(request, f"Cancel requested for {done} job(s).")
+
+    @admin.action(description="Retry the selected finished jobs (for their owners)")
+    def retry_jobs(self, request, queryset):  # type: ignore[no-untyped-def]
+        done = 0
+        for job in queryset.filter(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]):
+            services.job_retry(user=request.user, job_id=job.pk)
+            done += 1
+        self.message_user(request, f"Retried {done} job(s).")
+
+
+class JobScheduleForm(forms.ModelForm):
+    kind = forms.ChoiceField(choices=())
+
+    class Meta:
+        model = JobSchedule
+        fields = ["name", "kind", "params", "owner", "every_seconds", "crontab", "enabled"]
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [(kind.name, kind.title) for kind in all_kinds()]
+
+    def clean(self):  # type: ignore[no-untyped-def]
+        data = super().clean()
+        if not self.errors:
+            data["params"] = schedules.schedule_validate(
+                kind=data.get("kind", ""), params=data.get("params") or {},
+                every_seconds=data.get("every_seconds"), crontab=data.get("crontab", ""),
+            )  # fmt: skip
+        return data
+
+
+@admin.register(JobSchedule)
+class JobScheduleAdmin(admin.ModelAdmin):
+    form = JobScheduleForm
+    list_display = ("name", "kind", "owner", "every_seconds", "crontab", "enabled", "last_job")
+    list_filter = ("enabled",)
+    readonly_fields = ("periodic_task", "last_job", "created_at")
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        schedules.schedule_save(schedule=obj)
+
+    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+        schedules.schedule_delete(schedule=obj)
+
+    def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        for schedule in queryset:
+            schedules.schedule_delete(schedule=schedule)
+
+
+class LaunchForUsersForm(admin.helpers.ActionForm):
+    kind = forms.ChoiceField(required=False, choices=())
+    params = forms.CharField(required=False, initial="{}", help_text="JSON parameters")
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [("", "— kind —")] + [(kind.name, kind.title) for kind in all_kinds()]
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class RunboardUserAdmin(UserAdmin):
+    """Django's user admin plus one action: launch a job kind for the selected users."""
+
+    action_form = LaunchForUsersForm
+    actions = ["launch_for_users"]
+
+    @admin.action(description="Launch the chosen kind for the selected users")
+    def launch_for_users(self, request, queryset):  # type: ignore[no-untyped-def]
+        kind = request.POST.get("kind", "")
+        try:
+            params = json.loads(request.POST.get("params") or "{}")
+        except ValueError as exc:
+            self.message_user(request, f"Parameters are not valid JSON: {exc}", level=messages.ERROR)
+            return
+        launched = 0
+        for user in queryset:
+            try:
+                services.job_create(owner=user, kind=kind, params=params, rate_limit=False)
+                launched += 1
+            except UnknownKind:
+                self.message_user(request, "Choose a job kind first.", level=messages.ERROR)
+                return
+            except (InvalidParams, services.KindNotAllowed) as exc:
+                self.message_user(request, f"{user}: {exc}", level=messages.ERROR)
+        self.message_user(request, f"Launched {kind} for {launched} user(s).")
+
+
+@admin.register(Upload)
+class UploadAdmin(admin.ModelAdmin):
+    list_display = ("original_name", "owner", "size", "created_at")
+    readonly_fields = ("id", "owner", "file", "original_name", "size", "created_at")
+
+
+@admin.register(AccessToken)
+class AccessTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "expires_at")
+    readonly_fields = ("user", "name", "prefix", "digest", "created_at", "last_used_at")
+
+
+admin.site.register(JobLogLine)

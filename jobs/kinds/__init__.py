@@ -1,0 +1,1 @@
+"""Job kinds: one module per kind, each registering itself with ``registry.register``."""

@@ -1,0 +1,63 @@
+"""Profile an uploaded CSV: per column type, counts, distinct values, numeric stats, top values."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.csv_profiler import CsvProfileError, ProfileStopped, profile_csv
+from jobs.models import Upload
+from jobs.progress import JobContext
+
+from .registry import JobKind, register
+
+
+class CsvProfileParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="Profile a CSV file")
+
+    upload_id: uuid.UUID = Field(
+        title="CSV file", description="The file to profile (upload it with the job).",
+        json_schema_extra={"format": "upload", "accept": ".csv,.tsv,.txt"},
+    )  # fmt: skip
+
+
+class InvalidCsv(Exception):
+    pass
+
+
+def run(ctx: JobContext, params: CsvProfileParams) -> dict | None:
+    # The owner check again at run time: the params name an upload, it must be this user's.
+    upload = Upload.objects.get(pk=params.upload_id, owner_id=ctx.owner_id)
+    ctx.log(f"Profiling {upload.original_name} ({upload.size:,} bytes)")
+    with upload.file.open("rb") as stream:
+        try:
+            result = profile_csv(
+                stream,
+                total_bytes=upload.size,
+                progress=lambda done, total: ctx.progress(done, total, "Reading"),
+                should_stop=lambda: ctx.cancelled,
+            )
+        except ProfileStopped:
+            return None
+        except CsvProfileError as exc:
+            raise InvalidCsv(f"{upload.original_name}: {exc}") from None
+    result["file_name"] = upload.original_name
+    ctx.progress(upload.size, upload.size, "Done")
+    ctx.log(f"{result['rows']:,} rows, {len(result['columns'])} columns")
+    return result
+
+
+register(
+    JobKind(
+        name="csv_profile",
+        title="Profile a CSV file",
+        description="Streams through an uploaded CSV and profiles every column.",
+        params_model=CsvProfileParams,
+        run=run,
+        soft_time_limit=1800,
+        time_limit=1860,
+        rerun_safe=True,
+        upload_param="upload_id",
+    )
+)

@@ -1,0 +1,69 @@
+"""Export the user's own job history as CSV; the result is a download only the owner can use."""
+
+from __future__ import annotations
+
+import csv
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.models import Job
+from jobs.progress import JobContext
+
+from .registry import JobKind, register
+
+COLUMNS = ["id", "kind", "state", "created_at", "started_at", "finished_at", "progress_current",
+           "progress_total", "error", "params"]  # fmt: skip
+
+
+class ExportParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="Export my job history")
+
+    state: Literal["any", "queued", "running", "succeeded", "failed", "cancelled"] = Field(
+        "any", title="Only jobs in state", description="Which jobs to include."
+    )
+
+
+def run(ctx: JobContext, params: ExportParams) -> dict[str, int | str]:
+    jobs = Job.objects.filter(owner_id=ctx.owner_id).exclude(pk=ctx.job_id).order_by("-created_at")
+    if params.state != "any":
+        jobs = jobs.filter(state=params.state)
+    total = jobs.count()
+    ctx.progress(0, total, "Writing CSV")
+    rows = 0
+    with ctx.open_result_file("runboard-jobs.csv", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(COLUMNS)
+        for job in jobs.iterator(chunk_size=500):
+            if ctx.cancelled:
+                break
+            writer.writerow(
+                [job.id, job.kind, job.state, job.created_at.isoformat(),
+                 job.started_at.isoformat() if job.started_at else "",
+                 job.finished_at.isoformat() if job.finished_at else "",
+                 job.progress_current, job.progress_total if job.progress_total is not None else "",
+                 _neutralize(job.error), _neutralize(str(job.params))]
+            )  # fmt: skip
+            rows += 1
+            ctx.progress(rows, total)
+    ctx.log(f"Exported {rows} jobs")
+    return {"rows": rows, "file_name": "runboard-jobs.csv"}
+
+
+def _neutralize(value: str) -> str:
+    # A cell starting with = + - @ would run as a formula in a spreadsheet (CSV injection).
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
+register(
+    JobKind(
+        name="export_jobs",
+        title="Export my job history",
+        description="Writes your jobs to a CSV file you can download.",
+        params_model=ExportParams,
+        run=run,
+        soft_time_limit=600,
+        time_limit=660,
+        rerun_safe=True,
+    )
+)

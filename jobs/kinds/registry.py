@@ -1,0 +1,124 @@
+"""The one registry of job kinds. A kind is a module in this package that calls ``register``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from jobs.progress import JobContext
+
+
+class UnknownKind(LookupError):
+    """No kind is registered under that name."""
+
+
+class InvalidParams(ValueError):
+    """Parameters failed validation; ``errors`` maps field names to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(f"{field}: {', '.join(msgs)}" for field, msgs in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """Everything Runboard needs to offer, validate, run and show one kind of job.
+
+    ``run(ctx, params)`` does the work and returns a JSON-serializable result. A parallel kind
+    instead returns ``ctx.split(chunks)``; each chunk then runs ``run_chunk(ctx, params, chunk)``
+    in its own Celery task (on any worker) and ``combine(params, results)`` makes the job's result.
+    """
+
+    name: str
+    title: str
+    description: str
+    params_model: type[BaseModel]
+    run: Callable[[JobContext, Any], Any]
+    soft_time_limit: int = 300
+    time_limit: int = 330
+    queue: str = "default"
+    # Safe to run again from the start if its worker was lost mid-way (the reaper re-queues it).
+    rerun_safe: bool = False
+    admin_only: bool = False
+    # Running jobs of this kind per user (None: only the global RUNBOARD_MAX_RUNNING_PER_USER).
+    max_running_per_user: int | None = None
+    # Set when the kind takes an uploaded file: the parameter that holds the upload's id.
+    upload_param: str | None = None
+    run_chunk: Callable[[JobContext, Any, dict[str, Any]], Any] | None = None
+    combine: Callable[[Any, list[Any]], Any] | None = None
+
+    def validate(self, params: Any) -> BaseModel:
+        """Return the validated parameter model, or raise InvalidParams with per-field messages."""
+        if not isinstance(params, dict):
+            raise InvalidParams({"params": ["Must be a JSON object."]})
+        try:
+            return self.params_model.model_validate(params)
+        except ValidationError as exc:
+            raise InvalidParams(_field_errors(exc)) from None
+
+    def params_schema(self) -> dict[str, Any]:
+        return self.params_model.model_json_schema()
+
+
+def _field_errors(exc: ValidationError) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in error["loc"]) or "params"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "Unknown parameter."
+        errors.setdefault(loc, []).append(message)
+    return errors
+
+
+_kinds: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    if kind.name in _kinds and _kinds[kind.name] is not kind:
+        raise ImproperlyConfigured(f"Job kind {kind.name!r} is registered twice.")
+    if (kind.run_chunk is None) != (kind.combine is None):
+        raise ImproperlyConfigured(f"Job kind {kind.name!r}: run_chunk and combine go together.")
+    if not 0 < kind.soft_time_limit < kind.time_limit <= settings.RUNBOARD_MAX_JOB_TIME_LIMIT:
+        raise ImproperlyConfigured(
+            f"Job kind {kind.name!r}: need 0 < soft_time_limit < time_limit <= "
+            f"RUNBOARD_MAX_JOB_TIME_LIMIT ({settings.RUNBOARD_MAX_JOB_TIME_LIMIT}s), "
+            "or the broker could redeliver it while it still runs."
+        )
+    _kinds[kind.name] = kind
+    return kind
+
+
+def unregister(name: str) -> None:
+    _kinds.pop(name, None)
+
+
+def get_kind(name: str) -> JobKind:
+    try:
+        return _kinds[name]
+    except KeyError:
+        raise UnknownKind(name) from None
+
+
+def all_kinds(*, for_staff: bool = True) -> list[JobKind]:
+    kinds = (kind for kind in _kinds.values() if for_staff or not kind.admin_only)
+    return sorted(kinds, key=lambda kind: kind.title)
+
+
+def autodiscover() -> None:
+    """Import every module of this package, and those named in RUNBOARD_KIND_MODULES, so each
+    kind registers itself (in the web, worker and beat processes alike)."""
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name != "registry":
+            importlib.import_module(f"{__package__}.{module.name}")
+    for name in settings.RUNBOARD_KIND_MODULES:
+        importlib.import_module(name)

@@ -1,0 +1,192 @@
+"""The Job: one launch of a job kind by a user, and its forward-only state machine."""
+
+import uuid
+
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage
+from django.db import models
+from django.db.models import Q
+
+
+def private_storage() -> FileSystemStorage:
+    """Files only ever served through an owner-checked view, never from a public URL."""
+    return FileSystemStorage(location=settings.RUNBOARD_PRIVATE_DIR, base_url=None)
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+# The only moves a job may make, as target -> states it may come from. Services apply them as a
+# conditional UPDATE (WHERE state IN sources), so a late or duplicate write can never move a
+# finished job, whatever process it comes from: final states have no way out.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    # Only the lost-worker recovery moves running -> queued, for kinds safe to re-run.
+    JobState.QUEUED: frozenset({JobState.RUNNING}),
+    JobState.RUNNING: frozenset({JobState.QUEUED}),
+    JobState.SUCCEEDED: frozenset({JobState.RUNNING}),
+    JobState.FAILED: frozenset({JobState.QUEUED, JobState.RUNNING}),
+    JobState.CANCELLED: frozenset({JobState.QUEUED, JobState.RUNNING}),
+}
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=64)
+    params = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
+
+    progress_current = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    progress_message = models.CharField(max_length=500, blank=True)
+    # Grows with every write of the row; pushes between writes extend it (see jobs.progress).
+    version = models.PositiveBigIntegerField(default=1)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    celery_task_id = models.CharField(max_length=255, blank=True, db_index=True)
+    result = models.JSONField(null=True, blank=True)
+    # A file the job produced (e.g. an export), in private storage, served only to the owner.
+    result_file = models.FileField(upload_to="results/", storage=private_storage, blank=True, max_length=300)
+    error = models.TextField(blank=True)
+
+    # Cooperative cancel: the reporter sees this at its next heartbeat and the job stops.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # How many times a worker has started it (a lost worker's job may be re-queued).
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Retry (same parameters) and re-run (edited parameters) make a new job pointing here.
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+    # For kinds that split their work: how many chunks run in parallel.
+    chunks_total = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="job_owner_created_idx"),
+            models.Index(fields=["state", "heartbeat_at"], name="job_state_heartbeat_idx"),
+            # Metrics (finished in the last hour) and retention read by finish time.
+            models.Index(fields=["finished_at"], name="job_finished_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=JobState.values), name="job_state_valid"),
+            models.CheckConstraint(
+                condition=Q(progress_current__gte=0), name="job_progress_current_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=[JobState.QUEUED, JobState.RUNNING]) | Q(finished_at__isnull=False),
+                name="job_final_has_finished_at",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.state})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+class JobChunk(models.Model):
+    """One slice of a parallel job's work, run by its own Celery task."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    params = models.JSONField(default=dict)
+    done = models.BooleanField(default=False)
+    result = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="job_chunk_unique_index")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of {self.job_id}"
+
+
+class JobLogLine(models.Model):
+    """A line a job wrote with ctx.log(); the newest RUNBOARD_LOG_LINES_KEPT per job are kept."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_lines")
+    seq = models.PositiveIntegerField()
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="job_log_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.seq}: {self.text[:60]}"
+
+
+class Upload(models.Model):
+    """A file a user uploaded as a job input, stored where only its owner's jobs can read it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    file = models.FileField(upload_to="uploads/", storage=private_storage, max_length=300)
+    original_name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class AccessToken(models.Model):
+    """A personal access token for scripts (`Authorization: Bearer ...`); only its hash is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class JobSchedule(models.Model):
+    """A job an admin scheduled for a user: every run is an ordinary job of that user.
+
+    The timing lives in a django-celery-beat PeriodicTask that this row owns (services keep the
+    two in step), so beat's database scheduler runs it with no code of ours in beat.
+    """
+
+    name = models.CharField(max_length=150, unique=True)
+    kind = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="job_schedules"
+    )
+    every_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Run every N seconds (or give a crontab instead)."
+    )
+    crontab = models.CharField(
+        max_length=100, blank=True, help_text='Five fields, e.g. "0 3 * * *" for 03:00 every day (UTC).'
+    )
+    enabled = models.BooleanField(default=True)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name

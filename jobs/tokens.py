@@ -1,0 +1,60 @@
+"""Personal access tokens: created shown once, stored as a SHA-256 digest, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from .models import AccessToken
+
+TOKEN_PREFIX = "rb_"
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def token_create(
+    *, user: AbstractBaseUser, name: str, expires_in_days: float | None = None
+) -> tuple[AccessToken, str]:
+    """Returns the token row and the raw token, which is never stored and shown only now."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = AccessToken.objects.create(
+        user=user,
+        name=name.strip()[:100] or "token",
+        prefix=raw[: len(TOKEN_PREFIX) + 6],
+        digest=_digest(raw),
+        expires_at=timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    return token, raw
+
+
+def token_revoke(*, user: AbstractBaseUser, token_id: int) -> bool:
+    deleted, _ = AccessToken.objects.filter(pk=token_id, user=user).delete()
+    return bool(deleted)
+
+
+def token_list(*, user: AbstractBaseUser) -> QuerySet[AccessToken]:
+    return AccessToken.objects.filter(user=user)
+
+
+def token_authenticate(raw: str) -> AbstractBaseUser | None:
+    """The active user a raw token belongs to, or None (unknown, expired or inactive)."""
+    if not raw.startswith(TOKEN_PREFIX):
+        return None
+    now = timezone.now()
+    token = (
+        AccessToken.objects.select_related("user")
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), digest=_digest(raw))
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        return None
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from jobs.models import Job, JobState
+
+
+def make_job(*, owner: Any, state: JobState = JobState.QUEUED, **fields: Any) -> Job:
+    if state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+        fields.setdefault("finished_at", timezone.now())
+    if state != JobState.QUEUED:
+        fields.setdefault("started_at", timezone.now())
+        fields.setdefault("heartbeat_at", timezone.now())
+    return Job.objects.create(
+        owner=owner, kind="simulate", params={"steps": 1, "step_ms": 0}, state=state, **fields
+    )

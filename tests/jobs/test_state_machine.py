@@ -1,0 +1,77 @@
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError
+from django.utils import timezone
+
+from jobs import services
+from jobs.models import Job, JobState
+from tests.jobs.factories import make_job
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_queued_job_starts_once(make_user):
+    job = make_job(owner=make_user())
+
+    assert services.job_start(job_id=job.id).state == JobState.RUNNING
+    assert services.job_start(job_id=job.id) is None  # a duplicate delivery cannot start it again
+
+
+@pytest.mark.parametrize("final", [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
+def test_a_finished_job_never_moves_back_to_running(make_user, final):
+    job = make_job(owner=make_user(), state=JobState.RUNNING)
+    services.job_finish(job_id=job.id, state=final)
+
+    assert services.job_start(job_id=job.id) is None
+    assert services.job_heartbeat(job_id=job.id, current=1, total=2, message="late") is None
+    job.refresh_from_db()
+    assert job.state == final
+    assert job.progress_message == ""
+
+
+def test_a_job_finishes_exactly_once(make_user):
+    job = make_job(owner=make_user(), state=JobState.RUNNING)
+
+    first = services.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result={"ok": True})
+    late = services.job_finish(job_id=job.id, state=JobState.FAILED, error="late duplicate")
+
+    assert first is not None and late is None
+    job.refresh_from_db()
+    assert (job.state, job.error, job.result) == (JobState.SUCCEEDED, "", {"ok": True})
+
+
+def test_a_queued_job_cannot_succeed_without_running(make_user):
+    job = make_job(owner=make_user())
+
+    assert services.job_finish(job_id=job.id, state=JobState.SUCCEEDED) is None
+    assert Job.objects.get(pk=job.id).state == JobState.QUEUED
+
+
+def test_every_write_increases_the_version(make_user):
+    job = make_job(owner=make_user())
+    versions = [job.version]
+    versions.append(services.job_start(job_id=job.id).version)
+    versions.append(services.job_heartbeat(job_id=job.id, current=1, total=3, message="one")[0])
+    versions.append(services.job_finish(job_id=job.id, state=JobState.SUCCEEDED).version)
+
+    assert versions == sorted(set(versions)), versions
+
+
+def test_the_database_rejects_a_final_state_without_a_finish_time(make_user):
+    job = make_job(owner=make_user())
+    with pytest.raises(IntegrityError):
+        Job.objects.filter(pk=job.id).update(state=JobState.SUCCEEDED)
+
+
+def test_the_reaper_fails_running_jobs_whose_worker_went_silent(make_user):
+    owner = make_user()
+    stale = make_job(owner=owner, state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=5))
+    fresh = make_job(owner=owner, state=JobState.RUNNING)
+
+    assert services.job_reap_stale(stale_after=60) == 1
+
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert stale.state == JobState.FAILED and "Worker lost" in stale.error
+    assert fresh.state == JobState.RUNNING
