@@ -1,0 +1,300 @@
+"""The WebSocket consumer: authenticate, join groups, say hello, catch the client up (snapshot or
+resume), then relay events. The logic lives in services and selectors; this only speaks the
+protocol (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils import timezone
+
+from . import events, selectors, services
+
+MAX_WATCHED = 20
+# Flood control: more than this many client messages within the window closes the socket.
+MAX_MESSAGES, MESSAGE_WINDOW = 60, 10.0
+HEARTBEAT_SECONDS = 25.0
+SENT_IDS_KEPT = 2000
+OPS_INTERVAL = 3.0
+
+
+def _job_id(message: dict[str, Any]) -> str | None:
+    try:
+        return str(uuid.UUID(str(message.get("job_id"))))
+    except ValueError:
+        return None
+
+
+def _resume_point(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        point = int(value)
+    except (TypeError, ValueError):
+        return None
+    return point if point >= 0 else None
+
+
+class NotificationConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            # Accept first so the client sees the protocol's close code, not a bare HTTP 403.
+            await self.accept()
+            await self.close(code=events.CLOSE_NOT_AUTHENTICATED)
+            return
+        self.user = user
+        self.watching: set[str] = set()
+        # Ids this connection has sent (bounded), to drop a live event a snapshot or replay already
+        # covered; by exact id, since concurrent commits can arrive out of id order.
+        self.sent_ids: deque[int] = deque(maxlen=SENT_IDS_KEPT)
+        self.sent_notification_id = 0
+        self.received: deque[float] = deque(maxlen=MAX_MESSAGES + 1)
+        self.joined: list[str] = [events.user_group(user.pk)] + (
+            [events.STAFF_GROUP] if user.is_staff else []
+        )
+        # Join before reading anything: an event racing the connect is then either in what we
+        # read or delivered after it (and dropped if already sent, by id or version).
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        session = self.scope.get("session")
+        await database_sync_to_async(services.socket_open)(
+            channel_name=self.channel_name,
+            user_id=user.pk,
+            session_key=(session.session_key or "") if session is not None else "",
+        )
+        await self._send(selectors.hello_for(user))
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        resume_from = _resume_point((query.get("last_notification_id") or [None])[0])
+        if resume_from is None:
+            await self._send_snapshot()
+        else:
+            await self._replay(resume_from)
+        self.heartbeat = asyncio.ensure_future(self._heartbeat())
+
+    async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "user"):
+            return
+        if hasattr(self, "heartbeat"):
+            self.heartbeat.cancel()
+        if getattr(self, "ops_task", None) is not None:
+            self.ops_task.cancel()
+        for group in [*self.joined, *(events.job_group(job_id) for job_id in self.watching)]:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await database_sync_to_async(services.socket_closed)(channel_name=self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        now = time.monotonic()
+        self.received.append(now)
+        if len(self.received) > MAX_MESSAGES and now - self.received[0] < MESSAGE_WINDOW:
+            await self._error(
+                "too_many_messages", f"More than {MAX_MESSAGES} messages in {MESSAGE_WINDOW:g} s."
+            )
+            await self.close(code=events.CLOSE_TOO_MANY_MESSAGES)
+            return
+        if text_data is None:
+            await self._error("binary_not_supported", "Send JSON text frames.")
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            await self._error("invalid_json", "The frame is not valid JSON.")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self._error("invalid_message", "Expected a JSON object with a string 'type'.")
+            return
+        handler = self.handlers.get(message["type"])
+        if handler is None:
+            await self._error("unknown_type", f"Unknown message type {message['type'][:64]!r}.")
+            return
+        await handler(self, message)
+
+    # --- client messages ---------------------------------------------------------------------
+
+    async def on_ping(self, message: dict[str, Any]) -> None:
+        await self._send(events.pong(server_time=timezone.now().isoformat()))
+
+    async def on_resume(self, message: dict[str, Any]) -> None:
+        point = _resume_point(message.get("last_notification_id"))
+        if point is None:
+            await self._error("invalid_message", "'resume' needs last_notification_id (an integer >= 0).")
+            return
+        # The client says what it has: replay everything after it, even what a snapshot showed.
+        self.sent_ids.clear()
+        self.sent_notification_id = point
+        await self._replay(point)
+
+    async def on_mark_read(self, message: dict[str, Any]) -> None:
+        ids = message.get("ids")
+        if (
+            not isinstance(ids, list)
+            or not ids
+            or len(ids) > 1000
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            await self._error("invalid_message", "'mark_read' needs ids: a list of 1 to 1000 integers.")
+            return
+        # Every tab (this one included) hears notification.read from the service.
+        await database_sync_to_async(services.notification_mark_read)(user_id=self.user.pk, ids=ids)
+
+    async def on_mark_all_read(self, message: dict[str, Any]) -> None:
+        await database_sync_to_async(services.notification_mark_all_read)(user_id=self.user.pk)
+
+    async def on_watch(self, message: dict[str, Any]) -> None:
+        job_id = _job_id(message)
+        if job_id is None:
+            await self._error("invalid_message", "'watch' needs a job_id (a UUID).")
+            return
+        if len(self.watching) >= MAX_WATCHED and job_id not in self.watching:
+            await self._error("too_many_watches", f"Watch at most {MAX_WATCHED} jobs at once.")
+            return
+        tail = await database_sync_to_async(selectors.log_tail_for_watcher)(user=self.user, job_id=job_id)
+        if tail is None:
+            await self._error("forbidden", "No such job, or not yours to watch.")
+            return
+        await self.channel_layer.group_add(events.job_group(job_id), self.channel_name)
+        self.watching.add(job_id)
+        await self._send(events.watching(job_id=job_id, watching=True))
+        # Lines after joining arrive as job.log events; duplicates by seq are the client's to drop.
+        await self._send(events.job_log(job_id=job_id, lines=tail))
+
+    async def on_ops_subscribe(self, message: dict[str, Any]) -> None:
+        """Staff only: the operator's view, now and every OPS_INTERVAL seconds on this socket."""
+        if not self.user.is_staff:
+            await self._error("forbidden", "The operator's view is for staff.")
+            return
+        if getattr(self, "ops_task", None) is None:
+            self.ops_task = asyncio.ensure_future(self._ops_loop())
+
+    async def _ops_loop(self) -> None:
+        from dashboard.operator import operator_snapshot
+
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                started = time.monotonic()
+                snapshot = await database_sync_to_async(operator_snapshot)()
+                snapshot["channel_layer_rtt_ms"] = await self._layer_round_trip()
+                await self.send(text_data=json.dumps({"type": "ops.update", "ops": snapshot}))
+                await asyncio.sleep(max(0.5, OPS_INTERVAL - (time.monotonic() - started)))
+
+    async def _layer_round_trip(self) -> float | None:
+        """Channel-layer health: a message to this socket's own channel and back, through Redis."""
+        self.ops_pong = asyncio.get_running_loop().create_future()
+        started = time.monotonic()
+        try:
+            await self.channel_layer.send(self.channel_name, {"type": "ops.echo"})
+            await asyncio.wait_for(asyncio.shield(self.ops_pong), 2.0)
+        except Exception:
+            return None
+        return round((time.monotonic() - started) * 1000, 2)
+
+    async def ops_echo(self, message: dict[str, Any]) -> None:
+        pong = getattr(self, "ops_pong", None)
+        if pong is not None and not pong.done():
+            pong.set_result(True)
+
+    async def on_unwatch(self, message: dict[str, Any]) -> None:
+        job_id = _job_id(message)
+        if job_id is None:
+            await self._error("invalid_message", "'unwatch' needs a job_id (a UUID).")
+            return
+        if job_id in self.watching:
+            self.watching.discard(job_id)
+            await self.channel_layer.group_discard(events.job_group(job_id), self.channel_name)
+        await self._send(events.watching(job_id=job_id, watching=False))
+
+    handlers: ClassVar[dict[str, Callable[[Any, dict[str, Any]], Awaitable[None]]]] = {
+        "ping": on_ping,
+        "resume": on_resume,
+        "mark_read": on_mark_read,
+        "mark_all_read": on_mark_all_read,
+        "watch": on_watch,
+        "unwatch": on_unwatch,
+        "ops.subscribe": on_ops_subscribe,
+    }
+
+    # --- channel layer messages --------------------------------------------------------------
+
+    async def event_relay(self, message: dict[str, Any]) -> None:
+        """An event published by notifications.push, already serialized: forward it as it is."""
+        notification_id = message.get("notification_id")
+        if notification_id is not None:
+            if notification_id in self.sent_ids:
+                return  # already sent by a snapshot or a replay
+            self._sent(notification_id)
+        await self.send(text_data=message["text"])
+
+    async def socket_close(self, message: dict[str, Any]) -> None:
+        """Logout, deactivation, or this user opened too many sockets: close with the given code."""
+        await self.close(code=int(message.get("code", events.CLOSE_FORBIDDEN)))
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _replay(self, after_id: int) -> None:
+        """Every notification after ``after_id``, in order, then a fresh snapshot."""
+        rows, unread = await database_sync_to_async(selectors.replay_after)(
+            user_id=self.user.pk, after_id=after_id
+        )
+        for row in rows:
+            if row["id"] not in self.sent_ids:
+                await self._send(events.notification_new(notification=row, unread_count=unread))
+                self._sent(row["id"])
+        await self._send_snapshot(replayed_up_to=self.sent_notification_id)
+
+    async def _send_snapshot(self, *, replayed_up_to: int | None = None) -> None:
+        snapshot = await database_sync_to_async(selectors.snapshot_for_user)(
+            user=self.user, replayed_up_to=replayed_up_to
+        )
+        for notification in snapshot["notifications"]:
+            self._sent(notification["id"])
+        await self._send(snapshot)
+
+    def _sent(self, notification_id: int) -> None:
+        if len(self.sent_ids) == self.sent_ids.maxlen:
+            self.sent_ids.popleft()
+        self.sent_ids.append(notification_id)
+        self.sent_notification_id = max(self.sent_notification_id, notification_id)
+
+    async def _heartbeat(self) -> None:
+        """Lets clients notice a dead server, keeps this socket's presence row fresh, and renews
+        group membership on layers whose groups expire, so a long-lived socket never goes quiet."""
+        renew = getattr(self.channel_layer, "group_expiry", None) is not None
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+                await self._send(events.heartbeat(server_time=timezone.now().isoformat()))
+                await database_sync_to_async(services.socket_seen)(channel_name=self.channel_name)
+                if renew:
+                    for group in [*self.joined, *(events.job_group(job_id) for job_id in self.watching)]:
+                        await self.channel_layer.group_add(group, self.channel_name)
+
+    async def _send(self, event: events.Event) -> None:
+        await self.send(text_data=events.dumps(event))
+
+    async def _error(self, code: str, detail: str) -> None:
+        await self._send(events.error(code=code, detail=detail))
+
+
+class EchoConsumer(AsyncWebsocketConsumer):
+    """The Channels tutorial's echo: a connectivity and round-trip diagnostic (signed-in users)."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=events.CLOSE_NOT_AUTHENTICATED)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is not None:
+            await self.send(text_data=text_data)

@@ -1,0 +1,219 @@
+"""Typed realtime event payloads and group names: the protocol's vocabulary (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypedDict
+
+PROTOCOL_VERSION = 1
+
+# WebSocket close codes of the protocol.
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_REPLACED = 4409  # the user opened more sockets than allowed; the oldest goes
+CLOSE_TOO_MANY_MESSAGES = 4429
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+# Operators: every job's updates also go here, and only staff sockets join it.
+STAFF_GROUP = "staff"
+
+
+def job_update_groups(owner_id: int) -> list[str]:
+    return [user_group(owner_id), STAFF_GROUP]
+
+
+def job_group(job_id: object) -> str:
+    """A job's log stream; only its owner (or staff) may join it."""
+    return f"job.{job_id}"
+
+
+class ProgressPayload(TypedDict):
+    current: int
+    total: int | None
+    message: str
+
+
+class NotificationPayload(TypedDict):
+    id: int
+    level: str
+    title: str
+    body: str
+    link: str
+    job_id: str | None
+    created_at: str
+    read: bool
+
+
+class JobPayload(TypedDict):
+    id: str
+    kind: str
+    kind_title: str
+    owner: str
+    state: str
+    cancel_requested: bool
+    params: dict[str, Any]
+    progress: ProgressPayload
+    rate: float | None
+    eta_seconds: float | None
+    version: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    queue_wait_seconds: float | None
+    error: str
+    result: Any
+    download_url: str | None
+    retry_of: str | None
+    timeline: list[dict[str, str]]
+
+
+class LogLinePayload(TypedDict):
+    seq: int
+    text: str
+
+
+class UserPayload(TypedDict):
+    id: int
+    username: str
+    is_staff: bool
+
+
+class HelloEvent(TypedDict):
+    type: Literal["hello"]
+    protocol: int
+    user: UserPayload
+    server_time: str
+
+
+class SnapshotEvent(TypedDict):
+    type: Literal["snapshot"]
+    jobs: list[JobPayload]
+    unread_count: int
+    notifications: list[NotificationPayload]
+    last_notification_id: int
+
+
+class JobUpdateEvent(TypedDict):
+    type: Literal["job.update"]
+    job: JobPayload
+
+
+class JobLogEvent(TypedDict):
+    type: Literal["job.log"]
+    job_id: str
+    lines: list[LogLinePayload]
+
+
+class ErrorEvent(TypedDict):
+    type: Literal["error"]
+    code: str
+    detail: str
+
+
+class PongEvent(TypedDict):
+    type: Literal["pong"]
+    server_time: str
+
+
+class WatchingEvent(TypedDict):
+    type: Literal["watching"]
+    job_id: str
+    watching: bool
+
+
+class NotificationNewEvent(TypedDict):
+    type: Literal["notification.new"]
+    notification: NotificationPayload
+    unread_count: int
+    toast: bool
+
+
+class NotificationReadEvent(TypedDict):
+    type: Literal["notification.read"]
+    ids: list[int]
+    unread_count: int
+
+
+class HeartbeatEvent(TypedDict):
+    type: Literal["heartbeat"]
+    server_time: str
+
+
+Event = (
+    NotificationNewEvent
+    | NotificationReadEvent
+    | HeartbeatEvent
+    | HelloEvent
+    | SnapshotEvent
+    | JobUpdateEvent
+    | JobLogEvent
+    | ErrorEvent
+    | PongEvent
+    | WatchingEvent
+)
+
+
+def hello(*, user: UserPayload, server_time: str) -> HelloEvent:
+    return {"type": "hello", "protocol": PROTOCOL_VERSION, "user": user, "server_time": server_time}
+
+
+def snapshot(
+    *,
+    jobs: list[JobPayload],
+    unread_count: int,
+    notifications: list[NotificationPayload],
+    last_notification_id: int,
+) -> SnapshotEvent:
+    return {
+        "type": "snapshot",
+        "jobs": jobs,
+        "unread_count": unread_count,
+        "notifications": notifications,
+        "last_notification_id": last_notification_id,
+    }
+
+
+def notification_new(*, notification: Any, unread_count: int, toast: bool = True) -> NotificationNewEvent:
+    return {
+        "type": "notification.new",
+        "notification": notification,
+        "unread_count": unread_count,
+        "toast": toast,
+    }
+
+
+def notification_read(*, ids: list[int], unread_count: int) -> NotificationReadEvent:
+    return {"type": "notification.read", "ids": ids, "unread_count": unread_count}
+
+
+def heartbeat(*, server_time: str) -> HeartbeatEvent:
+    return {"type": "heartbeat", "server_time": server_time}
+
+
+def job_update(job: JobPayload) -> JobUpdateEvent:
+    return {"type": "job.update", "job": job}
+
+
+def job_log(*, job_id: str, lines: list[LogLinePayload]) -> JobLogEvent:
+    return {"type": "job.log", "job_id": job_id, "lines": lines}
+
+
+def watching(*, job_id: str, watching: bool) -> WatchingEvent:
+    return {"type": "watching", "job_id": job_id, "watching": watching}
+
+
+def error(*, code: str, detail: str) -> ErrorEvent:
+    return {"type": "error", "code": code, "detail": detail}
+
+
+def pong(*, server_time: str) -> PongEvent:
+    return {"type": "pong", "server_time": server_time}
+
+
+def dumps(event: Event) -> str:
+    """Serialize once, compactly; consumers forward the text as it is."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,110 @@
+"""THE one place that talks to the channel layer from outside a consumer.
+
+Events are serialized once, here, at the call site, and published only after the surrounding
+transaction commits: a client never hears of a row it could not read back. Publishing goes
+through one long-lived event loop per process, running in a daemon thread, so a worker pays
+neither ``async_to_sync``'s per-call loop setup nor a new Redis connection per event
+(design.md §3.4, §5): ``push_event`` only enqueues and returns in microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from dashboard.process_local import ProcessLocal
+
+from . import events
+
+logger = logging.getLogger(__name__)
+
+RELAY_TYPE = "event.relay"
+CLOSE_TYPE = "socket.close"
+# A publish that cannot reach Redis in this time is dropped: the database stays the truth and
+# clients catch up from the snapshot on their next (re)connect.
+PUBLISH_TIMEOUT = 5.0
+
+
+def push_event(
+    *, group: str | Sequence[str], event: events.Event, notification_id: int | None = None
+) -> None:
+    """Publish ``event`` to ``group`` (or to each of several groups) once the current transaction
+    commits (at once outside one). The event is serialized once, whatever the number of groups.
+
+    ``notification_id`` rides along so a consumer replaying a resume can drop what it already sent.
+    """
+    message: dict[str, Any] = {"type": RELAY_TYPE, "text": events.dumps(event)}
+    if notification_id is not None:
+        message["notification_id"] = notification_id
+    for target in [group] if isinstance(group, str) else group:
+        transaction.on_commit(partial(_publisher.get().submit, target, message), robust=True)
+
+
+def close_sockets(*, channel_names: list[str], code: int) -> None:
+    """Ask specific consumers (in any web process) to close, once the transaction commits."""
+    for channel_name in channel_names:
+        transaction.on_commit(
+            partial(_publisher.get().submit, channel_name, {"type": CLOSE_TYPE, "code": code}, direct=True),
+            robust=True,
+        )
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until every event submitted so far in this process has been handed to Redis."""
+    publisher = _publisher.peek()
+    return True if publisher is None else publisher.flush(timeout)
+
+
+class _Publisher:
+    def __init__(self) -> None:
+        self.published = 0
+        self.failed = 0
+        self._pending: deque[Future[None]] = deque()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="runboard-push", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def submit(self, target: str, message: dict[str, Any], direct: bool = False) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._send(target, message, direct), self._loop)
+        self._pending.append(future)
+        # Forget what has completed so the deque stays as short as the backlog.
+        while self._pending and self._pending[0].done():
+            self._pending.popleft()
+
+    async def _send(self, target: str, message: dict[str, Any], direct: bool) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            send = layer.send if direct else layer.group_send
+            await asyncio.wait_for(send(target, message), PUBLISH_TIMEOUT)
+            self.published += 1
+        except Exception:
+            self.failed += 1
+            logger.warning("Could not publish an event to %s; clients will resync.", target, exc_info=True)
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for future in list(self._pending):
+            try:
+                future.result(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return False
+        return True
+
+
+_publisher: ProcessLocal[_Publisher] = ProcessLocal(_Publisher)

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from .consumers import EchoConsumer, NotificationConsumer
+
+websocket_urlpatterns = [
+    path("ws/notifications/", NotificationConsumer.as_asgi()),
+    path("ws/echo/", EchoConsumer.as_asgi()),
+]

@@ -1,0 +1,258 @@
+"""Notifications: persisted first, pushed after commit; the unread count is a maintained counter."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import events
+from .models import (
+    Level,
+    Notification,
+    NotificationPreference,
+    NotificationState,
+    PushSubscription,
+    SocketConnection,
+)
+from .push import close_sockets as push_close
+from .push import push_event
+from .selectors import notification_payload
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+# A socket row not refreshed for this long belongs to a web process that died.
+SOCKET_FRESH_FOR = timedelta(seconds=90)
+# Which preference switches an event of each topic.
+TOPICS = {"job.succeeded": "job_succeeded", "job.failed": "job_failed", "job.cancelled": "job_cancelled",
+          "announcement": "announcements"}  # fmt: skip
+
+
+def preference_get(*, user_id: int) -> NotificationPreference:
+    preference, _ = NotificationPreference.objects.get_or_create(user_id=user_id)
+    return preference
+
+
+@transaction.atomic
+def preference_update(*, user_id: int, **fields: bool) -> NotificationPreference:
+    allowed = {f.name for f in NotificationPreference._meta.fields} - {"user"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"Unknown preference(s): {', '.join(sorted(unknown))}")
+    preference = preference_get(user_id=user_id)
+    for name, value in fields.items():
+        setattr(preference, name, bool(value))
+    preference.save()
+    return preference
+
+
+def _wants(user_id: int, topic: str | None) -> NotificationPreference | None:
+    """The user's preferences if they want this topic, else None."""
+    preference = NotificationPreference.objects.filter(user_id=user_id).first()
+    if preference is None:
+        return NotificationPreference(user_id=user_id)  # the defaults: everything on
+    if topic is not None and not getattr(preference, TOPICS[topic], True):
+        return None
+    return preference
+
+
+def _bump_unread(user_ids: Sequence[int]) -> dict[int, int]:
+    """Add one unread to each user (a user may appear several times); returns the new counts."""
+    NotificationState.objects.bulk_create(
+        [NotificationState(user_id=uid) for uid in set(user_ids)], ignore_conflicts=True
+    )
+    by_user: dict[int, int] = {}
+    for uid in user_ids:
+        by_user[uid] = by_user.get(uid, 0) + 1
+    for uid, n in by_user.items():
+        NotificationState.objects.filter(user_id=uid).update(unread_count=F("unread_count") + n)
+    return dict(NotificationState.objects.filter(user_id__in=by_user).values_list("user_id", "unread_count"))
+
+
+def _push_new(notification: Notification, unread_count: int, preference: NotificationPreference) -> None:
+    push_event(
+        group=events.user_group(notification.recipient_id),
+        event=events.notification_new(
+            notification=notification_payload(notification), unread_count=unread_count, toast=preference.toast
+        ),
+        notification_id=notification.pk,
+    )
+    if preference.browser_push:
+        transaction.on_commit(lambda: _maybe_web_push(notification.pk, notification.recipient_id))
+
+
+def _maybe_web_push(notification_id: int, user_id: int) -> None:
+    """Browser push only reaches users with no open socket (they already saw the toast)."""
+    if user_is_online(user_id=user_id) or not PushSubscription.objects.filter(user_id=user_id).exists():
+        return
+    try:
+        from .tasks import send_web_push
+
+        send_web_push.delay(notification_id)
+    except Exception:
+        logger.warning("Could not queue the browser push for notification %s", notification_id, exc_info=True)
+
+
+def user_is_online(*, user_id: int) -> bool:
+    return SocketConnection.objects.filter(
+        user_id=user_id, seen_at__gte=timezone.now() - SOCKET_FRESH_FOR
+    ).exists()
+
+
+@transaction.atomic
+def notify(
+    *,
+    recipient_id: int,
+    title: str,
+    body: str = "",
+    level: str = Level.INFO,
+    link: str = "",
+    job_id: Any = None,
+    topic: str | None = None,
+) -> Notification | None:
+    """Notify one user; returns None when their preferences turn this topic off."""
+    preference = _wants(recipient_id, topic)
+    if preference is None:
+        return None
+    notification = Notification.objects.create(
+        recipient_id=recipient_id, title=title[:200], body=body, level=level, link=link[:500], job_id=job_id
+    )
+    counts = _bump_unread([recipient_id])
+    _push_new(notification, counts[recipient_id], preference)
+    return notification
+
+
+def notify_many(
+    *, recipient_ids: Iterable[int], title: str, body: str = "", level: str = Level.INFO, link: str = "",
+    topic: str | None = "announcement",
+) -> int:  # fmt: skip
+    """Notify many users in batches (one INSERT per batch); returns how many were notified."""
+    count = 0
+    batch: list[int] = []
+    for recipient_id in recipient_ids:
+        batch.append(recipient_id)
+        if len(batch) >= BATCH_SIZE:
+            count += _notify_batch(batch, title=title, body=body, level=level, link=link, topic=topic)
+            batch = []
+    if batch:
+        count += _notify_batch(batch, title=title, body=body, level=level, link=link, topic=topic)
+    return count
+
+
+@transaction.atomic
+def _notify_batch(
+    recipient_ids: list[int], *, title: str, body: str, level: str, link: str, topic: str | None
+) -> int:
+    preferences = {p.user_id: p for p in NotificationPreference.objects.filter(user_id__in=recipient_ids)}
+    field = TOPICS.get(topic or "")
+    wanted = [rid for rid in recipient_ids if field is None or getattr(preferences.get(rid), field, True)]
+    created = Notification.objects.bulk_create(
+        [
+            Notification(recipient_id=rid, title=title[:200], body=body, level=level, link=link[:500])
+            for rid in wanted
+        ]
+    )
+    counts = _bump_unread(wanted)
+    for notification in created:
+        preference = preferences.get(notification.recipient_id) or NotificationPreference(
+            user_id=notification.recipient_id
+        )
+        _push_new(notification, counts[notification.recipient_id], preference)
+    return len(created)
+
+
+@transaction.atomic
+def notification_mark_read(*, user_id: int, ids: Sequence[int]) -> tuple[list[int], int]:
+    """Mark the user's own notifications read; every tab hears which ids and the new count."""
+    ids = [int(i) for i in ids][:1000]
+    marked = list(
+        Notification.objects.filter(recipient_id=user_id, pk__in=ids, read_at__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if marked:
+        Notification.objects.filter(pk__in=marked).update(read_at=timezone.now())
+    return marked, _after_read(user_id, marked)
+
+
+@transaction.atomic
+def notification_mark_all_read(*, user_id: int) -> tuple[list[int], int]:
+    unread = Notification.objects.filter(recipient_id=user_id, read_at__isnull=True)
+    marked = list(unread.order_by("pk").values_list("pk", flat=True))
+    unread.update(read_at=timezone.now())
+    return marked, _after_read(user_id, marked, reset=True)
+
+
+def _after_read(user_id: int, marked: list[int], *, reset: bool = False) -> int:
+    NotificationState.objects.get_or_create(user_id=user_id)
+    state = NotificationState.objects.select_for_update().get(user_id=user_id)
+    state.unread_count = 0 if reset else max(0, state.unread_count - len(marked))
+    state.save(update_fields=["unread_count"])
+    if marked or reset:
+        push_event(
+            group=events.user_group(user_id),
+            event=events.notification_read(ids=marked, unread_count=state.unread_count),
+        )
+    return state.unread_count
+
+
+# --- Open sockets ------------------------------------------------------------------------------
+
+MAX_SOCKETS_PER_USER = 20
+
+
+@transaction.atomic
+def socket_open(*, channel_name: str, user_id: int, session_key: str) -> list[str]:
+    """Record an open socket; beyond MAX_SOCKETS_PER_USER the user's oldest ones are closed."""
+    now = timezone.now()
+    SocketConnection.objects.update_or_create(
+        channel_name=channel_name, defaults={"user_id": user_id, "session_key": session_key, "seen_at": now}
+    )
+    fresh = SocketConnection.objects.filter(user_id=user_id, seen_at__gte=now - SOCKET_FRESH_FOR)
+    oldest = list(
+        fresh.order_by("-opened_at", "-channel_name").values_list("channel_name", flat=True)[
+            MAX_SOCKETS_PER_USER:
+        ]
+    )
+    if oldest:
+        SocketConnection.objects.filter(channel_name__in=oldest).delete()
+        push_close(channel_names=oldest, code=events.CLOSE_REPLACED)
+    # Rows of web processes that died without saying goodbye.
+    SocketConnection.objects.filter(user_id=user_id, seen_at__lt=now - SOCKET_FRESH_FOR).delete()
+    return oldest
+
+
+def socket_seen(*, channel_name: str) -> None:
+    SocketConnection.objects.filter(channel_name=channel_name).update(seen_at=timezone.now())
+
+
+def socket_closed(*, channel_name: str) -> None:
+    SocketConnection.objects.filter(channel_name=channel_name).delete()
+
+
+@transaction.atomic
+def sockets_close_for_session(*, session_key: str) -> int:
+    """Logging out closes that session's sockets (in every web process)."""
+    if not session_key:
+        return 0
+    rows = SocketConnection.objects.filter(session_key=session_key)
+    names = list(rows.values_list("channel_name", flat=True))
+    rows.delete()
+    push_close(channel_names=names, code=events.CLOSE_NOT_AUTHENTICATED)
+    return len(names)
+
+
+@transaction.atomic
+def sockets_close_for_user(*, user_id: int) -> int:
+    """A deactivated user loses every socket."""
+    rows = SocketConnection.objects.filter(user_id=user_id)
+    names = list(rows.values_list("channel_name", flat=True))
+    rows.delete()
+    push_close(channel_names=names, code=events.CLOSE_FORBIDDEN)
+    return len(names)
