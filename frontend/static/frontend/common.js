@@ -1,0 +1,217 @@
+// Shared by the pages: the job store (applies only newer versions), rendering a job row,
+// launching from a generated form, toasts and the connection indicator.
+// Every piece of user-supplied text is set with textContent, never parsed as HTML.
+export const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+export function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+export function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+export function percent(job) {
+  if (job.state === "succeeded") return 100;
+  if (job.state === "queued") return 0;
+  const { current, total } = job.progress;
+  if (!total) return null;
+  return Math.max(0, Math.min(100, Math.floor((current / total) * 100)));
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+export function shownState(job) {
+  return job.state === "running" && job.cancel_requested ? "cancelling" : job.state;
+}
+
+// Apply a job only if it is newer than what is shown: events may arrive out of order
+// (a snapshot racing a push), and versions only grow.
+export class JobStore extends EventTarget {
+  constructor() {
+    super();
+    this.jobs = new Map();
+  }
+  apply(job) {
+    const known = this.jobs.get(job.id);
+    if (known && known.version >= job.version) return false;
+    this.jobs.set(job.id, job);
+    this.dispatchEvent(new CustomEvent("job", { detail: { job, previous: known } }));
+    return true;
+  }
+}
+
+export function api(path, { method = "GET", body } = {}) {
+  const headers = { "X-CSRFToken": csrfToken() };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  return fetch(path, { method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body) })
+    .then(async (response) => ({ response, body: await response.json().catch(() => ({})) }));
+}
+
+export function renderJobRow(row, job, { link = true, actions = true } = {}) {
+  if (!row.firstChild) {
+    const head = el("div", { class: "job-head" });
+    const title = link ? el("a", { class: "job-title", href: `/jobs/${job.id}/` }) : el("strong", { class: "job-title" });
+    head.append(title, el("span", { class: "job-id muted" }), el("span", { class: "badge" }));
+    const bar = el("progress", { class: "bar", max: "100" });
+    const line = el("div", { class: "job-line" });
+    line.append(el("span", { class: "job-message" }), el("span", { class: "job-rate" }), el("span", { class: "job-percent" }));
+    const foot = el("div", { class: "job-foot" });
+    foot.append(el("a", { class: "job-download", hidden: "" }, "Download"));
+    if (actions) {
+      foot.append(el("button", { class: "link job-cancel", type: "button" }, "Cancel"));
+      foot.append(el("button", { class: "link job-retry", type: "button" }, "Retry"));
+    }
+    row.append(head, bar, line, el("p", { class: "job-error error" }), foot);
+  }
+  const state = shownState(job);
+  row.dataset.state = job.state;
+  row.dataset.version = String(job.version);
+  row.querySelector(".job-title").textContent = job.kind_title;
+  const staff = window.runboard?.user?.is_staff;
+  row.querySelector(".job-id").textContent = staff ? `${job.id.slice(0, 8)} · ${job.owner}` : job.id.slice(0, 8);
+  const badge = row.querySelector(".badge");
+  badge.textContent = state;
+  badge.dataset.state = state;
+  const bar = row.querySelector("progress");
+  const pct = percent(job);
+  bar.setAttribute("aria-label", `${job.kind_title} progress`);
+  if (pct === null) bar.removeAttribute("value");
+  else bar.value = pct;
+  row.querySelector(".job-percent").textContent = pct === null ? "" : `${pct}%`;
+  const waiting = job.state === "queued" ? "Waiting for a worker…" : "";
+  row.querySelector(".job-message").textContent = job.progress.message || waiting;
+  const rate = job.state === "running" && job.rate ? `${job.rate.toFixed(job.rate < 10 ? 1 : 0)}/s` : "";
+  const eta = job.state === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined ? ` · ${duration(job.eta_seconds)} left` : "";
+  row.querySelector(".job-rate").textContent = rate + eta;
+  row.querySelector(".job-error").textContent = job.error || "";
+  const download = row.querySelector(".job-download");
+  if (job.download_url) {
+    download.href = job.download_url;
+    download.hidden = false;
+  } else download.hidden = true;
+  const cancel = row.querySelector(".job-cancel");
+  if (cancel) cancel.hidden = FINAL.has(job.state) || job.cancel_requested;
+  const retry = row.querySelector(".job-retry");
+  if (retry) retry.hidden = !FINAL.has(job.state);
+}
+
+export function toast(title, body, level, link) {
+  const box = el("div", { class: "toast", "data-level": level, role: "status" });
+  box.append(link ? el("a", { href: link, class: "toast-title" }, title) : el("strong", {}, title));
+  if (body) box.append(el("div", {}, body));
+  const close = el("button", { class: "link", type: "button", "aria-label": "Dismiss" }, "×");
+  close.addEventListener("click", () => box.remove());
+  box.append(close);
+  document.getElementById("toasts").append(box);
+  setTimeout(() => box.remove(), 8000);
+}
+
+let countdown = null;
+export function showConnection({ state, retryAt }) {
+  const node = document.getElementById("connection");
+  if (!node) return;
+  node.dataset.state = state;
+  clearInterval(countdown);
+  if (state === "live") node.textContent = window.runboard?.socket?.transport === "sse" ? "Live (SSE)" : "Live";
+  else if (state === "connecting") node.textContent = "Connecting…";
+  else if (state === "unauthenticated") node.textContent = "Signed out: reload to log in";
+  else if (state === "reconnecting") {
+    const tick = () => {
+      const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+      node.textContent = `Reconnecting in ${seconds} s…`;
+    };
+    tick();
+    countdown = setInterval(tick, 500);
+  }
+}
+
+export function readParams(form) {
+  const params = {};
+  for (const input of form.querySelectorAll("input[name], select[name]")) {
+    const type = input.dataset.jsonType;
+    if (type === "upload") continue;
+    if (type === "boolean") params[input.name] = input.checked;
+    else if (input.value.trim() === "") continue; // left empty: let the server apply its default
+    else if (type === "integer" || type === "number") {
+      const value = Number(input.value);
+      params[input.name] = Number.isNaN(value) ? input.value : value;
+    } else params[input.name] = input.value;
+  }
+  return params;
+}
+
+export function showErrors(form, fields = {}, detail = "") {
+  for (const slot of form.querySelectorAll("[data-error-for]")) {
+    const key = slot.dataset.errorFor;
+    const messages = key === "__all__" ? [detail, ...(fields.kind || []), ...(fields.params || [])] : fields[key] || [];
+    slot.textContent = messages.filter(Boolean).join(" ");
+    const input = form.querySelector(`[name="${key.replace(/^params\./, "")}"]`);
+    if (input && key !== "__all__") input.setAttribute("aria-invalid", messages.length ? "true" : "false");
+  }
+}
+
+// POST a launch (JSON, or multipart with an upload progress bar); resolves to {status, body}.
+function send(url, form, params) {
+  const file = form.querySelector("input[type=file]")?.files?.[0];
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", url);
+  xhr.setRequestHeader("X-CSRFToken", csrfToken());
+  const bar = form.querySelector(".upload-progress");
+  let payload;
+  if (file) {
+    payload = new FormData();
+    payload.append("kind", form.dataset.kind);
+    payload.append("params", JSON.stringify(params));
+    payload.append("file", file);
+    if (bar) {
+      bar.hidden = false;
+      bar.value = 0;
+      xhr.upload.addEventListener("progress", (e) => {
+        if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100);
+      });
+    }
+  } else {
+    xhr.setRequestHeader("Content-Type", "application/json");
+    payload = JSON.stringify(url.endsWith("/retry/") ? { params } : { kind: form.dataset.kind, params });
+  }
+  return new Promise((resolve, reject) => {
+    xhr.addEventListener("load", () => {
+      if (bar) bar.hidden = true;
+      let body = {};
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {}
+      resolve({ status: xhr.status, body, retryAfter: xhr.getResponseHeader("Retry-After") });
+    });
+    xhr.addEventListener("error", () => reject(new Error("network error")));
+    xhr.send(payload);
+  });
+}
+
+export async function submitLaunch(form, url = "/api/v1/jobs/") {
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  showErrors(form);
+  try {
+    const { status, body, retryAfter } = await send(url, form, readParams(form));
+    if (status === 201) return body;
+    const detail = status === 429 ? `${body.detail || "Too many launches."} (retry after ${retryAfter} s)` : body.detail;
+    showErrors(form, body.fields || {}, detail || `Launch failed (HTTP ${status}).`);
+  } catch (error) {
+    showErrors(form, {}, `Could not reach the server: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+  return null;
+}

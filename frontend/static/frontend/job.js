@@ -1,0 +1,137 @@
+// One job: live progress, the log tail (follows until the reader scrolls up), the result
+// rendered for its kind, cancel / retry / re-run with edited parameters.
+import { JobStore, FINAL, api, duration, el, renderJobRow, shownState, showConnection, submitLaunch } from "./common.js";
+import { NotificationCentre } from "./notifications.js";
+import { RunboardSocket } from "./socket.js";
+
+const initial = JSON.parse(document.getElementById("job-data").textContent);
+const store = new JobStore();
+const row = document.getElementById(`job-${initial.id}`);
+const log = document.getElementById("log");
+let lastSeq = 0;
+
+function meta(job) {
+  const dl = document.getElementById("job-meta");
+  dl.replaceChildren();
+  const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+  const items = [
+    ["State", shownState(job)],
+    ["Created", when(job.created_at)],
+    ["Started", when(job.started_at)],
+    ["Finished", when(job.finished_at)],
+    ["Waited in queue", job.queue_wait_seconds === null ? "—" : duration(job.queue_wait_seconds)],
+    ["Parameters", JSON.stringify(job.params)],
+  ];
+  if (job.retry_of) items.push(["Retry of", job.retry_of.slice(0, 8)]);
+  for (const [term, value] of items) dl.append(el("dt", {}, term), el("dd", {}, value));
+  const timeline = document.getElementById("timeline");
+  timeline.replaceChildren();
+  for (const step of job.timeline || []) {
+    const item = el("li", { "data-state": step.state });
+    item.append(el("span", { class: "badge", "data-state": step.state }, step.state), el("time", { datetime: step.at }, new Date(step.at).toLocaleTimeString()));
+    timeline.append(item);
+  }
+}
+
+function renderResult(job) {
+  const box = document.getElementById("result");
+  if (job.state !== "succeeded" || job.result === null) {
+    box.replaceChildren(el("p", { class: "muted" }, FINAL.has(job.state) ? "No result." : "No result yet."));
+    return;
+  }
+  const result = job.result;
+  if (job.kind === "primes") {
+    box.replaceChildren(el("p", { class: "big-number" }, result.primes.toLocaleString()), el("p", { class: "muted" }, `primes below ${result.n.toLocaleString()} (${result.chunks} chunks)`));
+  } else if (job.kind === "csv_profile") {
+    const table = el("table", { class: "profile" });
+    const head = el("tr");
+    for (const h of ["Column", "Type", "Count", "Empty", "Distinct", "Min", "Max", "Mean", "Std dev", "Top values"]) head.append(el("th", { scope: "col" }, h));
+    const thead = el("thead");
+    thead.append(head);
+    const body = el("tbody");
+    table.append(thead, body);
+    const fmt = (v) => (v === null || v === undefined ? "" : typeof v === "number" ? (Number.isInteger(v) ? v.toLocaleString() : v.toPrecision(6)) : String(v));
+    for (const c of result.columns) {
+      const tr = el("tr");
+      tr.append(el("th", { scope: "row" }, c.name), el("td", {}, c.type), el("td", {}, fmt(c.count)), el("td", {}, fmt(c.empty)),
+        el("td", {}, (c.distinct_exact ? "" : "≈") + fmt(c.distinct)), el("td", {}, fmt(c.min)), el("td", {}, fmt(c.max)),
+        el("td", {}, fmt(c.mean)), el("td", {}, fmt(c.stddev)), el("td", {}, c.top.map((t) => `${t.value} (${t.count})`).join(", ")));
+      body.append(tr);
+    }
+    box.replaceChildren(el("p", {}, `${result.file_name}: ${result.rows.toLocaleString()} rows, ${result.columns.length} columns`), table);
+  } else if (job.download_url) {
+    const link = el("a", { href: job.download_url, class: "button" }, `Download ${result.file_name || "file"}`);
+    box.replaceChildren(link, el("p", { class: "muted" }, `${result.rows ?? ""} rows`));
+  } else {
+    box.replaceChildren(el("pre", { class: "json" }, JSON.stringify(result, null, 2)));
+  }
+}
+
+store.addEventListener("job", ({ detail: { job, previous } }) => {
+  renderJobRow(row, job, { link: false, actions: false });
+  meta(job);
+  renderResult(job);
+  document.getElementById("cancel").hidden = FINAL.has(job.state) || job.cancel_requested;
+  document.getElementById("retry").hidden = !FINAL.has(job.state);
+  document.title = `${shownState(job)} · ${job.kind_title} · Runboard`;
+});
+
+function appendLines(lines) {
+  const fresh = lines.filter((line) => line.seq > lastSeq);
+  if (!fresh.length) return;
+  lastSeq = fresh[fresh.length - 1].seq;
+  // Decide from where the reader is now, not from the last scroll event (which may be late).
+  const follow = atBottom();
+  log.append(document.createTextNode(fresh.map((line) => line.text).join("\n") + "\n"));
+  if (follow) log.scrollTop = log.scrollHeight;
+  showFollow(follow);
+}
+
+const atBottom = () => log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+function showFollow(following) {
+  document.getElementById("log-follow").textContent = following
+    ? "Following the log. Scroll up to stop."
+    : "Paused. Scroll to the bottom to follow again.";
+}
+log.addEventListener("scroll", () => showFollow(atBottom()));
+
+async function act(action) {
+  const errorBox = document.getElementById("action-error");
+  errorBox.textContent = "";
+  const { response, body } = await api(`/api/v1/jobs/${initial.id}/${action}/`, { method: "POST", body: {} });
+  if (!response.ok) errorBox.textContent = body.detail || `HTTP ${response.status}`;
+  else if (action === "retry") location.assign(`/jobs/${body.id}/`);
+  else store.apply(body);
+}
+document.getElementById("cancel").addEventListener("click", () => act("cancel"));
+document.getElementById("retry").addEventListener("click", () => act("retry"));
+
+const rerun = document.getElementById("rerun");
+if (rerun) {
+  rerun.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const job = await submitLaunch(rerun, `/api/v1/jobs/${initial.id}/retry/`);
+    if (job) location.assign(`/jobs/${job.id}/`);
+  });
+}
+
+store.apply(initial);
+const socket = new RunboardSocket();
+socket.addEventListener("state", (event) => showConnection(event.detail));
+// On the SSE fallback there is no "watch": poll the log over HTTP instead.
+setInterval(async () => {
+  if (socket.transport !== "sse") return;
+  const { response, body } = await api(`/api/v1/jobs/${initial.id}/log/?after=${lastSeq}`);
+  if (response.ok) appendLines(body.lines);
+}, 2000);
+socket.addEventListener("message", ({ detail: message }) => {
+  if (message.type === "hello") window.runboard.user = message.user;
+  if (message.type === "hello") socket.send({ type: "watch", job_id: initial.id });
+  else if (message.type === "snapshot") message.jobs.filter((job) => job.id === initial.id).forEach((job) => store.apply(job));
+  else if (message.type === "job.update" && message.job.id === initial.id) store.apply(message.job);
+  else if (message.type === "job.log" && message.job_id === initial.id) appendLines(message.lines);
+});
+const centre = new NotificationCentre();
+centre.attach(socket);
+socket.start();
+window.runboard = { socket, store, centre };

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from . import views
+from .diagnostics import diagnostics
+from .operations import operations
+
+app_name = "frontend"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("jobs/<uuid:job_id>/", views.job_detail, name="job-detail"),
+    path("settings/", views.settings_page, name="settings"),
+    path("diagnostics/", diagnostics, name="diagnostics"),
+    path("operations/", operations, name="operations"),
+]

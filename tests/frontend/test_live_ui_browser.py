@@ -1,0 +1,158 @@
+"""The dashboard as people use it, in headless Chromium: acting on jobs, the notification centre,
+several tabs, hostile text, and a web server that goes away and comes back."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from jobs import services
+from notifications import services as notification_services
+from tests.frontend.test_dashboard_browser import log_in, open_launch_form
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+
+
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+
+
+def test_cancel_a_running_job_from_its_row(page, make_user, celery_worker):
+    log_in(page, make_user())
+    form = open_launch_form(page, "Simulated work", "simulate")
+    form.get_by_label("Steps").fill("300")
+    form.get_by_label("Milliseconds per step").fill("50")
+    form.get_by_role("button", name="Launch").click()
+
+    row = page.locator("li.job").first
+    expect(row).to_have_attribute("data-state", "running")
+    row.get_by_role("button", name="Cancel").click()
+    expect(row.locator(".badge")).to_have_text("cancelled", timeout=15_000)
+    expect(page.locator("#toasts")).to_contain_text("Simulated work was cancelled")
+
+
+def test_retry_a_failed_job_from_its_row(page, make_user, celery_worker):
+    log_in(page, make_user())
+    form = open_launch_form(page, "Simulated work", "simulate")
+    form.get_by_label("Steps").fill("2")
+    form.get_by_label("Milliseconds per step").fill("0")
+    form.get_by_label("Fail at step").fill("1")
+    form.get_by_role("button", name="Launch").click()
+    failed = page.locator("li.job").first
+    expect(failed.locator(".badge")).to_have_text("failed")
+
+    failed.get_by_role("button", name="Retry").click()
+    expect(page.locator("li.job")).to_have_count(2)
+    expect(page.locator("li.job").first.locator(".badge")).to_have_text("failed")
+
+
+def test_the_log_follows_until_the_reader_scrolls_up(page, make_user, celery_worker):
+    user = make_user()
+    job = services.job_create(owner=user, kind="simulate", params={"steps": 80, "step_ms": 60})
+    log_in(page, user)
+    page.goto(f"/jobs/{job.id}/")
+
+    log = page.locator("#log")
+    expect(log).to_contain_text("Finished step 20 of 80", timeout=15_000)
+    at_bottom = "(l => l.scrollTop + l.clientHeight >= l.scrollHeight - 4)(document.getElementById('log'))"
+    assert page.evaluate(at_bottom)
+    page.evaluate("document.getElementById('log').scrollTop = 0")
+    expect(page.locator("#log-follow")).to_contain_text("Paused")
+    expect(log).to_contain_text("Finished step 80 of 80", timeout=20_000)
+    assert page.evaluate("document.getElementById('log').scrollTop") == 0  # did not yank the reader down
+
+
+def test_two_tabs_stay_in_step_on_mark_read(browser, live_server_url, make_user):
+    user = make_user()
+    context = browser.new_context(base_url=live_server_url)
+    tab1, tab2 = context.new_page(), context.new_page()
+    log_in(tab1, user)
+    tab2.goto("/")
+    expect(tab2.locator("#connection")).to_have_text("Live")
+
+    for i in range(3):
+        notification_services.notify(recipient_id=user.pk, title=f"Note {i}")
+    for tab in (tab1, tab2):
+        expect(tab.locator("#unread")).to_have_text("3")
+
+    tab1.locator("#bell").click()
+    tab1.locator("#notif-list li", has_text="Note 1").get_by_role("button", name="Mark read").click()
+    for tab in (tab1, tab2):
+        expect(tab.locator("#unread")).to_have_text("2")
+    tab2.locator("#bell").click()
+    tab2.get_by_role("button", name="Mark all read").click()
+    for tab in (tab1, tab2):
+        expect(tab.locator("#unread")).to_be_hidden()
+    context.close()
+
+
+def test_markup_in_job_text_and_notifications_shows_as_text(page, make_user, celery_worker):
+    user = make_user()
+    log_in(page, user)
+    job = services.job_create(owner=user, kind="test_echo", params={"text": "fail:" + XSS})
+    notification_services.notify(recipient_id=user.pk, title=XSS, body=XSS)
+
+    row = page.locator(f"#job-{job.id}")
+    expect(row.locator(".job-error")).to_have_text("fail:" + XSS, timeout=15_000)
+    expect(row.locator(".job-message")).to_have_text("fail:" + XSS)
+    page.locator("#bell").click()
+    expect(page.locator("#notif-list")).to_contain_text(XSS)
+    page.goto(f"/jobs/{job.id}/")
+    expect(page.locator("#log")).to_contain_text("fail:" + XSS)
+    assert page.evaluate("window.__xss") is None
+
+
+def test_the_page_reconnects_after_the_server_restarts_and_catches_up(page, make_user, web_server):
+    user = make_user()
+    log_in(page, user)
+
+    web_server.stop()
+    expect(page.locator("#connection")).to_contain_text(re.compile(r"Reconnecting in \d+ s"))
+    missed = [notification_services.notify(recipient_id=user.pk, title=f"While away {i}") for i in range(3)]
+    web_server.start()
+
+    expect(page.locator("#connection")).to_have_text("Live", timeout=30_000)
+    for notification in missed:
+        expect(page.locator(f"#notif-{notification.pk}")).to_have_count(1)
+    expect(page.locator("#unread")).to_have_text("3")
+
+
+def test_when_websockets_are_blocked_the_page_falls_back_to_sse(browser, live_server_url, make_user):
+    user = make_user()
+    context = browser.new_context(base_url=live_server_url)
+    page = context.new_page()
+    # A proxy that refuses WebSockets: every notification socket is closed before it opens.
+    page.route_web_socket(re.compile(r".*/ws/notifications/.*"), lambda ws: ws.close())
+    log_in(page, user, live=False)
+
+    expect(page.locator("#connection")).to_have_text("Live (SSE)", timeout=30_000)
+    note = notification_services.notify(recipient_id=user.pk, title="Over the fallback")
+    expect(page.locator(f"#notif-{note.pk}")).to_have_count(1)
+    expect(page.locator("#unread")).to_have_text("1")
+    page.locator("#bell").click()
+    page.get_by_role("button", name="Mark all read").click()  # over HTTP: SSE is one-way
+    expect(page.locator("#unread")).to_be_hidden()
+    context.close()
+
+
+def test_history_filters_search_and_pages_through_older_jobs(page, make_user):
+    from jobs.models import JobState
+    from tests.jobs.factories import make_job
+
+    user = make_user()
+    for i in range(60):
+        make_job(owner=user, state=JobState.SUCCEEDED, progress_message=f"batch {i}")
+    make_job(owner=user, state=JobState.FAILED, error="disk on fire")
+    log_in(page, user)
+
+    rows = page.locator("#jobs li.job:visible")
+    expect(rows).to_have_count(50)
+    page.get_by_role("button", name="Load more").click()
+    expect(rows).to_have_count(61)
+    page.locator("#filters").get_by_label("State").select_option("failed")
+    expect(rows).to_have_count(1)
+    page.locator("#filters").get_by_label("State").select_option("")
+    page.locator("#filters").get_by_label("Search").fill("on fire")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".job-error")).to_have_text("disk on fire")
+    page.locator("#jobs li.job:visible a.job-title").first.click()
+    expect(page.locator("#timeline li")).to_have_count(3)  # queued → running → failed
