@@ -1,0 +1,271 @@
+"""Shared fixtures: users, the real processes (Celery worker, ASGI web server) tests run against,
+and headless Debian Chromium driven by Playwright (no browser download: executable_path)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from websockets.sync.client import ClientConnection, connect
+
+from tests.support.net import free_port, wait_for_http
+
+ROOT = Path(__file__).resolve().parent.parent
+_usernames = itertools.count(1)
+
+
+@pytest.fixture
+def make_user(django_user_model: Any) -> Callable[..., Any]:
+    def make(username: str | None = None, **fields: Any) -> Any:
+        username = username or f"user{next(_usernames)}"
+        return django_user_model.objects.create_user(username=username, password="pw-" + username, **fields)
+
+    return make
+
+
+def session_cookie(user: Any) -> str:
+    """A real session for ``user`` (committed, so the web server process can read it)."""
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    if connection.vendor == "postgresql":
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+    raise RuntimeError(f"no subprocess support for {connection.vendor}")
+
+
+@pytest.fixture(scope="session")
+def server_env(django_db_setup: None) -> dict[str, str]:
+    """Environment for processes that must share this session's Redis and test database."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DJANGO_SETTINGS_MODULE": "dashboard.settings.test",
+        "DATABASE_URL": _database_url(),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class ManagedProcess:
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = Path(os.environ["RUNBOARD_VAR_DIR"]) / f"{name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not log {needle!r}:\n{self.log()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+_worker_started = False
+
+
+@pytest.fixture(autouse=True)
+def _quiet_worker_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that leaves unfinished jobs, end them and wait until the session's worker is
+    idle, so the database flush that follows (TRUNCATE on PostgreSQL) never races a job's writes.
+
+    Set up after pytest-django's database fixtures (conftest autouse runs after the plugin's), so
+    it is torn down before their flush.
+    """
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        return
+    from django.utils import timezone
+
+    from jobs.models import Job, JobState
+
+    unfinished = Job.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING])
+    if not unfinished.exists():
+        return
+    unfinished.update(state=JobState.CANCELLED, finished_at=timezone.now())
+    if not _worker_started:
+        return
+    from dashboard.celery import app
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        active = app.control.inspect(timeout=0.5).active() or {}
+        if not any(active.values()):
+            return
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(server_env: dict[str, str]) -> Iterator[ManagedProcess]:
+    """A real Celery worker (prefork, 2 processes) consuming this session's Redis."""
+    global _worker_started
+    worker = ManagedProcess(
+        "worker",
+        [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "INFO",
+         "--concurrency", "2", "--without-mingle", "--without-gossip", "-n", f"test-{os.getpid()}@%h"],
+        server_env,
+    )  # fmt: skip
+    worker.wait_for_log(" ready.", timeout=60)
+    _worker_started = True
+    yield worker
+    worker.stop()
+
+
+class LiveServer:
+    """The real ASGI server (uvicorn, as in the Procfile) on a free port; restartable on it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.starts = 0
+        self.start()
+
+    def start(self) -> None:
+        self.starts += 1
+        self.web = ManagedProcess(
+            f"web-{self.starts}",
+            [sys.executable, "-m", "uvicorn", "dashboard.asgi:application", "--host", "127.0.0.1",
+             "--port", str(self.port), "--ws-max-size", "65536", "--ws-per-message-deflate", "false"],
+            self.env,
+        )  # fmt: skip
+        if not wait_for_http(f"{self.url}/login/", timeout=60, proc=self.web.proc):
+            self.web.stop()
+            raise RuntimeError(f"web server did not start:\n{self.web.log()[-4000:]}")
+
+    def stop(self) -> None:
+        self.web.stop()
+
+
+@pytest.fixture(scope="session")
+def web_server(server_env: dict[str, str]) -> Iterator[LiveServer]:
+    server = LiveServer(server_env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server_url(web_server: LiveServer) -> str:
+    return web_server.url
+
+
+@pytest.fixture
+def ws_connect(live_server_url: str) -> Iterator[Callable[..., ClientConnection]]:
+    """Open a WebSocket to the live server, as ``user`` (or anonymously), from ``origin``."""
+    stack = contextlib.ExitStack()
+
+    def open_socket(
+        path: str = "/ws/notifications/", *, user: Any = None, origin: str | None = "same"
+    ) -> ClientConnection:
+        headers = {"Cookie": session_cookie(user)} if user is not None else {}
+        return stack.enter_context(
+            connect(
+                live_server_url.replace("http", "ws", 1) + path,
+                origin=live_server_url if origin == "same" else origin,  # type: ignore[arg-type]
+                additional_headers=headers,
+                open_timeout=10,
+            )
+        )
+
+    with stack:
+        yield open_socket
+
+
+def receive_json(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def receive_until(
+    ws: ClientConnection, done: Callable[[dict[str, Any]], bool], timeout: float = 30
+) -> list[dict[str, Any]]:
+    """Collect events until one satisfies ``done`` (included); fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"timed out; received {[event.get('type') for event in seen]}: {seen[-3:]}")
+        try:
+            event = receive_json(ws, timeout=remaining)
+        except TimeoutError:
+            continue
+        seen.append(event)
+        if done(event):
+            return seen
+
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+# Chromium's background services would try the (closed) network at every start.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} not found; `make test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the tests' own ORM calls (creating
+    # users) are still plain blocking code, so tell Django not to refuse them.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server_url: str) -> Iterator[Any]:
+    context = browser.new_context(base_url=live_server_url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
