@@ -63,15 +63,22 @@ def _wants(user_id: int, topic: str | None) -> NotificationPreference | None:
 
 
 def _bump_unread(user_ids: Sequence[int]) -> dict[int, int]:
-    """Add one unread to each user (a user may appear several times); returns the new counts."""
+    """Add one unread to each user (a user may appear several times); returns the new counts.
+
+    One UPDATE per distinct increment (almost always one), not one per user: a broadcast to
+    thousands of users would otherwise spend most of its time here.
+    """
     NotificationState.objects.bulk_create(
         [NotificationState(user_id=uid) for uid in set(user_ids)], ignore_conflicts=True
     )
     by_user: dict[int, int] = {}
     for uid in user_ids:
         by_user[uid] = by_user.get(uid, 0) + 1
+    by_increment: dict[int, list[int]] = {}
     for uid, n in by_user.items():
-        NotificationState.objects.filter(user_id=uid).update(unread_count=F("unread_count") + n)
+        by_increment.setdefault(n, []).append(uid)
+    for n, uids in by_increment.items():
+        NotificationState.objects.filter(user_id__in=uids).update(unread_count=F("unread_count") + n)
     return dict(NotificationState.objects.filter(user_id__in=by_user).values_list("user_id", "unread_count"))
 
 
@@ -83,26 +90,42 @@ def _push_new(notification: Notification, unread_count: int, preference: Notific
         ),
         notification_id=notification.pk,
     )
-    if preference.browser_push:
-        transaction.on_commit(lambda: _maybe_web_push(notification.pk, notification.recipient_id))
 
 
-def _maybe_web_push(notification_id: int, user_id: int) -> None:
-    """Browser push only reaches users with no open socket (they already saw the toast)."""
-    if user_is_online(user_id=user_id) or not PushSubscription.objects.filter(user_id=user_id).exists():
+def _web_push_after_commit(pairs: list[tuple[int, int]]) -> None:
+    """Once the notifications ``(id, recipient id)`` commit, queue browser pushes for them."""
+    if pairs:
+        transaction.on_commit(lambda: _maybe_web_push(pairs))
+
+
+def _maybe_web_push(pairs: list[tuple[int, int]]) -> None:
+    """Browser push only reaches users with no open socket (they already saw the toast).
+
+    Two queries for the whole batch, whatever its size.
+    """
+    user_ids = {uid for _, uid in pairs}
+    subscribed = set(
+        PushSubscription.objects.filter(user_id__in=user_ids).values_list("user_id", flat=True).distinct()
+    )
+    if not subscribed:
         return
-    try:
-        from .tasks import send_web_push
+    online = set(
+        SocketConnection.objects.filter(
+            user_id__in=subscribed, seen_at__gte=timezone.now() - SOCKET_FRESH_FOR
+        )
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+    from .tasks import send_web_push
 
-        send_web_push.delay(notification_id)
-    except Exception:
-        logger.warning("Could not queue the browser push for notification %s", notification_id, exc_info=True)
-
-
-def user_is_online(*, user_id: int) -> bool:
-    return SocketConnection.objects.filter(
-        user_id=user_id, seen_at__gte=timezone.now() - SOCKET_FRESH_FOR
-    ).exists()
+    for notification_id, uid in pairs:
+        if uid in subscribed and uid not in online:
+            try:
+                send_web_push.delay(notification_id)
+            except Exception:
+                logger.warning(
+                    "Could not queue the browser push for notification %s", notification_id, exc_info=True
+                )
 
 
 @transaction.atomic
@@ -125,6 +148,8 @@ def notify(
     )
     counts = _bump_unread([recipient_id])
     _push_new(notification, counts[recipient_id], preference)
+    if preference.browser_push:
+        _web_push_after_commit([(notification.pk, recipient_id)])
     return notification
 
 
@@ -159,11 +184,14 @@ def _notify_batch(
         ]
     )
     counts = _bump_unread(wanted)
+    default = NotificationPreference()
+    web_push: list[tuple[int, int]] = []
     for notification in created:
-        preference = preferences.get(notification.recipient_id) or NotificationPreference(
-            user_id=notification.recipient_id
-        )
+        preference = preferences.get(notification.recipient_id, default)
         _push_new(notification, counts[notification.recipient_id], preference)
+        if preference.browser_push:
+            web_push.append((notification.pk, notification.recipient_id))
+    _web_push_after_commit(web_push)
     return len(created)
 
 
