@@ -4,12 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup run test bench lint format lock clean
+.PHONY: help setup run test bench bench-quick bench-run lint format lock clean
 
 help:
 	@echo "make run    set up (virtualenv, dependencies, Redis, migrations, demo login) and start web, worker and beat"
 	@echo "make test   set up the same plus Chromium, then run the whole test suite"
 	@echo "make bench  run the benchmarks (real Redis, workers) and write bench/RESULTS.md"
+	@echo "make bench-quick  the same as short smoke runs (--quick; not figures to quote)"
 	@echo "make lint   ruff"
 	@echo "make lock   refresh constraints.txt from the current virtualenv"
 
@@ -35,17 +36,36 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if PG=$$($(BIN)/python scripts/postgres_url.py); then \
 	  echo "PostgreSQL answers: running the database tests against it too"; \
-	  DATABASE_URL=$$PG $(BIN)/python -m pytest -m "not browser" tests/jobs tests/notifications tests/system $(PYTEST_ARGS); \
+	  DATABASE_URL=$$PG $(BIN)/python -m pytest -m "not browser" tests/jobs tests/notifications tests/system \
+	    --ignore tests/system/test_bench_smoke.py $(PYTEST_ARGS); \
 	else \
 	  echo "No PostgreSQL answers: SQLite only (set TEST_POSTGRES_URL to use one)"; \
 	fi
 
+# Every scenario of bench/README.md that exists, one script each (a failing script does not stop the
+# others; make fails at the end), then bench/RESULTS.md. bench-quick: the same as smoke runs.
+BENCH_SCRIPTS := progress_overhead throughput csv_profile primes_scaling \
+                 transport fanout server_cost sockets_memory load
+BENCH_ARGS ?=
+
 bench: setup
+	@$(MAKE) --no-print-directory bench-run BENCH_ARGS="$(BENCH_ARGS)"
+
+bench-quick: setup
+	@$(MAKE) --no-print-directory bench-run BENCH_ARGS="--quick $(BENCH_ARGS)"
+
+bench-run:
 	$(PYTHON) scripts/system_deps.py redis-server
-	$(BIN)/python bench/progress_overhead.py
-	$(BIN)/python bench/csv_profile.py --size-mb 100 --runs 3
-	$(BIN)/python bench/primes_scaling.py
-	$(BIN)/python -m bench.collect
+	@if [ -f bench/requirements.txt ]; then \
+	  $(BIN)/python -m pip install --quiet -r bench/requirements.txt -c constraints.txt; fi
+	@failed=""; for s in $(BENCH_SCRIPTS); do \
+	  [ -f bench/$$s.py ] || { echo "== bench/$$s.py: not there, skipped"; continue; }; \
+	  echo "== bench/$$s.py $(BENCH_ARGS)"; start=$$(date +%s); \
+	  $(BIN)/python bench/$$s.py $(BENCH_ARGS) || failed="$$failed $$s"; \
+	  echo "== bench/$$s.py took $$(( $$(date +%s) - start )) s"; \
+	done; \
+	$(BIN)/python -m bench.collect; \
+	if [ -n "$$failed" ]; then echo "Failed:$$failed"; exit 1; fi
 
 lint: setup
 	$(BIN)/ruff check .

@@ -29,9 +29,7 @@ import contextlib
 import json
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -44,8 +42,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import summarize, write_results  # noqa: E402
-from bench.support import BenchEnvironment, bench_environment  # noqa: E402
+from bench.common import row, summarize, write_results  # noqa: E402
+from bench.support import (  # noqa: E402
+    BenchEnvironment,
+    bench_environment,
+    cpu_seconds,
+    own_cpu_seconds,
+    pid_listening_redis,
+    system_busy_seconds,
+    worker_environment,
+)
+from bench.support import CeleryWorker as Worker  # noqa: E402
 
 # pi(n): primes below n, for the sizes this benchmark is usually run at; other n are checked against
 # the in-line count_primes_below(n) of the first run.
@@ -56,69 +63,10 @@ WARM_N = 40_000_000
 WARM_CHUNKS = 8
 SETTLE = 1.0  # seconds between the warm-up job and the measured one (trailing pushes and pump ticks)
 JOB_TIMEOUT = 120.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TRACE_LINE = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO celery\.app\.trace: "
     r"Task (?P<task>jobs\.run_job(?:_chunk)?)\[[0-9a-f-]+\] succeeded in (?P<runtime>[0-9.e-]+)s"
 )
-
-
-# --- /proc accounting ------------------------------------------------------------------------------
-
-
-def proc_stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds used: user + system) of a live process, or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
-    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    out = {}
-    for pid in pids:
-        stat = proc_stat(pid)
-        if stat is not None:
-            out[pid] = stat[1]
-    return out
-
-
-def children_of(ppid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = proc_stat(int(entry.name))
-            if stat is not None and stat[0] == ppid:
-                kids.append(int(entry.name))
-    return sorted(kids)
-
-
-def pid_listening_redis(port: int) -> int | None:
-    """The redis-server process serving ``port`` (its cmdline shows ``redis-server 127.0.0.1:port``)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "redis-server" in cmdline and any(t.endswith(f":{port}") for t in cmdline.split()):
-            return int(entry.name)
-    return None
-
-
-def system_busy_seconds() -> float:
-    """CPU seconds all cores have spent busy since boot (/proc/stat, everything but idle and iowait)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def own_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 # --- The final job.update, as a client would hear it ------------------------------------------------
@@ -187,47 +135,6 @@ class FinalEvents:
 
 
 # --- The worker --------------------------------------------------------------------------------------
-
-
-class Worker:
-    """A real ``celery worker`` subprocess (prefork) on the benchmark's Redis and database."""
-
-    def __init__(self, *, name: str, concurrency: int, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "INFO",
-             "--concurrency", str(concurrency), "--without-mingle", "--without-gossip", "-n", f"{name}@%h"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def log(self, offset: int = 0) -> str:
-        with self.log_path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-
-    def wait_ready(self, timeout: float = 60.0) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if " ready." in self.log():
-                return time.monotonic() - t0
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"worker did not get ready:\n{self.log()[-4000:]}")
-
-    def pool_pids(self) -> list[int]:
-        return children_of(self.proc.pid)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def chunk_timeline(log: str) -> dict[str, Any]:
@@ -411,20 +318,12 @@ def measure_worker(
 
 def measure(args: argparse.Namespace, env: BenchEnvironment) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
-    from django.db import connection
 
     from jobs.primes import count_primes_below, count_primes_in_range, split_range
     from notifications.events import user_group
 
     user = get_user_model().objects.create_user(username="primes-bench", password="unused-pw-1")
-    bin_dir = str(Path(sys.executable).parent)
-    worker_env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
-        "PYTHONUNBUFFERED": "1",
-        "LOG_LEVEL": "INFO",
-    }
+    worker_env = worker_environment()
     redis_pid = pid_listening_redis(env.redis.port)
     events = FinalEvents(user_group(user.pk)).start()
     expected = KNOWN_PI.get(args.n)
@@ -446,7 +345,7 @@ def measure(args: argparse.Namespace, env: BenchEnvironment) -> dict[str, Any]:
                 expected = count
             if count != expected:
                 raise RuntimeError(f"count_primes_below({args.n:,}) = {count:,}, expected {expected:,}")
-            for processes in (1, 2):
+            for processes in (1, 2) if run % 2 == 0 else (2, 1):  # alternate which goes first
                 m = measure_worker(
                     processes=processes, run=run, args=args, env=env, user=user, events=events,
                     worker_env=worker_env, expected=expected, redis_pid=redis_pid,
@@ -586,7 +485,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], load_before: tuple
 
     setup = (
         f"{args.runs} runs; in each, interleaved: the in-line sieve in this process, then a fresh "
-        "`celery worker --concurrency 1`, then a fresh `--concurrency 2` (prefork, `--without-mingle "
+        "`celery worker --concurrency 1` and a fresh `--concurrency 2`, which goes first alternating from "
+        "run to run (prefork, `--without-mingle "
         "--without-gossip`, `dashboard.settings.test`, private redis-server, throwaway SQLite DB in WAL "
         "mode shared by the worker and this process; `RUNBOARD_STALE_AFTER=600`, no beat, so no reaper). "
         f"Each worker is started, waited for, warmed with one `primes` job (n={WARM_N:,}, "
@@ -623,13 +523,39 @@ def report(args: argparse.Namespace, results: dict[str, Any], load_before: tuple
     )
 
 
+def summary(args: argparse.Namespace, results: dict[str, Any]) -> list[dict[str, Any]]:
+    ms: list[Measurement] = results["measurements"]
+    walls = {p: [m.job.wall for m in ms if m.processes == p] for p in (1, 2)}
+    pairs = [a / b for a, b in zip(walls[1], walls[2], strict=True)]
+    scenario = "8. Work throughput"
+    return [
+        row(
+            scenario,
+            f"`primes` below {args.n:,} ({args.chunks} chunks): wall time with 1 / 2 worker processes (s)",
+            "-",
+            f"{summarize(walls[1], '.2f')} / {summarize(walls[2], '.2f')}",
+            None,
+        ),
+        row(
+            scenario,
+            "`primes` speed-up (x), 1 -> 2 worker processes (per-run pairs)",
+            "report (ideal 2 on 2 cores)",
+            summarize(pairs, ".2f"),
+            None,
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000_000, help="count the primes below n")
     parser.add_argument("--chunks", type=int, default=8, help="chunks the job is split into")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the results, don't write the file")
+    parser.add_argument("--quick", action="store_true", help="smoke run: n=10^8, 2 runs")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.runs = 10**8, 2
 
     # The reaper never runs here (no beat), but make sure a slow chunk could never look stale.
     os.environ["RUNBOARD_STALE_AFTER"] = "600"
@@ -640,7 +566,10 @@ def main() -> None:
     body = report(args, results, load_before, load_after)
     print(body)
     if not args.no_write:
-        print(f"wrote {write_results('primes_scaling', 'primes: 1 vs 2 worker processes', body)}")
+        path = write_results(
+            "primes_scaling", "primes: 1 vs 2 worker processes", body, summary=summary(args, results)
+        )
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -14,16 +14,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Variables that would point Django at something other than the private Redis and temporary DB.
 _OVERRIDING_ENV = (
@@ -104,8 +107,10 @@ def setup_django(
     settings_module: str = "dashboard.settings.test",
     channel_layer_backend: str | None = None,
     migrate: bool = True,
+    database_url: str | None = None,
 ) -> None:
-    """Point Django at ``redis_url`` and a SQLite DB in ``var_dir``, set it up and migrate.
+    """Point Django at ``redis_url`` and a SQLite DB in ``var_dir`` (or ``database_url``), set it
+    up and migrate.
 
     Must run before anything imports Django settings; the environment is set first because the
     settings read it at import time.
@@ -114,6 +119,8 @@ def setup_django(
         sys.path.insert(0, str(ROOT))
     for name in _OVERRIDING_ENV:
         os.environ.pop(name, None)
+    if database_url is not None:
+        os.environ["DATABASE_URL"] = database_url
     os.environ["REDIS_URL"] = redis_url
     os.environ["RUNBOARD_VAR_DIR"] = str(var_dir)
     os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
@@ -133,21 +140,195 @@ def setup_django(
 class BenchEnvironment:
     var_dir: Path
     redis: RedisServer
+    database: str = "sqlite"  # or "postgresql"
 
     @property
     def redis_url(self) -> str:
         return self.redis.url
 
 
+def postgres_server_url() -> str | None:
+    """The PostgreSQL server `make test` uses (TEST_POSTGRES_URL, default the local one, trust
+    auth), if one answers; the database part of the URL is ignored."""
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    url = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/runboard")
+    base = url.rsplit("/", 1)[0]
+    try:
+        with psycopg.connect(base + "/postgres", connect_timeout=2):
+            return base
+    except Exception:
+        return None
+
+
 @contextlib.contextmanager
-def bench_environment(**django_options: object) -> Iterator[BenchEnvironment]:
-    """A private redis-server and a migrated throwaway SQLite DB, removed on exit."""
-    with tempfile.TemporaryDirectory(prefix="runboard-bench-") as tmp, RedisServer() as redis_server:
+def throwaway_postgres(server_url: str) -> Iterator[str]:
+    """A new, empty database on ``server_url`` (dropped on exit, with whoever is still connected)."""
+    import psycopg
+
+    name = f"runboard_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url + "/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{server_url}/{name}"
+    finally:
+        with psycopg.connect(server_url + "/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def bench_environment(*, database: str = "sqlite", **django_options: object) -> Iterator[BenchEnvironment]:
+    """A private redis-server and a migrated throwaway database, removed on exit.
+
+    ``database="sqlite"`` (default): a SQLite file in the temporary directory. ``"postgresql"``: a
+    new database on the PostgreSQL server `make test` uses (see ``postgres_server_url``), dropped
+    at the end; RuntimeError if none answers.
+    """
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="runboard-bench-"))
+        redis_server = stack.enter_context(RedisServer())
+        if database == "postgresql":
+            server = postgres_server_url()
+            if server is None:
+                raise RuntimeError("no PostgreSQL server answers (set TEST_POSTGRES_URL)")
+            django_options["database_url"] = stack.enter_context(throwaway_postgres(server))
+        elif database != "sqlite":
+            raise ValueError(f"unknown database {database!r}")
         var_dir = Path(tmp)
         setup_django(var_dir=var_dir, redis_url=redis_server.url, **django_options)  # type: ignore[arg-type]
         try:
-            yield BenchEnvironment(var_dir=var_dir, redis=redis_server)
+            yield BenchEnvironment(var_dir=var_dir, redis=redis_server, database=database)
         finally:
             from django.db import connections
 
             connections.close_all()
+
+
+# --- Real Celery workers and /proc accounting -------------------------------------------------------
+
+
+def worker_environment(*, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a subprocess (a Celery worker) sharing this process's DB and Redis.
+
+    Call after ``setup_django``/``bench_environment``: it passes this process's database on.
+    """
+    from django.db import connection
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    if connection.vendor == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{connection.settings_dict['NAME']}"
+    return {**env, **(extra or {})}
+
+
+class CeleryWorker:
+    """A real ``celery worker`` subprocess (prefork, as the Procfile runs it) with its log in a file."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        concurrency: int,
+        env: dict[str, str],
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+        loglevel: str = "INFO",
+    ) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", loglevel,
+             "--concurrency", str(concurrency), "--without-mingle", "--without-gossip", "-n", f"{name}@%h",
+             *extra_args],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def log(self, offset: int = 0) -> str:
+        with self.log_path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if " ready." in self.log():
+                return time.monotonic() - t0
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"worker did not get ready:\n{self.log()[-4000:]}")
+
+    def pool_pids(self) -> list[int]:
+        return children_of(self.proc.pid)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds used: user + system) of a live process, or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        stat = proc_stat(pid)
+        if stat is not None:
+            out[pid] = stat[1]
+    return out
+
+
+def children_of(ppid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = proc_stat(int(entry.name))
+            if stat is not None and stat[0] == ppid:
+                kids.append(int(entry.name))
+    return sorted(kids)
+
+
+def pid_listening_redis(port: int) -> int | None:
+    """The redis-server process serving ``port`` (its cmdline shows ``redis-server 127.0.0.1:port``)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "redis-server" in cmdline and any(t.endswith(f":{port}") for t in cmdline.split()):
+            return int(entry.name)
+    return None
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat, everything but idle and iowait)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system

@@ -233,7 +233,8 @@ def _transition(
             rows = rows.filter(condition)
         if not rows.update(state=to, version=F("version") + 1, **fields):
             return None
-        job = Job.objects.get(pk=job_id)
+        # The payload names the owner: fetch them with the job (one query, not two).
+        job = Job.objects.select_related("owner").get(pk=job_id)
         _push_job(job)
         if job.is_final:
             # Exactly once: only the one write that moved the job into its final state gets here.

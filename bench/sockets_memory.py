@@ -1,0 +1,217 @@
+"""Memory and connections (issue 8, scenario 6): RSS per idle socket, and 1,000 connects at once.
+
+Run from the project root: ``.venv/bin/python bench/sockets_memory.py [--quick]``. Writes
+bench/results/sockets_memory.md and sockets_memory.json.
+
+Each variant runs in a fresh uvicorn process (as the Procfile runs it) so RSS starts from the
+same point; variants are interleaved round by round:
+- ``runboard``: N signed-in NotificationConsumer sockets (real sessions, same Origin; 10 per user,
+  under the 20-per-user cap), each having received ``hello`` + ``snapshot``;
+- ``ceiling``: N bare consumer sockets (bench/ceiling.py), each in its own group;
+- ``runboard+deflate``: as ``runboard`` with uvicorn's ``--ws-per-message-deflate true`` and
+  clients negotiating permessage-deflate (the compression trap).
+RSS of the web process (VmRSS) after a warm-up of a few sockets, then with all N open and idle
+for 2 s; per socket = the difference / N. Target (runboard): <= 40 KiB per socket at 5,000.
+
+Connect storm: on a fresh server, M clients (default 1,000; 10 per user) open at once
+(``asyncio.gather``, no limit) and each waits for ``hello`` + ``snapshot``. Target: all succeed,
+the last within 3 s of the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import summarize, write_results  # noqa: E402
+from bench.stack import (  # noqa: E402
+    bench_stack,
+    ceiling_socket,
+    make_users,
+    median,
+    met,
+    percentile,
+    project_socket,
+    set_results_dir,
+    write_json,
+)
+
+VARIANTS = ("runboard", "ceiling", "runboard+deflate")
+
+
+def fmt(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    return "n/a" if not values else summarize(values)
+
+
+def clear_socket_rows() -> None:
+    from notifications.models import SocketConnection
+
+    SocketConnection.objects.all().delete()
+
+
+def memory_round(stack: Any, variant: str, users: list[Any], n: int, r: int) -> dict[str, Any]:
+    clear_socket_rows()
+    web = stack.web(deflate=variant.endswith("deflate"), name=f"web-{variant.replace('+', '-')}-{r}")
+    clients = stack.clients(f"clients-mem-{r}")
+    per_user = max(1, -(-n // len(users)))
+
+    def spec(i: int) -> dict[str, Any]:
+        if variant == "ceiling":
+            return ceiling_socket(f"mem{i}")
+        s = project_socket(users[i // per_user])
+        if variant.endswith("deflate"):
+            s["compression"] = "deflate"
+        return s
+
+    # Warm-up: the first sockets import and initialise what every later one shares.
+    warm = clients.call(
+        "open", url=web.ws_url, origin=web.origin, sockets=[spec(i) for i in range(min(n, 10))]
+    )
+    time.sleep(1.0)
+    rss0 = web.rss_bytes()
+    opened = clients.call(
+        "open",
+        url=web.ws_url,
+        origin=web.origin,
+        concurrency=100,
+        timeout=900,
+        sockets=[spec(i) for i in range(warm["opened"], n)],
+    )
+    time.sleep(2.0)
+    rss1 = web.rss_bytes()
+    errors = clients.call("stats", detail=False)["error_count"]
+    stack.stop(clients)
+    stack.stop(web)
+    return {
+        "variant": variant,
+        "round": r,
+        "opened": warm["opened"] + opened["opened"],
+        "failed": warm["failed"] + opened["failed"],
+        "failures": warm["failures"] + opened["failures"],
+        "rss0": rss0,
+        "rss1": rss1,
+        "errors": errors,
+        "kib_per_socket": (rss1 - rss0) / max(1, opened["opened"]) / 1024,
+        "open_s": opened["elapsed_s"],
+    }
+
+
+def storm(stack: Any, users: list[Any], m: int) -> dict[str, Any]:
+    clear_socket_rows()
+    web = stack.web(name="web-storm")
+    clients = stack.clients("clients-storm")
+    clients.call("open", url=web.ws_url, origin=web.origin, sockets=[project_socket(users[0])])  # warm-up
+    time.sleep(1.0)
+    specs = [project_socket(users[1 + i // 10]) for i in range(m)]
+    opened = clients.call(
+        "open", url=web.ws_url, origin=web.origin, sockets=specs, concurrency=0, timeout=600
+    )
+    errors = clients.call("stats", detail=False)["errors"]
+    stack.stop(clients)
+    stack.stop(web)
+    return {
+        "opened": opened["opened"],
+        "failed": opened["failed"],
+        "failures": opened["failures"],
+        "elapsed_s": opened["elapsed_s"],
+        "p50_ms": percentile(opened["handshake_ms"], 50),
+        "p99_ms": percentile(opened["handshake_ms"], 99),
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument(
+        "--sockets", type=int, default=None, help="idle sockets per variant (default 5000; quick 300)"
+    )
+    parser.add_argument(
+        "--storm", type=int, default=None, help="clients connecting at once (default 1000; quick 100)"
+    )
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--results-dir", default=None, help="default bench/results ($BENCH_RESULTS_DIR)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    n = args.sockets or (300 if args.quick else 5000)
+    m = args.storm or (100 if args.quick else 1000)
+    variants = [v for v in args.variants.split(",") if v]
+    set_results_dir(args.results_dir)
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    with bench_stack() as stack:
+        users = make_users(max(-(-n // 10), m // 10 + 1), prefix="mem")
+        for r in range(args.rounds):
+            for variant in variants[r % len(variants) :] + variants[: r % len(variants)]:
+                rows.append(memory_round(stack, variant, users, n, r))
+                x = rows[-1]
+                print(
+                    f"  [{variant} round {r}] {x['opened']}/{n} open, {x['kib_per_socket']:.1f} KiB/socket "
+                    f"(RSS {x['rss0'] / 2**20:.0f} -> {x['rss1'] / 2**20:.0f} MiB)",
+                    flush=True,
+                )
+        st = storm(stack, users, m)
+        print(f"  storm: {st['opened']}/{m} in {st['elapsed_s']:.2f} s", flush=True)
+
+    by = {v: [x for x in rows if x["variant"] == v] for v in variants}
+    table = ["| Figure | Value | Target | Met? |", "|---|---|---|---|"]
+    verdict: dict[str, Any] = {"storm_opened": st["opened"], "storm_expected": m, "storm_s": st["elapsed_s"]}
+    for v in variants:
+        kib = [x["kib_per_socket"] for x in by[v]]
+        opened_all = all(x["failed"] == 0 and x["opened"] == n for x in by[v])
+        target = "<= 40 KiB" if v == "runboard" else "-"
+        ok = met(bool(kib) and median(kib) <= 40 and opened_all) if v == "runboard" else "-"
+        table.append(f"| RSS per idle socket, {v}, {n:,} sockets (KiB) | {fmt(kib)} | {target} | {ok} |")
+        table.append(
+            f"| {v}: sockets opened / web RSS with them (MiB) / time to open (s, 100 at a time) | "
+            f"{min((x['opened'] for x in by[v]), default=0):,} / {fmt([x['rss1'] / 2**20 for x in by[v]])} / "
+            f"{fmt([x['open_s'] for x in by[v]])} | all | {met(opened_all)} |"
+        )
+        verdict[v] = {"kib": kib, "opened_all": opened_all}
+    ok_storm = st["failed"] == 0 and st["opened"] == m and st["elapsed_s"] <= 3.0
+    table.append(
+        f"| {m:,} clients connecting at once: all signed in (hello + snapshot) after (s) | "
+        f"{st['elapsed_s']:.2f} "
+        f"({st['opened']:,} ok, {st['failed']} failed; handshake p50 {st['p50_ms']:.0f} ms, p99 "
+        f"{st['p99_ms']:.0f} ms)"
+        f" | all within 3 s | {met(ok_storm)} |"
+    )
+    setup = (
+        f"Each variant in a fresh uvicorn process (as the Procfile runs it; `+deflate`: "
+        "`--ws-per-message-deflate true` and clients negotiating it), RedisPubSubChannelLayer, "
+        f"{args.rounds} round(s). Users have 10 sockets each (cap 20). Per-socket RSS = (VmRSS with all "
+        "sockets open and idle for 2 s - VmRSS after 10 warm-up sockets) / sockets. Clients in a separate "
+        "process (websockets, one asyncio loop)."
+    )
+    failures = [f for x in rows for f in x["failures"]] + st["failures"]
+    notes = [
+        "Notes: a connect costs the server far more than an idle socket: each signed-in connect runs the "
+        "session and user lookups, `socket_open` (a transaction), `hello` and the snapshot queries through "
+        "`database_sync_to_async`, which is thread-sensitive by default, so every consumer's database work "
+        "in the process runs on one thread, one connect after another. The ceiling (no database) opens "
+        "sockets several times faster on the same server. If the storm target is missed, that serial "
+        "database path is where the time goes; candidates: fewer queries per connect (hello and snapshot "
+        "in one `database_sync_to_async` call, `socket_open` without the per-connect cleanup DELETE), and "
+        "`CONN_MAX_AGE` > 0 so each connect does not reopen the database connection.",
+    ]
+    body = "\n".join(
+        [setup, "", *table, "", f"Open failures: {failures[:5] if failures else 'none'}.", "", *notes]
+    )
+    body += f"\n\nMeasuring took {time.monotonic() - started:.0f} s{' (--quick)' if args.quick else ''}."
+    print(body)
+    if not args.no_write:
+        print(f"wrote {write_results('sockets_memory', 'Memory per socket and connection storms', body)}")
+        write_json("sockets_memory", {"verdict": verdict, "quick": args.quick})
+
+
+if __name__ == "__main__":
+    main()
