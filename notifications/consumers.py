@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -16,16 +18,23 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.utils import timezone
 
 from . import events, selectors, services
 
+logger = logging.getLogger(__name__)
+
 MAX_WATCHED = 20
 # Flood control: more than this many client messages within the window closes the socket.
 MAX_MESSAGES, MESSAGE_WINDOW = 60, 10.0
-HEARTBEAT_SECONDS = 25.0
 SENT_IDS_KEPT = 2000
+# Notification ids are 64-bit: a larger integer from a client would overflow the database driver.
+MAX_ID = 2**63 - 1
 OPS_INTERVAL = 3.0
+# A layer check (a message to ourselves through Redis and back) fails after this long; it takes
+# this many failures in a row to close the sockets, so a busy event loop alone never does.
+LAYER_CHECK_TIMEOUT, LAYER_CHECK_FAILURES = 5.0, 2
 
 
 def _job_id(message: dict[str, Any]) -> str | None:
@@ -40,9 +49,9 @@ def _resume_point(value: Any) -> int | None:
         return None
     try:
         point = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         return None
-    return point if point >= 0 else None
+    return point if 0 <= point <= MAX_ID else None
 
 
 class NotificationConsumer(AsyncWebsocketConsumer):
@@ -67,6 +76,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         # read or delivered after it (and dropped if already sent, by id or version).
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
+        LayerWatch.get(self.channel_layer).add(self)
         await self.accept()
         session = self.scope.get("session")
         await database_sync_to_async(services.socket_open)(
@@ -82,16 +92,27 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         else:
             await self._replay(resume_from)
         self.heartbeat = asyncio.ensure_future(self._heartbeat())
+        expiry = getattr(self.channel_layer, "group_expiry", None)
+        if expiry:
+            # Renew well within the expiry however short it is set, so a long-lived socket never
+            # silently drops out of its groups (the PubSub layer has no expiry).
+            self.renewal = asyncio.ensure_future(
+                self._renew_groups(min(settings.RUNBOARD_SOCKET_HEARTBEAT, expiry / 3))
+            )
 
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "user"):
             return
-        if hasattr(self, "heartbeat"):
-            self.heartbeat.cancel()
-        if getattr(self, "ops_task", None) is not None:
-            self.ops_task.cancel()
-        for group in [*self.joined, *(events.job_group(job_id) for job_id in self.watching)]:
-            await self.channel_layer.group_discard(group, self.channel_name)
+        LayerWatch.get(self.channel_layer).discard(self)
+        for task in (getattr(self, name, None) for name in ("heartbeat", "renewal", "ops_task")):
+            if task is not None:
+                task.cancel()
+        try:
+            for group in [*self.joined, *(events.job_group(job_id) for job_id in self.watching)]:
+                await self.channel_layer.group_discard(group, self.channel_name)
+        except Exception:
+            # Redis is down: the subscriptions went with the connection; record the close anyway.
+            logger.warning("Could not leave the groups of %s", self.channel_name, exc_info=True)
         await database_sync_to_async(services.socket_closed)(channel_name=self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -108,7 +129,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         try:
             message = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's limit
             await self._error("invalid_json", "The frame is not valid JSON.")
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -141,7 +162,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             not isinstance(ids, list)
             or not ids
             or len(ids) > 1000
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= MAX_ID for i in ids)
         ):
             await self._error("invalid_message", "'mark_read' needs ids: a list of 1 to 1000 integers.")
             return
@@ -267,23 +288,128 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.sent_notification_id = max(self.sent_notification_id, notification_id)
 
     async def _heartbeat(self) -> None:
-        """Lets clients notice a dead server, keeps this socket's presence row fresh, and renews
-        group membership on layers whose groups expire, so a long-lived socket never goes quiet."""
-        renew = getattr(self.channel_layer, "group_expiry", None) is not None
+        """Lets clients notice a dead server and keeps this socket's presence row fresh."""
         with contextlib.suppress(asyncio.CancelledError):
             while True:
-                await asyncio.sleep(HEARTBEAT_SECONDS)
+                await asyncio.sleep(settings.RUNBOARD_SOCKET_HEARTBEAT)
                 await self._send(events.heartbeat(server_time=timezone.now().isoformat()))
                 await database_sync_to_async(services.socket_seen)(channel_name=self.channel_name)
-                if renew:
+
+    async def _renew_groups(self, every: float) -> None:
+        """On layers whose groups expire: join them again before they do."""
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(every)
+                try:
                     for group in [*self.joined, *(events.job_group(job_id) for job_id in self.watching)]:
                         await self.channel_layer.group_add(group, self.channel_name)
+                except Exception:
+                    logger.warning("Could not renew the groups of %s", self.channel_name, exc_info=True)
 
     async def _send(self, event: events.Event) -> None:
         await self.send(text_data=events.dumps(event))
 
     async def _error(self, code: str, detail: str) -> None:
         await self._send(events.error(code=code, detail=detail))
+
+
+class LayerWatch:
+    """One per channel layer and event loop (so one per web process): notices when the layer's
+    Redis connection was lost and closes this process's sockets with 4503, so their clients
+    reconnect and resume from the database instead of silently missing what was published
+    meanwhile. Two signals: a check every RUNBOARD_LAYER_CHECK_INTERVAL seconds (a message to
+    ourselves through Redis and back; catches an outage on any layer), and, on the PubSub layer,
+    its Redis connection coming back (redis-py resubscribes by itself, but events published in
+    between are gone, and channels-redis 4.3 never calls its on_disconnect/on_reconnect hooks)."""
+
+    _watches: ClassVar[dict[tuple[int, asyncio.AbstractEventLoop], LayerWatch]] = {}
+
+    @classmethod
+    def get(cls, layer: Any) -> LayerWatch:
+        key = (id(layer), asyncio.get_running_loop())
+        watch = cls._watches.get(key)
+        if watch is None:
+            watch = cls._watches[key] = cls(layer)
+        return watch
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.consumers: weakref.WeakSet[NotificationConsumer] = weakref.WeakSet()
+        self.probe_channel: str | None = None
+        self.hooked: list[Any] = []  # redis connections we hear reconnects of
+        self.interruptions = 0
+        self.closing: set[asyncio.Future[None]] = set()
+        self.task = asyncio.ensure_future(self._run())
+
+    def add(self, consumer: NotificationConsumer) -> None:
+        self.consumers.add(consumer)
+        self._hook_reconnects()
+
+    def discard(self, consumer: NotificationConsumer) -> None:
+        self.consumers.discard(consumer)
+
+    async def _run(self) -> None:
+        failures = 0
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(settings.RUNBOARD_LAYER_CHECK_INTERVAL)
+                if not self.consumers:
+                    continue
+                self._hook_reconnects()
+                failures = 0 if await self._check() else failures + 1
+                if failures >= LAYER_CHECK_FAILURES:
+                    failures = 0
+                    self.interrupted(f"the channel layer failed {LAYER_CHECK_FAILURES} checks in a row")
+
+    async def _check(self) -> bool:
+        try:
+            if self.probe_channel is None:
+                # The layer's own prefix: the default layer serves a process's channels from one
+                # list per prefix, read by whichever receive holds its lock.
+                self.probe_channel = await asyncio.wait_for(self.layer.new_channel(), LAYER_CHECK_TIMEOUT)
+            sent = self.layer.send(self.probe_channel, {"type": "check"})
+            await asyncio.wait_for(sent, LAYER_CHECK_TIMEOUT)
+        except Exception:
+            return False
+        try:
+            await asyncio.wait_for(self.layer.receive(self.probe_channel), LAYER_CHECK_TIMEOUT)
+        except Exception:
+            self.probe_channel = None  # a cancelled receive drops the channel
+            return False
+        return True
+
+    def _hook_reconnects(self) -> None:
+        # The PubSub layer's internals (channels-redis 4.3): one pubsub connection per shard and
+        # loop. Absent on other layers or versions, where the periodic check still works.
+        loop_layer = getattr(self.layer, "_layers", {}).get(asyncio.get_running_loop())
+        for shard in getattr(loop_layer, "_shards", ()):
+            connection = getattr(getattr(shard, "_pubsub", None), "connection", None)
+            if connection is None or not getattr(connection, "is_connected", False):
+                continue  # hooking a connection still connecting would count its first connect
+            if not any(connection is hooked for hooked in self.hooked):
+                connection.register_connect_callback(self._reconnected)
+                self.hooked.append(connection)
+
+    def _reconnected(self, connection: Any) -> None:
+        self.interrupted("the channel layer's Redis connection was re-established")
+
+    def interrupted(self, reason: str) -> None:
+        consumers = list(self.consumers)
+        self.consumers.clear()
+        self.interruptions += 1
+        if consumers:
+            logger.warning("%s: closing %d socket(s) so their clients resume", reason, len(consumers))
+        for consumer in consumers:
+            task = asyncio.ensure_future(self._close(consumer))
+            self.closing.add(task)
+            task.add_done_callback(self.closing.discard)
+
+    @staticmethod
+    async def _close(consumer: NotificationConsumer) -> None:
+        try:
+            await consumer.close(code=events.CLOSE_EVENTS_INTERRUPTED)
+        except Exception:  # the client went away meanwhile
+            logger.debug("Socket %s was already gone", consumer.channel_name, exc_info=True)
 
 
 class EchoConsumer(AsyncWebsocketConsumer):

@@ -12,6 +12,9 @@ CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_REPLACED = 4409  # the user opened more sockets than allowed; the oldest goes
 CLOSE_TOO_MANY_MESSAGES = 4429
+# This server's event feed (the channel layer's Redis) was interrupted, so live events may have
+# been missed: reconnect with backoff and resume from the database.
+CLOSE_EVENTS_INTERRUPTED = 4503
 
 
 def user_group(user_id: int) -> str:

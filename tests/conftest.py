@@ -154,8 +154,9 @@ def celery_worker(server_env: dict[str, str]) -> Iterator[ManagedProcess]:
 class LiveServer:
     """The real ASGI server (uvicorn, as in the Procfile) on a free port; restartable on it."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], name: str = "web") -> None:
         self.env = env
+        self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.starts = 0
@@ -164,7 +165,7 @@ class LiveServer:
     def start(self) -> None:
         self.starts += 1
         self.web = ManagedProcess(
-            f"web-{self.starts}",
+            f"{self.name}-{self.starts}",
             [sys.executable, "-m", "uvicorn", "dashboard.asgi:application", "--host", "127.0.0.1",
              "--port", str(self.port), "--ws-max-size", "65536", "--ws-per-message-deflate", "false"],
             self.env,

@@ -18,6 +18,29 @@ _redis: subprocess.Popen[bytes] | None = None
 _scratch: str | None = None
 
 
+def start_redis_server(
+    directory: str, *, port: int | None = None, extra_args: tuple[str, ...] = (), log_name: str = "redis.log"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server (no persistence unless ``extra_args`` ask for it) on ``port`` or a free one,
+    answering PING; returns the process and its URL. Also used by tests that restart Redis."""
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise RuntimeError("redis-server is not installed; `make test` installs it")
+    for _attempt in range(1 if port else 5):
+        chosen = port or free_port()
+        proc = subprocess.Popen(
+            [redis_server, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", directory, "--logfile", os.path.join(directory, log_name), *extra_args],
+        )  # fmt: skip
+        url = f"redis://127.0.0.1:{chosen}/0"
+        if wait_for_redis(url, timeout=10, proc=proc):
+            return proc, url
+        proc.kill()
+        proc.wait()
+        time.sleep(0.2)
+    raise RuntimeError(f"could not start redis-server; see {directory}/{log_name}")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: object, args: list[str]) -> None:
     global _redis, _scratch
@@ -29,19 +52,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: object, a
             "redis-server is not installed; `make test` installs it, or: sudo apt-get install redis-server"
         )
     _scratch = tempfile.mkdtemp(prefix="runboard-test-")
-    for _attempt in range(5):
-        port = free_port()
-        _redis = subprocess.Popen(
-            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", _scratch, "--logfile", os.path.join(_scratch, "redis.log")],
-        )  # fmt: skip
-        url = f"redis://127.0.0.1:{port}/0"
-        if wait_for_redis(url, timeout=10, proc=_redis):
-            break
-        _redis.kill()
-        time.sleep(0.2)
-    else:
-        raise pytest.UsageError(f"could not start redis-server; see {_scratch}/redis.log")
+    try:
+        _redis, url = start_redis_server(_scratch)
+    except RuntimeError as exc:
+        raise pytest.UsageError(str(exc)) from None
     os.environ["REDIS_URL"] = url
     os.environ["RUNBOARD_VAR_DIR"] = os.path.join(_scratch, "var")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings.test")

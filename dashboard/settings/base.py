@@ -144,6 +144,15 @@ CHANNEL_LAYERS = {
         },
     }
 }
+# Only the default RedisChannelLayer expires groups (the PubSub layer's subscriptions last as long
+# as the connection); sockets renew theirs well within it (notifications/consumers.py).
+if os.environ.get("CHANNEL_LAYER_GROUP_EXPIRY"):
+    CHANNEL_LAYERS["default"]["CONFIG"]["group_expiry"] = int(os.environ["CHANNEL_LAYER_GROUP_EXPIRY"])
+# How often each web process checks its channel layer end to end; a failed check, or the layer's
+# Redis connection coming back after a drop, closes that process's sockets with 4503 so clients
+# reconnect and resume from the database instead of silently missing events.
+RUNBOARD_LAYER_CHECK_INTERVAL = float(os.environ.get("RUNBOARD_LAYER_CHECK_INTERVAL", "5"))
+RUNBOARD_SOCKET_HEARTBEAT = float(os.environ.get("RUNBOARD_SOCKET_HEARTBEAT", "25"))
 
 # The longest hard time limit any job kind may ask for; the broker's visibility timeout is
 # derived from it so a long job is never redelivered while it still runs (design.md §6).
@@ -151,7 +160,17 @@ RUNBOARD_MAX_JOB_TIME_LIMIT = int(os.environ.get("RUNBOARD_MAX_JOB_TIME_LIMIT", 
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": RUNBOARD_MAX_JOB_TIME_LIMIT + 600}
+# Lowering it (CELERY_VISIBILITY_TIMEOUT) makes Redis redeliver running jobs' messages: harmless,
+# since a job only starts from `queued`, and used by the tests to prove exactly that.
+_visibility_timeout = os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(RUNBOARD_MAX_JOB_TIME_LIMIT + 600))
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, float] = {"visibility_timeout": int(_visibility_timeout)}
+if os.environ.get("CELERY_UNACKED_RESTORE_INTERVAL"):
+    # How often workers look for messages past their visibility timeout (kombu's default: a
+    # scan every 100 s); the tests lower both to see a redelivery within seconds.
+    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = float(
+        os.environ["CELERY_UNACKED_RESTORE_INTERVAL"]
+    )
+    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = 1
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_ACKS_LATE = True

@@ -96,3 +96,48 @@ register(
         time_limit=90,
     )
 )
+
+
+register(
+    JobKind(
+        name="test_rerun",
+        title="Test: re-runnable block",
+        description="test_block for a kind that is safe to run again: a lost worker's job is re-queued.",
+        params_model=BlockParams,
+        run=block,
+        soft_time_limit=60,
+        time_limit=90,
+        rerun_safe=True,
+    )
+)
+
+
+class ChattyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="Test: chatty")
+
+    reports: int = Field(100_000, ge=1, le=1_000_000, title="Progress reports")
+    seconds: float = Field(0, ge=0, le=60, title="Spread over about this many seconds")
+
+
+def chatty(ctx, params: ChattyParams) -> dict:
+    # Reports progress in a tight loop (pausing every 1,000 reports to spread them out): the
+    # reporter coalesces what reaches the database and the sockets.
+    pause = params.seconds / max(1, params.reports // 1000)
+    for done in range(1, params.reports + 1):
+        ctx.progress(done, params.reports, f"report {done}")
+        if pause and done % 1000 == 0:
+            time.sleep(pause)
+    return {"reports": params.reports}
+
+
+register(
+    JobKind(
+        name="test_chatty",
+        title="Test: chatty",
+        description="Reports progress N times in a tight loop.",
+        params_model=ChattyParams,
+        run=chatty,
+        soft_time_limit=60,
+        time_limit=90,
+    )
+)

@@ -65,9 +65,8 @@ def test_browser_push_goes_only_to_subscribed_users_with_no_open_socket(
 
 def _broadcast_queries(users, capture_on_commit) -> int:
     """Queries of a broadcast, including the browser-push check that runs after commit."""
-    with CaptureQueriesContext(connection) as queries:
-        with capture_on_commit(execute=True):
-            services.notify_many(recipient_ids=[u.pk for u in users], title="Announcement")
+    with CaptureQueriesContext(connection) as queries, capture_on_commit(execute=True):
+        services.notify_many(recipient_ids=[u.pk for u in users], title="Announcement")
     return len(queries)
 
 

@@ -1,0 +1,212 @@
+"""A private stack for tests that kill or restart processes: its own redis-server (persistent, so it
+can be restarted like a production one), Celery worker, beat and uvicorn web server, sharing only
+the session's test database. Killing any of them cannot disturb the rest of the suite."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from websockets.sync.client import ClientConnection, connect
+
+from jobs.tokens import token_create
+from tests.conftest import LiveServer, ManagedProcess, session_cookie
+from tests.session_services import start_redis_server
+from tests.support.net import wait_for_redis
+
+_stacks = itertools.count(1)
+# Settings that would point a process at another Redis than the stack's own.
+_REDIS_SETTINGS = ("CELERY_BROKER_URL", "CHANNEL_LAYER_REDIS_URL", "CHANNEL_LAYER_REDIS_URLS")
+
+
+class RedisServer:
+    """redis-server with an fsync'ed append-only file: a restart (even after SIGKILL) keeps the
+    queues, as a production Redis configured for Celery does."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port: int | None = None
+        self.starts = 0
+        self.start()
+
+    def start(self) -> None:
+        self.starts += 1
+        self.proc, self.url = start_redis_server(
+            str(self.directory),
+            port=self.port,
+            extra_args=("--appendonly", "yes", "--appendfsync", "always"),
+            log_name=f"redis-{self.starts}.log",
+        )
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+
+    def restart(self, *, down_for: float = 0.0, sig: int = signal.SIGKILL) -> None:
+        self.stop(sig)
+        time.sleep(down_for)
+        self.start()
+        assert wait_for_redis(self.url, timeout=10)
+
+
+class Stack:
+    """Redis + worker(s) + web (+ beat) with ``env`` overrides; ``close()`` stops all of it."""
+
+    def __init__(
+        self,
+        server_env: dict[str, str],
+        *,
+        env: dict[str, str] | None = None,
+        web: bool = True,
+        worker: bool = True,
+        beat: bool = False,
+        concurrency: int = 2,
+    ) -> None:
+        self.name = f"faults{next(_stacks)}"
+        self.directory = Path(server_env["RUNBOARD_VAR_DIR"]) / self.name
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(self.directory)
+        self.env = {k: v for k, v in server_env.items() if k not in _REDIS_SETTINGS}
+        self.env.update({"REDIS_URL": self.redis.url, "RUNBOARD_LAUNCHES_PER_MINUTE": "1000", **(env or {})})
+        self.concurrency = concurrency
+        self.workers: list[ManagedProcess] = []
+        self.beat: ManagedProcess | None = None
+        self.web: LiveServer | None = None
+        self._tokens: dict[int, str] = {}
+        try:
+            # Start everything at once (each takes seconds to import Django), then wait for each.
+            if worker:
+                self.start_worker(wait=False)
+            if beat:
+                self.start_beat(wait=False)
+            if web:
+                self.web = LiveServer(self.env, name=f"{self.name}-web")
+            for process in self.workers:
+                process.wait_for_log(" ready.", timeout=60)
+            if self.beat is not None:
+                self.beat.wait_for_log("beat: Starting", timeout=60)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def start_worker(self, *, wait: bool = True) -> ManagedProcess:
+        index = len(self.workers) + 1
+        worker = ManagedProcess(
+            f"{self.name}-worker-{index}",
+            [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "INFO",
+             "--concurrency", str(self.concurrency), "--without-mingle", "--without-gossip",
+             "-n", f"{self.name}-{index}@%h"],
+            self.env,
+        )  # fmt: skip
+        self.workers.append(worker)
+        if wait:
+            worker.wait_for_log(" ready.", timeout=60)
+        return worker
+
+    @property
+    def worker(self) -> ManagedProcess:
+        return self.workers[-1]
+
+    def start_beat(self, *, wait: bool = True) -> ManagedProcess:
+        # The file scheduler: the test database's beat tables are left to the session's own beat.
+        self.beat = ManagedProcess(
+            f"{self.name}-beat",
+            [sys.executable, "-m", "celery", "-A", "dashboard", "beat", "--loglevel", "INFO",
+             "-S", "celery.beat:PersistentScheduler", "-s", str(self.directory / "beat-schedule")],
+            self.env,
+        )  # fmt: skip
+        if wait:
+            self.beat.wait_for_log("beat: Starting", timeout=60)
+        return self.beat
+
+    def close(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+        if self.beat is not None:
+            self.beat.stop()
+        for worker in self.workers:
+            # Warm shutdown waits for running jobs; a test that leaves one running does not care.
+            worker.stop(signal.SIGQUIT)
+        self.redis.stop()
+
+    def logs(self) -> str:
+        parts = [(w.name, w.log()) for w in self.workers]
+        if self.web is not None:
+            parts.append(("web", self.web.web.log()))
+        if self.beat is not None:
+            parts.append(("beat", self.beat.log()))
+        return "\n".join(f"--- {name} ---\n{text[-3000:]}" for name, text in parts)
+
+    # --- clients -----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self.web is not None
+        return self.web.url
+
+    def cookie(self, user: Any) -> str:
+        """A session cookie for ``user`` (the session lives in the shared database)."""
+        return session_cookie(user)
+
+    def socket(self, cookie: str, *, query: str = "", **options: Any) -> ClientConnection:
+        """A browser-like socket (a session cookie from ``cookie()``, our Origin); close it yourself."""
+        return connect(
+            self.url.replace("http", "ws", 1) + "/ws/notifications/" + query,
+            origin=self.url,  # type: ignore[arg-type]
+            additional_headers={"Cookie": cookie},
+            open_timeout=10,
+            **options,
+        )
+
+    def api(self, user: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Call the HTTP API as ``user`` with a personal access token."""
+        if user.pk not in self._tokens:
+            self._tokens[user.pk] = token_create(user=user, name="faults")[1]
+        request = urllib.request.Request(
+            self.url + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self._tokens[user.pk]}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def launch(self, user: Any, kind: str, params: dict[str, Any]) -> str:
+        """Launch a job through the stack's web server (so it is enqueued on the stack's broker)."""
+        status, body = self.api(user, "POST", "/api/v1/jobs/", {"kind": kind, "params": params})
+        assert status == 201, (status, body)
+        return str(body["id"])
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float, message: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s: {message}")
+        time.sleep(0.1)
+
+
+def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=30)
