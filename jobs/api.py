@@ -8,11 +8,14 @@ session). Another user's job is a 404 on every route.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -72,6 +75,14 @@ def api_view(*methods: str) -> Callable[[View], View]:
                 return error_response(401, "Authentication required.", WWW_Authenticate="Bearer")
             elif request.method not in ("GET", "HEAD", "OPTIONS") and (failure := _csrf_failure(request)):
                 return failure
+            if any("\x00" in value for _, values in request.GET.lists() for value in values):
+                # No database stores it the same way (PostgreSQL refuses it): never a 500.
+                return error_response(400, "Invalid request: a query parameter contains a NUL character.")
+            if "job_id" in kwargs:
+                try:
+                    kwargs["job_id"] = str(uuid.UUID(kwargs["job_id"]))
+                except ValueError:
+                    return error_response(404, "No such job.")
             try:
                 return view(request, *args, **kwargs)
             except Job.DoesNotExist:
@@ -88,13 +99,48 @@ def _param_fields(errors: dict[str, list[str]]) -> dict[str, list[str]]:
     return {key if key == "params" else f"params.{key}": msgs for key, msgs in errors.items()}
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _contains_nul(value: Any) -> bool:
+    # Iterative: the value may be nested as deep as the parser allows.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """Strict JSON from a client; ValueError (with a reason to show) for anything else.
+
+    Beyond json.loads: nesting too deep for the parser, NaN/Infinity, and NUL characters (which
+    PostgreSQL cannot store) are refused the same way on every database.
+    """
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if _contains_nul(value):
+        raise ValueError("strings may not contain NUL (\\u0000) characters")
+    return value
+
+
 def read_json(request: HttpRequest, *, max_bytes: int = MAX_JSON_BODY) -> tuple[Any, HttpResponse | None]:
     """The request's JSON body, or the error response to send (413 too large, 400 malformed)."""
     if len(request.body) > max_bytes:
         return None, error_response(413, f"The request body is larger than {max_bytes} bytes.")
     try:
-        return json.loads(request.body or b"{}"), None
-    except (ValueError, UnicodeDecodeError) as exc:
+        return parse_json(request.body or b"{}"), None
+    except ValueError as exc:  # UnicodeDecodeError included
         return None, error_response(400, f"Malformed JSON: {exc}")
 
 
@@ -130,9 +176,15 @@ def job_collection(request: HttpRequest) -> HttpResponse:
         return _job_list(request)
     upload = None
     if request.content_type == "multipart/form-data":
+        try:
+            request.POST, request.FILES  # noqa: B018 (parse now, to answer in JSON)
+        except RequestDataTooBig as exc:
+            return error_response(413, f"The request's form fields are too large: {exc}")
+        except (MultiPartParserError, SuspiciousOperation) as exc:
+            return error_response(400, f"Malformed multipart body: {exc}")
         kind = request.POST.get("kind", "")
         try:
-            params = json.loads(request.POST.get("params") or "{}")
+            params = parse_json(request.POST.get("params") or "{}")
         except ValueError as exc:
             return error_response(400, "Invalid request.", {"params": [f"Malformed JSON: {exc}"]})
         file = request.FILES.get("file")

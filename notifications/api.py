@@ -8,6 +8,9 @@ from jobs.api import api_view, error_response, read_json
 
 from . import selectors, services
 
+# Ids are 64-bit; a larger integer would overflow the database driver (a 500, not a 400).
+MAX_ID = 2**63 - 1
+
 
 @api_view("GET")
 def notification_list(request: HttpRequest) -> JsonResponse:
@@ -43,7 +46,9 @@ def notification_read(request: HttpRequest) -> JsonResponse:
     if failure:
         return failure
     ids = body.get("ids") if isinstance(body, dict) else None
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= MAX_ID for i in ids
+    ):
         return error_response(400, "Invalid request.", {"ids": ["A list of notification ids (integers)."]})
     marked, unread = services.notification_mark_read(user_id=request.user.pk, ids=ids)
     return JsonResponse({"ids": marked, "unread_count": unread})

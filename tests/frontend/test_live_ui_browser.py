@@ -88,17 +88,29 @@ def test_two_tabs_stay_in_step_on_mark_read(browser, live_server_url, make_user)
 def test_markup_in_job_text_and_notifications_shows_as_text(page, make_user, celery_worker):
     user = make_user()
     log_in(page, user)
+    # The text is the job's parameter, its progress message, its log line and its error at once.
     job = services.job_create(owner=user, kind="test_echo", params={"text": "fail:" + XSS})
-    notification_services.notify(recipient_id=user.pk, title=XSS, body=XSS)
+    notification_services.notify(recipient_id=user.pk, title="T" + XSS, body="B" + XSS)
 
+    # The dashboard: the row (live), the toast and the notification centre.
     row = page.locator(f"#job-{job.id}")
     expect(row.locator(".job-error")).to_have_text("fail:" + XSS, timeout=15_000)
     expect(row.locator(".job-message")).to_have_text("fail:" + XSS)
+    expect(page.locator("#toasts")).to_contain_text("B" + XSS)
     page.locator("#bell").click()
-    expect(page.locator("#notif-list")).to_contain_text(XSS)
+    expect(page.locator("#notif-list strong").filter(has_text="T" + XSS)).to_have_count(1)
+    expect(page.locator("#notif-list .notif-body").filter(has_text="B" + XSS)).to_have_count(1)
+    assert page.evaluate("window.__xss") is None
+    # The job page: its row, its log, the re-run form holding the parameter, the notification centre.
     page.goto(f"/jobs/{job.id}/")
     expect(page.locator("#log")).to_contain_text("fail:" + XSS)
+    expect(page.locator(".job-error")).to_have_text("fail:" + XSS)
+    expect(page.locator(".job-message")).to_have_text("fail:" + XSS)
+    expect(page.locator("#rerun input[name=text]")).to_have_value("fail:" + XSS)
+    page.locator("#bell").click()
+    expect(page.locator("#notif-list .notif-body").filter(has_text="B" + XSS)).to_have_count(1)
     assert page.evaluate("window.__xss") is None
+    assert page.locator("#log script, .job-error img, #notif-list script, #notif-list img").count() == 0
 
 
 def test_the_page_reconnects_after_the_server_restarts_and_catches_up(page, make_user, web_server):
