@@ -1,5 +1,5 @@
-"""ASGI entry point: Django for HTTP, Channels for WebSockets (a session behind the Origin check,
-or a bearer token)."""
+"""ASGI entry point: Django for HTTP (behind a request body size limit), Channels for WebSockets
+(a session behind the Origin check, or a bearer token)."""
 
 import os
 
@@ -11,12 +11,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from dashboard.body_limit import BodySizeLimit  # noqa: E402
 from notifications.auth import RealtimeAuthStack  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodySizeLimit(django_asgi_app),
         "websocket": RealtimeAuthStack(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -51,8 +51,12 @@ def run(ctx: JobContext, params: ExportParams) -> dict[str, int | str]:
 
 
 def _neutralize(value: str) -> str:
-    # A cell starting with = + - @ would run as a formula in a spreadsheet (CSV injection).
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+    # A cell starting with = + - @ (or a tab or carriage return before one, which some
+    # spreadsheets skip) would run as a formula (CSV injection, OWASP's list).
+    return "'" + value if value[:1] in FORMULA_STARTS else value
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 register(

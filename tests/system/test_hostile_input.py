@@ -529,6 +529,45 @@ def test_a_file_over_the_upload_limit_is_refused_with_413_and_nothing_is_stored(
     assert upload_job(small_upload_server.url, headers, at_limit).status_code == 201  # the limit is the limit
 
 
+def test_a_body_far_over_the_limit_is_refused_before_the_application_reads_it(small_upload_server, make_user):
+    """Django spools a whole body to disk before any view runs; the ASGI wrapper
+    (dashboard/body_limit.py) answers 413 first, whether the size is declared or streamed."""
+    from dashboard.body_limit import ENVELOPE_BYTES
+
+    user = make_user()
+    headers = {**bearer(user), "Content-Type": "multipart/form-data; boundary=x"}
+    limit = 4096 + ENVELOPE_BYTES
+    url = f"{small_upload_server.url}/api/v1/jobs/"
+
+    declared = requests.post(url, data=b"a" * (limit + 1), headers=headers, timeout=60)
+    streamed_chunks = 0
+
+    def stream():
+        nonlocal streamed_chunks
+        for _ in range(64):  # 64 MiB if nobody stopped reading
+            streamed_chunks += 1
+            yield b"a" * 2**20
+
+    try:
+        streamed = requests.post(url, data=stream(), headers=headers, timeout=60)
+    except requests.ConnectionError:
+        streamed = None  # the server may close before the client has finished sending
+
+    assert declared.status_code == 413
+    assert declared.json()["detail"] == f"The request body is larger than {limit} bytes."
+    if streamed is not None:
+        assert streamed.status_code == 413
+        assert streamed.json()["detail"] == declared.json()["detail"]
+    assert streamed_chunks < 64
+    assert Job.objects.count() == Upload.objects.count() == 0
+    # A body under the wrapper's limit still gets the view's precise answer.
+    assert (
+        upload_job(small_upload_server.url, bearer(user), b"a,b\n" * 2000)
+        .json()["detail"]
+        .endswith("4096 bytes.")
+    )
+
+
 def test_result_files_download_for_their_owner_only(celery_worker, live_server_url, make_user):
     alice, bob, staff = make_user(), make_user(), make_user(is_staff=True, is_superuser=True)
     earlier = services.job_create(owner=alice, kind="test_echo", params={"text": "something to export"})
