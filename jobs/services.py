@@ -14,7 +14,6 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
@@ -220,21 +219,36 @@ def _revoke(task_id: str) -> None:
 
 
 def _transition(
-    *, job_id: uuid.UUID | str, to: JobState, condition: Q | None = None, **fields: Any
+    *,
+    job_id: uuid.UUID | str,
+    to: JobState,
+    condition: Q | None = None,
+    locked: Job | None = None,
+    **fields: Any,
 ) -> Job | None:
     """Move a job to ``to`` only if the state machine allows it from its current state.
 
     A conditional UPDATE, so concurrent or repeated writers cannot move a job backwards; returns
-    the updated job, or None when the move was refused.
+    the updated job, or None when the move was refused. ``locked`` is the job (with its owner)
+    as the caller read it under a row lock in its open transaction: nothing else can have
+    changed the row since, so the move needs neither a savepoint nor a read-back.
     """
-    with transaction.atomic():
+    if locked is not None and any(hasattr(value, "resolve_expression") for value in fields.values()):
+        raise ValueError("With `locked`, pass plain values (they are applied to it as they are).")
+    with transaction.atomic(savepoint=locked is None):
         rows = Job.objects.filter(pk=job_id, state__in=TRANSITIONS[to])
         if condition is not None:
             rows = rows.filter(condition)
         if not rows.update(state=to, version=F("version") + 1, **fields):
             return None
-        # The payload names the owner: fetch them with the job (one query, not two).
-        job = Job.objects.select_related("owner").get(pk=job_id)
+        if locked is not None:
+            job = locked
+            job.state, job.version = str(to), job.version + 1
+            for name, value in fields.items():
+                setattr(job, name, value)
+        else:
+            # The payload names the owner: fetch them with the job (one query, not two).
+            job = Job.objects.select_related("owner").get(pk=job_id)
         _push_job(job)
         if job.is_final:
             # Exactly once: only the one write that moved the job into its final state gets here.
@@ -277,15 +291,22 @@ class Deferred:
 def job_start(*, job_id: uuid.UUID | str) -> Job | Deferred | None:
     """Move a queued job to running, unless its owner is at their cap (then it waits, queued)."""
     with transaction.atomic():
-        job = Job.objects.filter(pk=job_id, state=JobState.QUEUED).first()
+        # One read locks the job (so the move below needs no read-back) and its owner (so starts
+        # are serialized per user and two workers cannot both take the last slot). NO KEY UPDATE:
+        # launches and notifications, whose foreign keys only take KEY SHARE on the user, don't
+        # wait for it. (SQLite has no row locks: its transactions take the write lock up front.)
+        job = (
+            Job.objects.select_related("owner")
+            .select_for_update(of=("self", "owner"), no_key=True)
+            .filter(pk=job_id, state=JobState.QUEUED)
+            .first()
+        )
         if job is None:
             return None
         try:
             kind = get_kind(job.kind)
         except UnknownKind:
             kind = None
-        # Serialize starts per user so two workers cannot both take the last slot.
-        get_user_model().objects.select_for_update().filter(pk=job.owner_id).first()
         if running_count(owner_id=job.owner_id) >= settings.RUNBOARD_MAX_RUNNING_PER_USER or (
             kind is not None
             and kind.max_running_per_user is not None
@@ -294,7 +315,12 @@ def job_start(*, job_id: uuid.UUID | str) -> Job | Deferred | None:
             return Deferred(retry_in=1.0)
         now = timezone.now()
         return _transition(
-            job_id=job_id, to=JobState.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
+            job_id=job_id,
+            to=JobState.RUNNING,
+            locked=job,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=job.attempts + 1,
         )
 
 

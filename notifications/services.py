@@ -7,8 +7,9 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from . import events
@@ -52,14 +53,26 @@ def preference_update(*, user_id: int, **fields: bool) -> NotificationPreference
     return preference
 
 
-def _wants(user_id: int, topic: str | None) -> NotificationPreference | None:
-    """The user's preferences if they want this topic, else None."""
-    preference = NotificationPreference.objects.filter(user_id=user_id).first()
-    if preference is None:
-        return NotificationPreference(user_id=user_id)  # the defaults: everything on
+_PREFERENCE_FIELDS = [f.attname for f in NotificationPreference._meta.concrete_fields]
+
+
+def _wants(user_id: int, topic: str | None) -> tuple[NotificationPreference, bool] | None:
+    """The user's preferences and whether they have any browser push subscription (one query, as
+    this runs for every finished job), or None if they turned this topic off."""
+    row = (
+        get_user_model()
+        .objects.filter(pk=user_id)
+        .annotate(_subscribed=Exists(PushSubscription.objects.filter(user_id=OuterRef("pk"))))
+        .values_list(*[f"notification_preference__{name}" for name in _PREFERENCE_FIELDS], "_subscribed")
+        .first()
+    )
+    if row is None or row[0] is None:
+        preference = NotificationPreference(user_id=user_id)  # the defaults: everything on
+    else:
+        preference = NotificationPreference(**dict(zip(_PREFERENCE_FIELDS, row, strict=False)))
     if topic is not None and not getattr(preference, TOPICS[topic], True):
         return None
-    return preference
+    return preference, bool(row and row[-1])
 
 
 def _bump_unread(user_ids: Sequence[int]) -> dict[int, int]:
@@ -80,6 +93,25 @@ def _bump_unread(user_ids: Sequence[int]) -> dict[int, int]:
     for n, uids in by_increment.items():
         NotificationState.objects.filter(user_id__in=uids).update(unread_count=F("unread_count") + n)
     return dict(NotificationState.objects.filter(user_id__in=by_user).values_list("user_id", "unread_count"))
+
+
+def _bump_unread_one(user_id: int) -> int:
+    """Add one unread to one user and return the new count in one statement (an upsert with
+    RETURNING, on PostgreSQL and SQLite >= 3.35) instead of insert-if-missing, update and read."""
+    upsert_returning = connection.features.can_return_columns_from_insert
+    if connection.vendor not in {"postgresql", "sqlite"} or not upsert_returning:
+        return _bump_unread([user_id])[user_id]
+    quote = connection.ops.quote_name
+    table = quote(NotificationState._meta.db_table)
+    user = quote(NotificationState._meta.get_field("user").column)
+    count = quote(NotificationState._meta.get_field("unread_count").column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({user}, {count}) VALUES (%s, 1) ON CONFLICT ({user}) "
+            f"DO UPDATE SET {count} = {table}.{count} + 1 RETURNING {count}",
+            [user_id],
+        )
+        return cursor.fetchone()[0]
 
 
 def _push_new(notification: Notification, unread_count: int, preference: NotificationPreference) -> None:
@@ -128,7 +160,9 @@ def _maybe_web_push(pairs: list[tuple[int, int]]) -> None:
                 )
 
 
-@transaction.atomic
+# No savepoint when called inside a transaction (a job's final transition): an error here fails
+# the caller's transaction anyway, and a savepoint costs two more statements per finished job.
+@transaction.atomic(savepoint=False)
 def notify(
     *,
     recipient_id: int,
@@ -140,15 +174,15 @@ def notify(
     topic: str | None = None,
 ) -> Notification | None:
     """Notify one user; returns None when their preferences turn this topic off."""
-    preference = _wants(recipient_id, topic)
-    if preference is None:
+    wanted = _wants(recipient_id, topic)
+    if wanted is None:
         return None
+    preference, subscribed = wanted
     notification = Notification.objects.create(
         recipient_id=recipient_id, title=title[:200], body=body, level=level, link=link[:500], job_id=job_id
     )
-    counts = _bump_unread([recipient_id])
-    _push_new(notification, counts[recipient_id], preference)
-    if preference.browser_push:
+    _push_new(notification, _bump_unread_one(recipient_id), preference)
+    if preference.browser_push and subscribed:
         _web_push_after_commit([(notification.pk, recipient_id)])
     return notification
 
