@@ -53,6 +53,11 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the job's message was last handed to the broker (or, waiting at its owner's cap, last
+    # seen being retried): a job queued with no sign of its message for RUNBOARD_REQUEUE_AFTER is
+    # enqueued again by the reaper, so a lost message (a Redis restart without persistence, a
+    # worker killed holding a deferred retry) never leaves it queued forever.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     celery_task_id = models.CharField(max_length=255, blank=True, db_index=True)
     result = models.JSONField(null=True, blank=True)

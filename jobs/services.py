@@ -136,6 +136,7 @@ def job_create(
         state=JobState.QUEUED,
         celery_task_id=str(uuid.uuid4()),
         retry_of=retry_of,
+        enqueued_at=timezone.now(),
     )
     _push_job(job)
     transaction.on_commit(lambda: _enqueue(job))
@@ -281,6 +282,16 @@ def _notify_finished(job: Job) -> None:
     )
 
 
+def _note_still_enqueued(job: Job) -> None:
+    """A deferred job's message is alive (it is being retried): say so, at most twice per
+    RUNBOARD_REQUEUE_AFTER, so the reaper doesn't enqueue it again."""
+    now = timezone.now()
+    if job.enqueued_at is None or job.enqueued_at < now - timedelta(
+        seconds=settings.RUNBOARD_REQUEUE_AFTER / 2
+    ):
+        Job.objects.filter(pk=job.pk).update(enqueued_at=now)
+
+
 @dataclass(frozen=True)
 class Deferred:
     """The owner is at their running-jobs cap: try again in ``retry_in`` seconds."""
@@ -312,6 +323,7 @@ def job_start(*, job_id: uuid.UUID | str) -> Job | Deferred | None:
             and kind.max_running_per_user is not None
             and running_count(owner_id=job.owner_id, kind=kind.name) >= kind.max_running_per_user
         ):
+            _note_still_enqueued(job)
             return Deferred(retry_in=1.0)
         now = timezone.now()
         return _transition(
@@ -556,6 +568,7 @@ def _recover_lost(job: Job, *, reason: str, condition: Q | None = None) -> Job |
             celery_task_id=str(uuid.uuid4()),
             started_at=None,
             heartbeat_at=None,
+            enqueued_at=timezone.now(),
             progress_message=f"{reason} Re-queued (attempt {job.attempts + 1}).",
         )
         if requeued is not None:
@@ -584,6 +597,27 @@ def job_reap_stale(*, stale_after: float | None = None) -> int:
             reaped += 1
             logger.warning("Reaped job %s: worker lost", job.id)
     return reaped
+
+
+def job_requeue_lost(*, requeue_after: float | None = None) -> int:
+    """Enqueue again the queued jobs with no sign of their message for ``requeue_after`` seconds;
+    returns how many.
+
+    A job only starts from `queued`, so if the old message was not lost after all, whichever
+    delivery comes second is skipped as a duplicate: the cost of a false alarm is one message.
+    """
+    requeue_after = settings.RUNBOARD_REQUEUE_AFTER if requeue_after is None else requeue_after
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=requeue_after)
+    silent = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, created_at__lt=cutoff)
+    requeued = 0
+    for job in Job.objects.filter(silent, state=JobState.QUEUED):
+        # Conditional, like every write here: a start or a deferral that landed since the read wins.
+        if Job.objects.filter(silent, pk=job.pk, state=JobState.QUEUED).update(enqueued_at=now):
+            _enqueue(job)
+            requeued += 1
+            logger.warning("Re-enqueued job %s: queued with no sign of its message", job.id)
+    return requeued
 
 
 def _chunked_job_overdue(job: Job, now: Any, stale_after: float) -> bool:

@@ -30,7 +30,7 @@ def run_job_chunk(job_id: str, index: int) -> None:
 
 @shared_task(name="jobs.reap_stale_jobs", ignore_result=True)
 def reap_stale_jobs() -> int:
-    return services.job_reap_stale()
+    return services.job_reap_stale() + services.job_requeue_lost()
 
 
 @shared_task(name="jobs.run_schedule", ignore_result=True)

@@ -197,6 +197,9 @@ RUNBOARD_HEARTBEAT_MAX_SILENCE = float(os.environ.get("RUNBOARD_HEARTBEAT_MAX_SI
 # A running job whose heartbeat is older than this is considered to have lost its worker.
 RUNBOARD_STALE_AFTER = float(os.environ.get("RUNBOARD_STALE_AFTER", "30"))
 RUNBOARD_REAPER_INTERVAL = float(os.environ.get("RUNBOARD_REAPER_INTERVAL", "10"))
+# A queued job with no sign of its broker message for this long is enqueued again by the reaper
+# (its message was lost: Redis restarted without persistence, or a worker died holding it).
+RUNBOARD_REQUEUE_AFTER = float(os.environ.get("RUNBOARD_REQUEUE_AFTER", "600"))
 
 # Uploaded inputs and produced result files; never served directly.
 RUNBOARD_PRIVATE_DIR = Path(os.environ.get("RUNBOARD_PRIVATE_DIR", VAR_DIR / "private"))

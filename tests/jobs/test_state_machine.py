@@ -75,3 +75,22 @@ def test_the_reaper_fails_running_jobs_whose_worker_went_silent(make_user):
     fresh.refresh_from_db()
     assert stale.state == JobState.FAILED and "Worker lost" in stale.error
     assert fresh.state == JobState.RUNNING
+
+
+def test_only_queued_jobs_silent_past_the_requeue_limit_are_enqueued_again(make_user, monkeypatch, settings):
+    settings.RUNBOARD_MAX_RUNNING_PER_USER = 1
+    sent: list[str] = []
+    monkeypatch.setattr(services, "_enqueue", lambda job, **_: sent.append(str(job.id)))
+    owner = make_user()
+    long_ago = timezone.now() - timedelta(seconds=700)
+    silent = make_job(owner=owner)
+    make_job(owner=make_user())  # queued just now
+    running = make_job(owner=owner, state=JobState.RUNNING)
+    waiting = make_job(owner=owner)  # at its owner's cap: deferred, its message being retried
+    Job.objects.filter(pk__in=[silent.pk, running.pk, waiting.pk]).update(enqueued_at=long_ago)
+
+    assert isinstance(services.job_start(job_id=waiting.id), services.Deferred)
+    assert services.job_requeue_lost(requeue_after=600) == 1
+    assert sent == [str(silent.id)]
+    # Once enqueued again it counts as fresh: the next pass leaves it alone.
+    assert services.job_requeue_lost(requeue_after=600) == 0

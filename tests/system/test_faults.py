@@ -435,6 +435,31 @@ def test_after_a_redis_restart_workers_consume_and_sockets_resume_with_nothing_m
     )
 
 
+def test_queued_jobs_whose_messages_were_lost_are_enqueued_again_and_run_once(stacks, make_user):
+    """Pass: jobs queued while no worker runs lose their messages (Redis emptied, as a restart
+    without persistence does); once a worker and beat run, the reaper enqueues them again after
+    RUNBOARD_REQUEUE_AFTER and each `succeeds` within 30 s, having run exactly once. A job that
+    was never lost (launched after) runs once too, though it may get a second message."""
+    import redis
+
+    stack = stacks(beat=True, worker=False, env={**FAST, "RUNBOARD_REQUEUE_AFTER": "3"})
+    user = make_user()
+    lost = [stack.launch(user, "test_block", {"seconds": 0.2}) for _ in range(3)]
+    redis.Redis.from_url(stack.redis.url).flushall()
+
+    started = time.monotonic()
+    stack.start_worker()
+    fresh = stack.launch(user, "test_block", {"seconds": 0.2})
+    for job_id in [*lost, fresh]:
+        assert wait_final(job_id, timeout=30).state == JobState.SUCCEEDED
+    elapsed = time.monotonic() - started
+
+    assert all(len(pids(job_id)) == 1 for job_id in [*lost, fresh])
+    assert all(len(notifications_of(job_id)) == 1 for job_id in [*lost, fresh])
+    assert any("queued with no sign of its message" in worker.log() for worker in stack.workers)
+    print(f"\n[faults] lost queued messages: all succeeded {elapsed:.1f} s after the worker started")
+
+
 # --- 5. The web server is killed and restarted while a client streams --------------------------
 
 
