@@ -337,11 +337,13 @@ class _Pump(threading.Thread):
         super().__init__(name="runboard-progress-pump", daemon=True)
         self._reporters: set[ProgressReporter] = set()
         self._lock = threading.Lock()
+        self._work = threading.Event()
         self.interval = max(0.01, settings.RUNBOARD_PUSH_INTERVAL / 2)
 
     def add(self, reporter: ProgressReporter) -> None:
         with self._lock:
             self._reporters.add(reporter)
+        self._work.set()
 
     def discard(self, reporter: ProgressReporter) -> None:
         with self._lock:
@@ -352,9 +354,13 @@ class _Pump(threading.Thread):
             time.sleep(self.interval)
             with self._lock:
                 reporters = list(self._reporters)
+                if not reporters:
+                    self._work.clear()
             if not reporters:
-                # Don't hold a database connection open between jobs.
-                connection.close()
+                # Don't hold a database connection open between jobs, and sleep until the next.
+                if connection.connection is not None:
+                    connection.close()
+                self._work.wait()
                 continue
             close_old_connections()
             for reporter in reporters:
