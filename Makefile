@@ -29,15 +29,16 @@ run: setup
 	$(BIN)/python scripts/run.py
 
 # The whole suite on SQLite; then, when a PostgreSQL server answers (TEST_POSTGRES_URL, default
-# the local one), the database-heavy tests again against it.
+# the local one), the database-heavy tests again against it (not the browser, fault-injection and
+# benchmark smoke tests: they test processes, not the database, and already ran).
 test: setup
 	$(PYTHON) scripts/system_deps.py redis-server chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if PG=$$($(BIN)/python scripts/postgres_url.py); then \
 	  echo "PostgreSQL answers: running the database tests against it too"; \
-	  DATABASE_URL=$$PG $(BIN)/python -m pytest -m "not browser" tests/jobs tests/notifications tests/system \
-	    --ignore tests/system/test_bench_smoke.py $(PYTEST_ARGS); \
+	  DATABASE_URL=$$PG $(BIN)/python -m pytest -m "not browser and not faults" \
+	    tests/jobs tests/notifications tests/system --ignore tests/system/test_bench_smoke.py $(PYTEST_ARGS); \
 	else \
 	  echo "No PostgreSQL answers: SQLite only (set TEST_POSTGRES_URL to use one)"; \
 	fi

@@ -6,6 +6,7 @@ rendering of markup are proved where they were built (see docs/reliability.md)."
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gzip
 import io
 import json
@@ -34,6 +35,7 @@ from jobs.tokens import token_create
 from notifications import services as notification_services
 from notifications.models import Notification, SocketConnection
 from tests.conftest import ROOT, LiveServer, receive_json, session_cookie
+from tests.jobs.factories import make_job
 from tests.jobs.live import wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,6 +95,13 @@ def upload_job(base: str, headers: dict[str, str], content: bytes, filename: byt
     )
 
 
+def run_async(coroutine: Any) -> Any:
+    """asyncio.run in a thread of its own: the session's Playwright browser (if a browser test ran
+    first) keeps an event loop running in this one."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 # --- CSRF ----------------------------------------------------------------------------------------
 
 
@@ -109,9 +118,9 @@ def test_session_writes_without_a_valid_csrf_token_are_refused_and_change_nothin
     a wrong token, or the right token from a foreign Origin is a 403 and nothing changes; the same
     request done right succeeds (so the refusals are the CSRF check, not something else)."""
     user = make_user()
-    finished = services.job_create(owner=user, kind="simulate", params={"steps": 1})
-    Job.objects.filter(pk=finished.pk).update(state=JobState.SUCCEEDED, finished_at=timezone.now())
-    queued = services.job_create(owner=user, kind="simulate", params={"steps": 1})
+    # Rows no worker will touch (never enqueued), so only these requests can change them.
+    finished = make_job(owner=user, state=JobState.SUCCEEDED)
+    queued = make_job(owner=user)
     note = notification_services.notify(recipient_id=user.pk, title="unread")
     http, token = _csrf_session(live_server_url, user)
     csv_body, csv_type = multipart({"kind": "csv_profile", "params": "{}"}, b"a.csv", CSV)
@@ -300,7 +309,7 @@ def test_socket_abuse_gets_the_protocols_close_codes_and_the_servers_memory_stay
         }
         cookies["too_many"] = cookies["too_many"][:1]
         started = time.monotonic()
-        outcome = asyncio.run(_abuse_round(abuse_server.url, cookies, anonymous=15))
+        outcome = run_async(_abuse_round(abuse_server.url, cookies, anonymous=15))
 
         assert outcome["flood"] == [4429] * 60
         assert outcome["oversized"] == [1009] * 60
