@@ -281,11 +281,14 @@ def report(
         "Reading B: Runboard shows each watcher ~10 updates a second (the reporter's push interval, "
         "RUNBOARD_PUSH_INTERVAL = 0.1 s); celery-progress's poller gets 2 (and a 250 ms average extra "
         "staleness, see transport.md). Per update delivered, Runboard's server cost is the per-message "
-        "cost of part A, at the ceiling of Channels + uvicorn. So the whole-job ratio is the per-update "
-        "ratio divided by 5; where the 10x target is missed, that is the reason: the cost is in the "
-        "per-frame path shared with the ceiling (consumer dispatch, uvicorn's WebSocket framing), not in "
-        "Runboard's code. Ways to reach it, written down: a per-job push interval that grows with the "
-        "number of watchers, or fanning out once per web process instead of once per socket.",
+        "cost of part A. It is below the ceiling's because Runboard's consumer skips what Channels' "
+        "default dispatch does before every handler (`aclose_old_connections()`, a hop to the database "
+        "thread and back per frame; the bare ceiling consumer keeps it) and its auth middleware wraps "
+        "nothing around `send`. So the whole-job ratio is the per-update ratio divided by 5; where the "
+        "10x target is missed, that is the reason: what is left is the per-frame path of Channels + "
+        "uvicorn (the consumer's receive tasks, WebSocket framing, one socket write per frame). Ways to "
+        "reach it, written down: a per-job push interval that grows with the number of watchers, or "
+        "fanning out once per web process instead of once per socket.",
     ]
     body = "\n".join(
         [setup, "", *rows, "", f"Errors: {len(errors)}" + (f": {errors[:5]}" if errors else "."), "", *notes]

@@ -194,14 +194,15 @@ def main() -> None:
     )
     failures = [f for x in rows for f in x["failures"]] + st["failures"]
     notes = [
-        "Notes: a connect costs the server far more than an idle socket: each signed-in connect runs the "
-        "session and user lookups, `socket_open` (a transaction), `hello` and the snapshot queries through "
-        "`database_sync_to_async`, which is thread-sensitive by default, so every consumer's database work "
-        "in the process runs on one thread, one connect after another. The ceiling (no database) opens "
-        "sockets several times faster on the same server. If the storm target is missed, that serial "
-        "database path is where the time goes; candidates: fewer queries per connect (hello and snapshot "
-        "in one `database_sync_to_async` call, `socket_open` without the per-connect cleanup DELETE), and "
-        "`CONN_MAX_AGE` > 0 so each connect does not reopen the database connection.",
+        "Notes: a connect costs the server far more than an idle socket. A signed-in connect makes two trips "
+        "to the database thread (`database_sync_to_async` is thread-sensitive by default, so every "
+        "consumer's database work in the process runs on one thread, one connect after another): the "
+        "session and user lookup in the auth middleware, then `socket_open` (upsert + one read, in a "
+        "transaction) with the snapshot queries. With `CONN_MAX_AGE` = 0 (the default) each trip also opens "
+        "a new database connection, about a third of the connect's database time here; "
+        "`DATABASE_CONN_MAX_AGE` > 0 removes it. The ceiling (no database) opens sockets several times "
+        "faster on the same server; if the storm target is missed, that serial database path is where the "
+        "time goes.",
     ]
     body = "\n".join(
         [setup, "", *table, "", f"Open failures: {failures[:5] if failures else 'none'}.", "", *notes]

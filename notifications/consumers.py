@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -44,6 +45,21 @@ def _job_id(message: dict[str, Any]) -> str | None:
         return None
 
 
+def _open_and_catch_up(
+    *, user: Any, after_id: int | None, sent_up_to: int, socket: dict[str, Any] | None = None
+) -> tuple[list[events.NotificationPayload], int, events.SnapshotEvent]:
+    """One trip to the database thread for what a connect (``socket``: record it first) or a
+    resume needs: the notifications after ``after_id`` (none without one), the unread count, and
+    the snapshot, whose ``last_notification_id`` is the most this connection has then been sent."""
+    if socket is not None:
+        services.socket_open(**socket)
+    if after_id is None:
+        return [], 0, selectors.snapshot_for_user(user=user)
+    rows, unread = selectors.replay_after(user_id=user.pk, after_id=after_id)
+    up_to = max([sent_up_to, *(row["id"] for row in rows)])
+    return rows, unread, selectors.snapshot_for_user(user=user, replayed_up_to=up_to)
+
+
 def _resume_point(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -55,6 +71,16 @@ def _resume_point(value: Any) -> int | None:
 
 
 class NotificationConsumer(AsyncWebsocketConsumer):
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, minus its ``aclose_old_connections()`` before every handler: a hop
+        to the database thread and back for each frame relayed, which was most of a relayed
+        frame's server CPU. Every database call here goes through ``database_sync_to_async``,
+        which closes stale connections itself, in that thread, around the call."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -64,11 +90,14 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.watching: set[str] = set()
-        # Ids this connection has sent (bounded), to drop a live event a snapshot or replay already
-        # covered; by exact id, since concurrent commits can arrive out of id order.
-        self.sent_ids: deque[int] = deque(maxlen=SENT_IDS_KEPT)
+        # Ids this connection has sent (the latest SENT_IDS_KEPT; a dict as an ordered set), to
+        # drop a live event a snapshot or replay already covered; by exact id, since concurrent
+        # commits can arrive out of id order.
+        self.sent_ids: dict[int, None] = {}
         self.sent_notification_id = 0
-        self.received: deque[float] = deque(maxlen=MAX_MESSAGES + 1)
+        # Times of the client's latest messages, for flood control (made on the first one: most
+        # sockets never send any, and an idle socket's memory is the budget).
+        self.received: deque[float] | None = None
         self.joined: list[str] = [events.user_group(user.pk)] + (
             [events.STAFF_GROUP] if user.is_staff else []
         )
@@ -78,20 +107,18 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         LayerWatch.get(self.channel_layer).add(self)
         await self.accept()
-        session = self.scope.get("session")
-        await database_sync_to_async(services.socket_open)(
-            channel_name=self.channel_name,
-            user_id=user.pk,
-            session_key=(session.session_key or "") if session is not None else "",
-        )
         await self._send(selectors.hello_for(user))
+        session = self.scope.get("session")
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
-        resume_from = _resume_point((query.get("last_notification_id") or [None])[0])
-        if resume_from is None:
-            await self._send_snapshot()
-        else:
-            await self._replay(resume_from)
-        self.heartbeat = asyncio.ensure_future(self._heartbeat())
+        await self._catch_up(
+            _resume_point((query.get("last_notification_id") or [None])[0]),
+            socket={
+                "channel_name": self.channel_name,
+                "user_id": user.pk,
+                "session_key": (session.session_key or "") if session is not None else "",
+            },
+        )
+        Heartbeats.get().add(self)
         expiry = getattr(self.channel_layer, "group_expiry", None)
         if expiry:
             # Renew well within the expiry however short it is set, so a long-lived socket never
@@ -104,7 +131,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if not hasattr(self, "user"):
             return
         LayerWatch.get(self.channel_layer).discard(self)
-        for task in (getattr(self, name, None) for name in ("heartbeat", "renewal", "ops_task")):
+        Heartbeats.get().discard(self)
+        for task in (getattr(self, name, None) for name in ("renewal", "ops_task")):
             if task is not None:
                 task.cancel()
         try:
@@ -117,6 +145,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         now = time.monotonic()
+        if self.received is None:
+            self.received = deque(maxlen=MAX_MESSAGES + 1)
         self.received.append(now)
         if len(self.received) > MAX_MESSAGES and now - self.received[0] < MESSAGE_WINDOW:
             await self._error(
@@ -154,7 +184,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         # The client says what it has: replay everything after it, even what a snapshot showed.
         self.sent_ids.clear()
         self.sent_notification_id = point
-        await self._replay(point)
+        await self._catch_up(point)
 
     async def on_mark_read(self, message: dict[str, Any]) -> None:
         ids = message.get("ids")
@@ -262,38 +292,25 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     # --- helpers -----------------------------------------------------------------------------
 
-    async def _replay(self, after_id: int) -> None:
-        """Every notification after ``after_id``, in order, then a fresh snapshot."""
-        rows, unread = await database_sync_to_async(selectors.replay_after)(
-            user_id=self.user.pk, after_id=after_id
+    async def _catch_up(self, after_id: int | None, *, socket: dict[str, Any] | None = None) -> None:
+        """Every notification after ``after_id`` (if given), in order, then a fresh snapshot; on
+        connect, ``socket`` is recorded first, in the same trip to the database thread."""
+        rows, unread, snapshot = await database_sync_to_async(_open_and_catch_up)(
+            user=self.user, after_id=after_id, sent_up_to=self.sent_notification_id, socket=socket
         )
         for row in rows:
             if row["id"] not in self.sent_ids:
                 await self._send(events.notification_new(notification=row, unread_count=unread))
                 self._sent(row["id"])
-        await self._send_snapshot(replayed_up_to=self.sent_notification_id)
-
-    async def _send_snapshot(self, *, replayed_up_to: int | None = None) -> None:
-        snapshot = await database_sync_to_async(selectors.snapshot_for_user)(
-            user=self.user, replayed_up_to=replayed_up_to
-        )
         for notification in snapshot["notifications"]:
             self._sent(notification["id"])
         await self._send(snapshot)
 
     def _sent(self, notification_id: int) -> None:
-        if len(self.sent_ids) == self.sent_ids.maxlen:
-            self.sent_ids.popleft()
-        self.sent_ids.append(notification_id)
+        if notification_id not in self.sent_ids and len(self.sent_ids) >= SENT_IDS_KEPT:
+            del self.sent_ids[next(iter(self.sent_ids))]
+        self.sent_ids[notification_id] = None
         self.sent_notification_id = max(self.sent_notification_id, notification_id)
-
-    async def _heartbeat(self) -> None:
-        """Lets clients notice a dead server and keeps this socket's presence row fresh."""
-        with contextlib.suppress(asyncio.CancelledError):
-            while True:
-                await asyncio.sleep(settings.RUNBOARD_SOCKET_HEARTBEAT)
-                await self._send(events.heartbeat(server_time=timezone.now().isoformat()))
-                await database_sync_to_async(services.socket_seen)(channel_name=self.channel_name)
 
     async def _renew_groups(self, every: float) -> None:
         """On layers whose groups expire: join them again before they do."""
@@ -410,6 +427,82 @@ class LayerWatch:
             await consumer.close(code=events.CLOSE_EVENTS_INTERRUPTED)
         except Exception:  # the client went away meanwhile
             logger.debug("Socket %s was already gone", consumer.channel_name, exc_info=True)
+
+
+class Heartbeats:
+    """One per event loop (so one per web process): every RUNBOARD_SOCKET_HEARTBEAT seconds after
+    it opened, each socket gets a ``heartbeat`` (so its client can tell a live server from a
+    half-open connection) and its presence row is refreshed. One task for all sockets instead of
+    one per socket, and one UPDATE for every socket due at once instead of one each (at 5,000
+    sockets that was 200 trips a second to the single database thread)."""
+
+    _instances: ClassVar[dict[asyncio.AbstractEventLoop, Heartbeats]] = {}
+
+    @classmethod
+    def get(cls) -> Heartbeats:
+        loop = asyncio.get_running_loop()
+        beats = cls._instances.get(loop)
+        if beats is None:
+            beats = cls._instances[loop] = cls()
+        return beats
+
+    def __init__(self) -> None:
+        # Socket -> when it is due. Every socket has the same interval, so insertion order is due
+        # order: a socket that beats moves to the end. Weak, so a consumer that died without
+        # its disconnect running is not kept alive here.
+        self.due: weakref.WeakKeyDictionary[NotificationConsumer, float] = weakref.WeakKeyDictionary()
+        self.wake = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    def add(self, consumer: NotificationConsumer) -> None:
+        self.due[consumer] = time.monotonic() + settings.RUNBOARD_SOCKET_HEARTBEAT
+        self.wake.set()
+
+    def discard(self, consumer: NotificationConsumer) -> None:
+        self.due.pop(consumer, None)
+
+    async def _run(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                self.wake.clear()
+                first = next(iter(self.due.items()), None)
+                if first is None:
+                    await self.wake.wait()
+                    continue
+                delay = first[1] - time.monotonic()
+                if delay > 0:
+                    # Sockets added meanwhile are due later; one discarded is skipped on waking.
+                    await asyncio.sleep(delay)
+                    continue
+                await self._beat()
+
+    async def _beat(self) -> None:
+        now = time.monotonic()
+        # Those due within a tenth of an interval too (at most a second early), so sockets opened
+        # close together share one UPDATE. Only the due ones are looked at, however many sockets.
+        horizon = now + min(1.0, settings.RUNBOARD_SOCKET_HEARTBEAT / 10)
+        due: list[NotificationConsumer] = []
+        for consumer, at in self.due.items():
+            if at > horizon:
+                break
+            due.append(consumer)
+        for consumer in due:
+            del self.due[consumer]
+            self.due[consumer] = now + settings.RUNBOARD_SOCKET_HEARTBEAT
+        text = events.dumps(events.heartbeat(server_time=timezone.now().isoformat()))
+        for i, consumer in enumerate(due, 1):
+            try:
+                await consumer.send(text_data=text)
+            except Exception:  # the client went away meanwhile; its disconnect removes it
+                logger.debug("No heartbeat for %s", consumer.channel_name, exc_info=True)
+            if i % 200 == 0:
+                await asyncio.sleep(0)  # thousands due at once: let relayed events through
+        try:
+            await database_sync_to_async(services.socket_seen)(
+                channel_name=[consumer.channel_name for consumer in due]
+            )
+        except Exception:
+            logger.warning("Could not refresh %d socket rows", len(due), exc_info=True)
 
 
 class EchoConsumer(AsyncWebsocketConsumer):

@@ -271,27 +271,39 @@ MAX_SOCKETS_PER_USER = 20
 
 @transaction.atomic
 def socket_open(*, channel_name: str, user_id: int, session_key: str) -> list[str]:
-    """Record an open socket; beyond MAX_SOCKETS_PER_USER the user's oldest ones are closed."""
+    """Record an open socket; beyond MAX_SOCKETS_PER_USER the user's oldest ones are closed.
+
+    Every connect runs this, so it is one upsert, one read of the user's rows and, only when
+    some must go, one delete (it was eight statements with savepoints)."""
     now = timezone.now()
-    SocketConnection.objects.update_or_create(
-        channel_name=channel_name, defaults={"user_id": user_id, "session_key": session_key, "seen_at": now}
+    SocketConnection.objects.bulk_create(
+        [SocketConnection(channel_name=channel_name, user_id=user_id, session_key=session_key, seen_at=now)],
+        update_conflicts=True,
+        unique_fields=["channel_name"],
+        update_fields=["user_id", "session_key", "seen_at"],
     )
-    fresh = SocketConnection.objects.filter(user_id=user_id, seen_at__gte=now - SOCKET_FRESH_FOR)
-    oldest = list(
-        fresh.order_by("-opened_at", "-channel_name").values_list("channel_name", flat=True)[
-            MAX_SOCKETS_PER_USER:
-        ]
+    rows = list(
+        SocketConnection.objects.filter(user_id=user_id).values_list("channel_name", "opened_at", "seen_at")
     )
+    fresh_since = now - SOCKET_FRESH_FOR
+    fresh = sorted(((opened, name) for name, opened, seen in rows if seen >= fresh_since), reverse=True)
+    oldest = [name for _, name in fresh[MAX_SOCKETS_PER_USER:]]
+    # Rows of web processes that died without saying goodbye go too.
+    gone = oldest + [name for name, _, seen in rows if seen < fresh_since]
+    if gone:
+        SocketConnection.objects.filter(channel_name__in=gone).delete()
     if oldest:
-        SocketConnection.objects.filter(channel_name__in=oldest).delete()
         push_close(channel_names=oldest, code=events.CLOSE_REPLACED)
-    # Rows of web processes that died without saying goodbye.
-    SocketConnection.objects.filter(user_id=user_id, seen_at__lt=now - SOCKET_FRESH_FOR).delete()
     return oldest
 
 
-def socket_seen(*, channel_name: str) -> None:
-    SocketConnection.objects.filter(channel_name=channel_name).update(seen_at=timezone.now())
+def socket_seen(*, channel_name: str | Sequence[str]) -> None:
+    """Refresh the presence row of one socket, or of many at once (the heartbeat's batch)."""
+    names = [channel_name] if isinstance(channel_name, str) else list(channel_name)
+    now = timezone.now()
+    for start in range(0, len(names), BATCH_SIZE):
+        batch = names[start : start + BATCH_SIZE]
+        SocketConnection.objects.filter(channel_name__in=batch).update(seen_at=now)
 
 
 def socket_closed(*, channel_name: str) -> None:
