@@ -65,6 +65,8 @@ bench-run:
 	  $(BIN)/python bench/$$s.py $(BENCH_ARGS) || failed="$$failed $$s"; \
 	  echo "== bench/$$s.py took $$(( $$(date +%s) - start )) s"; \
 	done; \
+	echo "== bench/transport.py --layer core (the default channel layer, to compare)"; \
+	$(BIN)/python bench/transport.py --layer core --skip-staleness --rounds 2 $(BENCH_ARGS) || failed="$$failed transport-core"; \
 	$(BIN)/python -m bench.collect; \
 	if [ -n "$$failed" ]; then echo "Failed:$$failed"; exit 1; fi
 

@@ -44,6 +44,53 @@ FILE_SCENARIOS = {
 }  # fmt: skip
 
 
+def rows_from_tables(name: str, text: str) -> list[dict[str, Any]]:
+    """For a results file without a summary block: the rows of its tables that carry a verdict
+    (a "Met?" column saying met / not met), so the summary table still lists them."""
+    rows: list[dict[str, Any]] = []
+    header: list[str] | None = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+            continue
+        if set("".join(cells)) <= set("-: ") or "Met?" not in header or "Target" not in header:
+            continue
+        met_cell = cells[header.index("Met?")].strip("* ").lower() if len(cells) == len(header) else ""
+        if met_cell not in ("met", "not met"):
+            continue
+        target_at = header.index("Target")
+        first = 2 if header[1].lower() in ("metric", "figure") else 1
+        metric = cells[0] if first == 1 else f"{cells[0]}: {cells[1]}"
+        measured = "; ".join(
+            f"{label}: {value}" if len(header[first:target_at]) > 1 else value
+            for label, value in zip(header[first:target_at], cells[first:target_at], strict=True)
+            if value
+        )
+        numbers = FILE_SCENARIOS.get(name, [])
+        if len(numbers) > 1:
+            number = numbers[1] if re.search(r"stale|final state", metric, re.IGNORECASE) else numbers[0]
+        else:
+            number = numbers[0] if numbers else None
+        scenario = (
+            f"{number}. {SCENARIOS[number][0]}" if number in SCENARIOS else TABLE_ONLY_NAMES.get(name, name)
+        )
+        rows.append({"scenario": scenario, "metric": metric, "target": cells[target_at],
+                     "measured": measured, "met": met_cell == "met"})  # fmt: skip
+    return rows
+
+
+# Runs of an alternative we measured to decide against it (the default channel layer): their
+# sections are kept, their rows stay out of the summary's verdicts.
+COMPARISON_ONLY = {"transport-core"}
+
+# Results files outside the issue's eight scenarios, by the name the summary table gives them.
+TABLE_ONLY_NAMES = {"load": "Load (issue 7)"}
+
+
 def scenario_number(text: str) -> int | None:
     m = re.match(r"\s*(\d+)", str(text))
     return int(m.group(1)) if m else None
@@ -63,6 +110,9 @@ def read_results(results_dir: Path) -> list[dict[str, Any]]:
     for path in sorted(results_dir.glob("*.md")):
         text = path.read_text()
         summary = common.read_summary(text)
+        if summary is None and path.stem not in COMPARISON_ONLY:
+            rows = rows_from_tables(path.stem, text)
+            summary = {"rows": rows, "quick": "Quick run (`--quick`)" in text} if rows else None
         title = next((line[3:].strip() for line in text.splitlines() if line.startswith("## ")), path.stem)
         date = re.search(r"^- Date: (.+)$", text, re.MULTILINE)
         numbers = sorted(
