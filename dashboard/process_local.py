@@ -20,6 +20,11 @@ class ProcessLocal(Generic[T]):
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._value: T | None = None
+        # A fork while another thread held the lock would leave it held in the child forever.
+        os.register_at_fork(after_in_child=self._reset_lock)
+
+    def _reset_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def get(self) -> T:
         if self._pid != os.getpid():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -19,7 +20,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 from django.db import transaction
 
 from dashboard.process_local import ProcessLocal
@@ -33,6 +34,17 @@ CLOSE_TYPE = "socket.close"
 # A publish that cannot reach Redis in this time is dropped: the database stays the truth and
 # clients catch up from the snapshot on their next (re)connect.
 PUBLISH_TIMEOUT = 5.0
+
+
+def _forget_inherited_layers() -> None:
+    """A forked child (a Celery pool process, including one respawned while its parent was
+    publishing) must not reuse the parent's channel layer instances: their connections, loops and
+    locks belong to the parent, and a lock held at the moment of the fork stays held. The child
+    makes its own layer on first use."""
+    channel_layers.backends = {}
+
+
+os.register_at_fork(after_in_child=_forget_inherited_layers)
 
 
 def push_event(
