@@ -59,8 +59,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         (admin,) = make_users(1, prefix="fanadmin", staff=True)
         users = make_users(args.users, prefix="fan")
         clients = stack.clients("clients-fanout")
-        opened = clients.call(
-            "open",
+        opened = clients.open_all(
             url=web.ws_url,
             origin=web.origin,
             concurrency=100,
@@ -68,8 +67,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             sockets=[project_socket(u, tag="p") for u in users]
             + [ceiling_socket(f"fan{i}", tag="c") for i in range(args.users)],
         )
-        if opened["failed"]:
-            raise RuntimeError(f"could not open the sockets: {opened['failures']}")
         first = opened["first"]
         project_idx = {str(first + i) for i in range(args.users)}
         ceiling_idx = {str(first + args.users + i) for i in range(args.users)}

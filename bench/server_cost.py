@@ -66,8 +66,7 @@ def per_message(stack: Any, web: Any, args: argparse.Namespace) -> list[dict[str
     users = make_users(args.sockets, prefix="cost")
     template = payload_template(users[0].id)
     clients = stack.clients("clients-cost")
-    opened = clients.call(
-        "open",
+    clients.open_all(
         url=web.ws_url,
         origin=web.origin,
         concurrency=50,
@@ -75,8 +74,6 @@ def per_message(stack: Any, web: Any, args: argparse.Namespace) -> list[dict[str
         sockets=[project_socket(u, tag="p") for u in users]
         + [ceiling_socket(f"cost{i}", tag="c") for i in range(args.sockets)],
     )
-    if opened["failed"]:
-        raise RuntimeError(f"could not open the sockets: {opened['failures']}")
     sender = LayerSender()
     groups = {
         "p": [events.user_group(u.id) for u in users],
@@ -144,15 +141,12 @@ def watchers(stack: Any, web: Any, args: argparse.Namespace) -> list[dict[str, A
     (owner,) = make_users(1, prefix="jobowner")
     owner_obj = get_user_model().objects.get(pk=owner.id)
     rb_clients = stack.clients("clients-watchers")
-    opened = rb_clients.call(
-        "open",
+    rb_clients.open_all(
         url=web.ws_url,
         origin=web.origin,
         concurrency=50,
         sockets=[project_socket(u, tag="w") for u in staff],
     )
-    if opened["failed"]:
-        raise RuntimeError(f"could not open the sockets: {opened['failures']}")
     poll_clients = stack.clients("clients-pollers")
     rows = []
     order = ["runboard", "cp-poll", "cp-ws"]

@@ -234,6 +234,13 @@ class Clients:
             self._replies.put(line)
         self._replies.put(None)
 
+    def open_all(self, **fields: Any) -> dict[str, Any]:
+        """Open sockets (the ``open`` command); every one must open, or the scenario is void."""
+        opened = self.call("open", **fields)
+        if opened["failed"]:
+            raise RuntimeError(f"could not open the sockets: {opened['failures']}")
+        return opened
+
     def call(self, cmd: str, timeout: float = 120, **fields: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"cmd": cmd, **fields}) + "\n")

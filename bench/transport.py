@@ -101,16 +101,13 @@ def transport(stack: Stack, args: argparse.Namespace, web: Any) -> dict[str, Any
     users = make_users(sockets, prefix="transport")
     template = payload_template(users[0].id)
     clients = stack.clients("clients-transport")
-    opened = clients.call(
-        "open",
+    clients.open_all(
         url=web.ws_url,
         origin=web.origin,
         concurrency=50,
         sockets=[project_socket(u, tag="p") for u in users]
         + [ceiling_socket(i, tag="c") for i in range(sockets)],
     )
-    if opened["failed"]:
-        raise RuntimeError(f"could not open the sockets: {opened['failures']}")
     sender = LayerSender()
     groups = {
         "p": [events.user_group(u.id) for u in users],
