@@ -91,7 +91,7 @@ class Clients:
                 self.latencies.setdefault(sock.tag, []).append((now - ts) // 1000)
             state = job["state"]
             if state in FINAL_STATES:
-                result = job.get("result")
+                result = job.get("result_summary")  # a small result is its own summary
                 ended = result.get("ended_ns") if isinstance(result, dict) else None
                 sock.finals.setdefault(job["id"], [state, now, ended])
             if sock.trace:

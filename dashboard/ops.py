@@ -170,9 +170,9 @@ def queue_depths(queues: Iterable[str] | None = None) -> dict[str, int]:
 def open_socket_count(*, now: datetime | None = None) -> int:
     """WebSockets some web process has seen lately (rows of dead processes age out)."""
     from notifications.models import SocketConnection
-    from notifications.services import SOCKET_FRESH_FOR
+    from notifications.services import socket_fresh_for
 
-    return SocketConnection.objects.filter(seen_at__gte=(now or timezone.now()) - SOCKET_FRESH_FOR).count()
+    return SocketConnection.objects.filter(seen_at__gte=(now or timezone.now()) - socket_fresh_for()).count()
 
 
 def unread_notifications_total() -> int:

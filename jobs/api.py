@@ -24,6 +24,7 @@ from . import selectors, services
 from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind
 from .models import Job, JobState
 from .openapi import openapi_schema
+from .results import result_page, wire_size
 from .tokens import token_authenticate
 
 MAX_JSON_BODY = 256 * 1024
@@ -265,13 +266,18 @@ def _job_list(request: HttpRequest) -> JsonResponse:
         )
     except selectors.InvalidCursor:
         return error_response(400, "Invalid request.", {"cursor": ["Invalid cursor."]})
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    # A page is at most JOB_LIST_MAX_BYTES whatever its jobs hold: it ends early if need be, and
+    # `next` continues after its last job. The envelope's room is kept: `next` repeats the query.
+    envelope = 2 * len(request.get_full_path()) + 256
+    results, complete = selectors.job_payload_page(jobs, max_bytes=selectors.JOB_LIST_MAX_BYTES - envelope)
     next_url = None
-    if len(jobs) > limit:
-        jobs = jobs[:limit]
+    if (more or not complete) and results:
         query = request.GET.copy()
-        query["cursor"] = selectors.job_cursor(jobs[-1])
+        query["cursor"] = selectors.job_cursor(jobs[len(results) - 1])
         next_url = f"{request.path}?{query.urlencode()}"
-    return JsonResponse({"results": [selectors.job_payload(job) for job in jobs], "next": next_url})
+    return JsonResponse({"results": results, "next": next_url})
 
 
 @api_view("GET")
@@ -306,12 +312,69 @@ def job_retry(request: HttpRequest, job_id: str) -> HttpResponse:
 
 @api_view("GET")
 def job_log(request: HttpRequest, job_id: str) -> JsonResponse:
+    """Lines after ``after``, oldest first: at most 1,000 and 256 KiB (ask again from the last)."""
     try:
         after = max(0, int(request.GET.get("after", 0)))
     except ValueError:
         return error_response(400, "Invalid request.", {"after": ["Must be an integer."]})
     lines = selectors.job_log_for_user(user=request.user, job_id=job_id, after=after)
-    return JsonResponse({"lines": [{"seq": line.seq, "text": line.text} for line in lines]})
+    page, size = [], 0
+    for line in lines:
+        shown = {"seq": line.seq, "text": line.text}
+        size += wire_size(shown) + 2
+        if page and size > selectors.JOB_LIST_MAX_BYTES - 64:
+            break
+        page.append(shown)
+    return JsonResponse({"lines": page})
+
+
+RESULT_PAGE_MAX = 500
+
+
+@api_view("GET")
+def job_result(request: HttpRequest, job_id: str) -> HttpResponse:
+    """The job's whole result and error, by reference (payloads only summarize them): for the
+    owner or staff, like the job. ``?limit=&offset=`` page the kind's ``result_items`` list."""
+    fields: dict[str, list[str]] = {}
+    offset, limit = 0, None
+    try:
+        offset = max(0, int(request.GET.get("offset", 0)))
+    except ValueError:
+        fields["offset"] = ["Must be an integer."]
+    if request.GET.get("limit"):
+        try:
+            limit = int(request.GET["limit"])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= RESULT_PAGE_MAX:
+            fields["limit"] = [f"Must be an integer from 1 to {RESULT_PAGE_MAX}."]
+    if fields:
+        return error_response(400, "Invalid request.", fields)
+    job = selectors.job_result_for_user(user=request.user, job_id=job_id)
+    try:
+        key = get_kind(job.kind).result_items
+    except UnknownKind:
+        key = None
+    result, page = result_page(job.result, key=key, offset=offset, limit=limit)
+    next_url = None
+    if page is not None and offset + page["limit"] < page["total"]:
+        query = request.GET.copy()
+        query["offset"] = str(offset + page["limit"])
+        next_url = f"{request.path}?{query.urlencode()}"
+    body = {
+        "id": str(job.id),
+        "state": job.state,
+        "result": result,
+        "result_bytes": job.result_bytes,
+        "error": job.error,
+        "page": page,
+        "next": next_url,
+    }
+    try:
+        # Compact UTF-8: the result is served as it is stored, not inflated by escapes.
+        return JsonResponse(body, json_dumps_params={"ensure_ascii": False, "separators": (",", ":")})
+    except UnicodeEncodeError:  # a lone surrogate (SQLite stores them): escaped, it is valid JSON
+        return JsonResponse(body)
 
 
 @api_view("GET")

@@ -29,6 +29,7 @@ urlpatterns = [
     path("jobs/<anytext:job_id>/retry/", api.job_retry, name="job-retry"),
     path("jobs/<anytext:job_id>/log/", api.job_log, name="job-log"),
     path("jobs/<anytext:job_id>/download/", api.job_download, name="job-download"),
+    path("jobs/<anytext:job_id>/result/", api.job_result, name="job-result"),
     path("jobs/<anytext:job_id>/", api.job_detail, name="job-detail"),
     path("openapi.json", api.openapi, name="openapi"),
 ]

@@ -45,6 +45,15 @@ Distinct values and top values are exact (``distinct_exact: true``) while a colu
 
 Top values are ordered by count (descending), then value.
 
+Size: the result is bounded whatever the file holds - at most ``max_columns`` columns (1,000 by
+default; a wider header is an error), at most five top values per column, and every value it
+shows (a column name, a top value, an integer ``min``/``max``) at most ``VALUE_MAX_CHARS`` (200)
+characters: a longer one is cut to 200 and ends with ``…``, its top entry gains
+``"truncated": true``, an integer that long becomes a string, and its column says
+``"truncated": true``. Counting and typing always use the whole values; only what is shown is
+cut. The result says so: ``"truncated"`` (any value cut) and ``"limits"``. So a result is at most
+about 1.5 KB per column of ASCII text (1,000 columns: ~1.5 MB), however long the cells.
+
 Bad input raises ``CsvProfileError`` (``str()`` is ``"Line N: problem."``, N the 1-based physical line,
 the header being line 1; for a ragged record that spans lines because of quoted line breaks, the line
 it starts on). ``should_stop`` returning true raises ``ProfileStopped`` (not a ``CsvProfileError``).
@@ -79,6 +88,7 @@ SKETCH_SIZE = 8192  # K of the K-minimum-values distinct estimator
 TOP_COUNTERS = 1024  # Misra-Gries counters once a column is past the exact limit
 TOP_PRUNE_AT = 4 * TOP_COUNTERS
 TOP_N = 5
+VALUE_MAX_CHARS = 200  # longest value (name, top value, integer min/max) a result shows
 WINDOW = 8192  # values per column between two updates of the sketches, past the exact limit
 
 EMPTY_VALUES = frozenset({"", "NA", "N/A", "n/a", "NULL", "null", "None"})
@@ -131,8 +141,12 @@ def profile_csv(
     ``progress(bytes_read, total_bytes)`` is called after each chunk read and once at the end;
     ``should_stop()`` is checked before each chunk read. Returns a JSON-serializable dict::
 
-        {"rows": int, "bytes": int, "delimiter": str, "columns": [{"name", "type", "count", "empty",
-         "distinct", "distinct_exact", "min", "max", "mean", "stddev", "top": [{"value", "count"}]}]}
+        {"rows": int, "bytes": int, "delimiter": str, "truncated": bool,
+         "limits": {"columns": int, "top_values": 5, "value_chars": 200},
+         "columns": [{"name", "type", "count", "empty", "distinct", "distinct_exact", "min", "max",
+                      "mean", "stddev", "top": [{"value", "count"[, "truncated"]}], "truncated"}]}
+
+    Shown values are at most VALUE_MAX_CHARS characters (see "Size" in the module docstring).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
@@ -159,11 +173,14 @@ def profile_csv(
         raise _csv_error(exc, reader.line_num) from None
     if progress is not None:
         progress(source.bytes_read, total_bytes)
+    shown = [column.result() for column in columns]
     return {
         "rows": rows,
         "bytes": source.bytes_read,
         "delimiter": delimiter,
-        "columns": [column.result() for column in columns],
+        "truncated": any(column["truncated"] for column in shown),
+        "limits": {"columns": max_columns, "top_values": TOP_N, "value_chars": VALUE_MAX_CHARS},
+        "columns": shown,
     }
 
 
@@ -714,8 +731,20 @@ class _Column:
         elif kind in ("date", "datetime"):
             low, high = self.dt_lo.isoformat(), self.dt_hi.isoformat()
         best = heapq.nsmallest(TOP_N, top.items(), key=_top_order)
+        name, truncated = _shown(self.name)
+        shown_top = []
+        for value, n in best:
+            text, cut = _shown(value)
+            entry: dict[str, Any] = {"value": text, "count": n}
+            if cut:
+                entry["truncated"] = truncated = True
+            shown_top.append(entry)
+        if kind == "integer":
+            low, low_cut = _shown_integer(low)
+            high, high_cut = _shown_integer(high)
+            truncated |= low_cut or high_cut
         return {
-            "name": self.name,
+            "name": name,
             "type": kind,
             "count": self.count,
             "empty": self.empty,
@@ -725,7 +754,8 @@ class _Column:
             "max": high,
             "mean": mean,
             "stddev": stddev,
-            "top": [{"value": value, "count": n} for value, n in best],
+            "top": shown_top,
+            "truncated": truncated,
         }
 
     def _mean_stddev(self, kind: str) -> tuple[float | None, float | None]:
@@ -764,6 +794,20 @@ def _merge_stripped(counter: Mapping[str, int]) -> tuple[dict[str, int], int]:
         else:
             merged[value] = get(value, 0) + n
     return merged, empty
+
+
+def _shown(value: str) -> tuple[str, bool]:
+    """A value as the result shows it: at most VALUE_MAX_CHARS characters, ``…`` ending a cut one."""
+    if len(value) <= VALUE_MAX_CHARS:
+        return value, False
+    return value[:VALUE_MAX_CHARS] + "…", True
+
+
+def _shown_integer(value: int | None) -> tuple[int | str | None, bool]:
+    # Python reads integers of up to 4,300 digits; more than 200 are shown as a cut string.
+    if value is None or -(10**VALUE_MAX_CHARS) < value < 10**VALUE_MAX_CHARS:
+        return value, False
+    return _shown(str(value))
 
 
 def _top_order(item: tuple[str, int]) -> tuple[int, str]:

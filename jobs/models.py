@@ -60,7 +60,14 @@ class Job(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
 
     celery_task_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # The whole result: served only by reference (GET /api/v1/jobs/<id>/result/), never in a payload.
     result = models.JSONField(null=True, blank=True)
+    # Written with the result by the state machine, read instead of it by every payload: a short
+    # summary (jobs.results.result_digest), whether it is the whole result, and the result's size
+    # in bytes of compact UTF-8 JSON (None: no result).
+    result_summary = models.JSONField(null=True, blank=True)
+    result_summary_complete = models.BooleanField(default=False)
+    result_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     # A file the job produced (e.g. an export), in private storage, served only to the owner.
     result_file = models.FileField(upload_to="results/", storage=private_storage, blank=True, max_length=300)
     error = models.TextField(blank=True)

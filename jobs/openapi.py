@@ -69,6 +69,10 @@ def openapi_schema(*, kinds: list[JobKind]) -> dict[str, Any]:
                 },
                 "Job": {
                     "type": "object",
+                    "description": (
+                        "At most 4 KiB of JSON, whatever the job holds: long fields are cut (named in "
+                        "`truncated`) and the result is only summarized; `result_url` serves it whole."
+                    ),
                     "required": ["id", "kind", "state", "progress", "version"],
                     "properties": {
                         "id": {"type": "string", "format": "uuid"},
@@ -98,11 +102,57 @@ def openapi_schema(*, kinds: list[JobKind]) -> dict[str, Any]:
                         "started_at": {"type": ["string", "null"], "format": "date-time"},
                         "finished_at": {"type": ["string", "null"], "format": "date-time"},
                         "queue_wait_seconds": {"type": ["number", "null"]},
-                        "error": {"type": "string"},
-                        "result": {},
+                        "error": {
+                            "type": "string",
+                            "description": "At most 640 bytes; all of it at result_url.",
+                        },
+                        "result_summary": {
+                            "description": "At most 768 bytes: the kind's summary of the result, "
+                            "or its start; null without a result."
+                        },
+                        "result_complete": {
+                            "type": "boolean",
+                            "description": "result_summary is the whole result.",
+                        },
+                        "result_bytes": {
+                            "type": ["integer", "null"],
+                            "description": "Size of the whole result (compact UTF-8 JSON).",
+                        },
+                        "result_url": {
+                            "type": ["string", "null"],
+                            "description": "GET: the whole result and error (JobResult).",
+                        },
                         "download_url": {"type": ["string", "null"]},
                         "retry_of": {"type": ["string", "null"], "format": "uuid"},
                         "timeline": {"type": "array", "items": {"type": "object"}},
+                        "truncated": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Fields cut to fit the bound (params, error, progress, ...).",
+                        },
+                    },
+                },
+                "JobResult": {
+                    "type": "object",
+                    "required": ["id", "state", "result", "error", "page", "next"],
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+                        "result": {
+                            "description": "The whole result (one page of it with `limit`); null if none."
+                        },
+                        "result_bytes": {"type": ["integer", "null"]},
+                        "error": {"type": "string"},
+                        "page": {
+                            "type": ["object", "null"],
+                            "properties": {
+                                "key": {"type": "string"},
+                                "offset": {"type": "integer"},
+                                "limit": {"type": "integer"},
+                                "total": {"type": "integer"},
+                            },
+                        },
+                        "next": {"type": ["string", "null"]},
                     },
                 },
                 "JobCreate": {"oneOf": create_variants},
@@ -118,7 +168,7 @@ def openapi_schema(*, kinds: list[JobKind]) -> dict[str, Any]:
             },
             "/api/v1/jobs/": {
                 "get": {
-                    "summary": "Your jobs, newest first",
+                    "summary": "Your jobs, newest first (a page is at most 256 KiB: it may end early)",
                     "parameters": [
                         {"name": "state", "in": "query", "schema": {"type": "string"}},
                         {"name": "kind", "in": "query", "schema": {"type": "string"}},
@@ -201,6 +251,26 @@ def openapi_schema(*, kinds: list[JobKind]) -> dict[str, Any]:
                     ],
                     "summary": "The job's log lines after a sequence number (the newest 1,000 are kept)",
                     "responses": {"200": {"description": "`lines`: [{seq, text}]"}, **COMMON},
+                }
+            },
+            "/api/v1/jobs/{job_id}/result/": {
+                "get": {
+                    "parameters": [
+                        JOB_ID,
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                            "description": "Page the kind's list (csv_profile: `columns`)",
+                        },
+                    ],
+                    "summary": "The job's whole result and error, by reference (owner or staff)",
+                    "responses": {
+                        "200": _ok("#/components/schemas/JobResult"),
+                        "400": _error_response("Bad offset or limit"),
+                        **COMMON,
+                    },
                 }
             },
             "/api/v1/jobs/{job_id}/download/": {

@@ -31,7 +31,7 @@ from notifications import events
 from notifications.push import push_event
 
 from .models import Job
-from .selectors import VERSION_STEP, job_payload, progress_rate
+from .selectors import VERSION_STEP, job_payload, job_payload_progressed, progress_rate
 
 logger = logging.getLogger(__name__)
 
@@ -159,16 +159,20 @@ class ProgressReporter:
         self._dirty = False
         self._unsaved = True
         self._next_push = now + self.push_interval
-        current, total, message = self._state
-        rate, eta = progress_rate(current, total, self._started_ts, time.time())
-        payload: events.JobPayload = {
-            **self._base,
-            "progress": {"current": current, "total": total, "message": message},
-            "version": self._row_version * VERSION_STEP + self._seq,
-            "cancel_requested": self.cancelled,
-            "rate": rate,
-            "eta_seconds": eta,
-        }
+        current, total, _ = state = self._state
+        try:
+            rate, eta = progress_rate(current, total, self._started_ts, time.time())
+        except (TypeError, ValueError, ArithmeticError):
+            rate, eta = None, None  # counters that are not numbers: shown as 0, no rate
+        # Whatever the kind passed (a huge message, a huge number), the push stays bounded.
+        payload = job_payload_progressed(
+            self._base,
+            progress=state,
+            version=self._row_version * VERSION_STEP + self._seq,
+            cancel_requested=self.cancelled,
+            rate=rate,
+            eta=eta,
+        )
         self.pushes += 1
         self._publish(payload)
 

@@ -5,23 +5,46 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Q, QuerySet
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 
-from notifications.events import JobPayload
+from notifications.events import JobPayload, LogLinePayload, ProgressPayload
 
 from .kinds.registry import UnknownKind, get_kind
 from .models import Job, JobLogLine, JobState
+from .results import clip_text, json_preview, wire_size
+
+logger = logging.getLogger(__name__)
 
 # Pushed versions are ``row version * VERSION_STEP + n``: the row's version counts database
 # writes, and n counts the in-memory pushes made since the last write (jobs.progress).
 VERSION_STEP = 1000
+
+# --- Size bounds (docs/protocol.md, "Size bounds") ---------------------------------------------
+# Every job payload, on every transport, is at most JOB_PAYLOAD_MAX_BYTES wire bytes
+# (jobs.results.wire_size), whatever the job holds: each field a user or a kind can make long is
+# cut to its own budget below (and named in the payload's ``truncated``), every other field is
+# fixed-size, and job_payload checks the total. A quarter of the 16 KiB design ceiling (issue 11),
+# so that a snapshot's SNAPSHOT_JOBS payloads take at most 200 KiB of its 256 KiB.
+JOB_PAYLOAD_MAX_BYTES = 4 * 1024
+# A list of job payloads (an API page, a snapshot) is at most this many wire bytes.
+JOB_LIST_MAX_BYTES = 256 * 1024
+# The jobs a snapshot carries: the newest the user may see (staff: anyone's).
+SNAPSHOT_JOBS = 50
+NAME_BYTES = 128  # each of kind, kind_title and owner
+PARAMS_BYTES = 512
+MESSAGE_BYTES = 384
+ERROR_BYTES = 640
+# Progress counters beyond a signed 64-bit integer are shown clamped (the column's own range).
+_INT_MAX = 2**63 - 1
 
 
 class InvalidCursor(ValueError):
@@ -38,15 +61,16 @@ def job_visible_to(user: AbstractBaseUser) -> QuerySet[Job]:
 def job_list_for_user(
     *,
     user: AbstractBaseUser,
-    limit: int = 50,
+    limit: int = SNAPSHOT_JOBS,
     states: Sequence[str] = (),
     kinds: Sequence[str] = (),
     cursor: str | None = None,
     search: str = "",
 ) -> QuerySet[Job]:
     """Newest first; ``cursor`` (from ``job_cursor``) continues after the job it names;
-    ``search`` matches the kind, the progress message or the error."""
-    jobs = job_visible_to(user)
+    ``search`` matches the kind, the progress message or the error. Results are not loaded
+    (payloads show their stored summary)."""
+    jobs = job_visible_to(user).defer("result")
     if search:
         jobs = jobs.filter(
             Q(kind__icontains=search) | Q(progress_message__icontains=search) | Q(error__icontains=search)
@@ -76,7 +100,14 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, UUID]:
 
 
 def job_get_for_user(*, user: AbstractBaseUser, job_id: UUID | str) -> Job:
-    """The user's job; raises Job.DoesNotExist for anything else (another user's job is a 404)."""
+    """The user's job, its result not loaded (``job_result_for_user`` loads it); raises
+    Job.DoesNotExist for anything else (another user's job is a 404)."""
+    return job_visible_to(user).defer("result").get(pk=job_id)
+
+
+def job_result_for_user(*, user: AbstractBaseUser, job_id: UUID | str) -> Job:
+    """The job with its whole result, for whoever may see the job (owner or staff); raises
+    Job.DoesNotExist for anyone else."""
     return job_visible_to(user).get(pk=job_id)
 
 
@@ -117,8 +148,31 @@ def progress_rate(
     return round(rate, 3), (round(eta, 1) if eta is not None else None)
 
 
+def progress_payload(current: Any, total: Any, message: Any) -> tuple[ProgressPayload, bool]:
+    """Progress as shown: counters clamped to [0, 2**63 - 1], the message cut to MESSAGE_BYTES
+    wire bytes; and whether the message was cut."""
+    shown, cut = clip_text(str(message or ""), MESSAGE_BYTES)
+    shown_total = None if total is None else _clamp(total)
+    return {"current": _clamp(current), "total": shown_total, "message": shown}, cut
+
+
+def _clamp(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return min(max(number, 0), _INT_MAX)
+
+
 def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
-    """The job's full current state as sent to clients (never a delta)."""
+    """The job's full current state as sent to clients (never a delta), at most
+    JOB_PAYLOAD_MAX_BYTES wire bytes whatever the job holds.
+
+    The result is never in it: ``result_summary`` (at most 768 bytes, stored with the result) and
+    ``result_bytes`` describe it and ``result_url`` serves it whole. ``params``, ``error``, the
+    progress message, ``kind``, ``kind_title`` and ``owner`` are cut to their budgets (see the
+    constants above); ``truncated`` names the fields that were.
+    """
     running = job.state == JobState.RUNNING
     started_ts = job.started_at.timestamp() if job.started_at else None
     # Progress in the row is as of the last heartbeat: measure the rate at that moment, so it
@@ -130,19 +184,33 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         else (None, None)
     )
     queue_wait = (job.started_at - job.created_at).total_seconds() if job.started_at else None
-    return {
+    truncated: list[str] = []
+
+    def clip(field: str, text: str, max_bytes: int) -> str:
+        shown, cut = clip_text(text, max_bytes)
+        if cut:
+            truncated.append(field)
+        return shown
+
+    params, params_complete = json_preview(job.params, PARAMS_BYTES)
+    if not isinstance(params, dict):
+        params, params_complete = {}, False
+    if not params_complete:
+        truncated.append("params")
+    progress, message_cut = progress_payload(job.progress_current, job.progress_total, job.progress_message)
+    if message_cut:
+        truncated.append("progress")
+    has_result = job.result_bytes is not None
+    error = clip("error", job.error, ERROR_BYTES)
+    payload: JobPayload = {
         "id": str(job.id),
-        "kind": job.kind,
-        "kind_title": kind_title(job.kind),
-        "owner": job.owner.get_username(),
+        "kind": clip("kind", job.kind, NAME_BYTES),
+        "kind_title": clip("kind_title", kind_title(job.kind), NAME_BYTES),
+        "owner": clip("owner", job.owner.get_username(), NAME_BYTES),
         "state": job.state,
         "cancel_requested": job.cancel_requested_at is not None,
-        "params": job.params,
-        "progress": {
-            "current": job.progress_current,
-            "total": job.progress_total,
-            "message": job.progress_message,
-        },
+        "params": params,
+        "progress": progress,
         "rate": rate,
         "eta_seconds": eta,
         "version": job.version * VERSION_STEP + push_seq,
@@ -150,12 +218,116 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "queue_wait_seconds": round(queue_wait, 3) if queue_wait is not None else None,
-        "error": job.error,
-        "result": job.result,
-        "download_url": reverse("api:job-download", args=[job.id]) if job.result_file else None,
+        "error": error,
+        # Stored within jobs.results.RESULT_SUMMARY_BYTES by the state machine (checked below too).
+        "result_summary": job.result_summary if has_result else None,
+        "result_complete": has_result and job.result_summary_complete,
+        "result_bytes": job.result_bytes,
+        "result_url": _job_url("api:job-result", job.id) if has_result or "error" in truncated else None,
+        "download_url": _job_url("api:job-download", job.id) if job.result_file else None,
         "retry_of": str(job.retry_of_id) if job.retry_of_id else None,
         "timeline": _timeline(job),
+        "truncated": truncated,
     }
+    return _bounded(payload)
+
+
+_URL_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@functools.lru_cache(maxsize=64)
+def _job_url_parts(name: str, script_prefix: str) -> tuple[str, str]:
+    before, _, after = reverse(name, args=[_URL_ID]).partition(_URL_ID)
+    return before, after
+
+
+def _job_url(name: str, job_id: Any) -> str:
+    """``reverse(name, args=[job_id])`` without its cost (~60 us, paid per payload in a list)."""
+    before, after = _job_url_parts(name, get_script_prefix())
+    return f"{before}{job_id}{after}"
+
+
+def job_payload_progressed(
+    base: JobPayload,
+    *,
+    progress: tuple[Any, Any, Any],
+    version: int,
+    cancel_requested: bool,
+    rate: float | None,
+    eta: float | None,
+) -> JobPayload:
+    """``base`` (a ``job_payload``) with live progress from a worker's memory, bounded the same way."""
+    shown, cut = progress_payload(*progress)
+    truncated = [field for field in base["truncated"] if field != "progress"] + (["progress"] if cut else [])
+    payload: JobPayload = {
+        **base,
+        "progress": shown,
+        "version": version,
+        "cancel_requested": cancel_requested,
+        "rate": rate,
+        "eta_seconds": eta,
+        "truncated": truncated,
+    }
+    return _bounded(payload)
+
+
+def _bounded(payload: JobPayload) -> JobPayload:
+    """The one check of the bound. The budgets above keep every payload within it; should a
+    future field break that, the long fields are emptied rather than the bound broken."""
+    size = wire_size(payload)
+    if size <= JOB_PAYLOAD_MAX_BYTES:
+        return payload
+    logger.error("Job %s payload is %d bytes, over %d: emptying its long fields", payload["id"], size,
+                 JOB_PAYLOAD_MAX_BYTES)  # fmt: skip
+    emptied: JobPayload = {
+        **payload,
+        "params": {},
+        "error": "",
+        "progress": {**payload["progress"], "message": ""},
+        "result_summary": None,
+        "result_complete": False,
+        "truncated": sorted({*payload["truncated"], "params", "error", "progress", "result_summary"}),
+    }
+    return emptied
+
+
+def job_payload_page(
+    jobs: Iterable[Job], *, max_bytes: int = JOB_LIST_MAX_BYTES
+) -> tuple[list[JobPayload], bool]:
+    """The payloads of ``jobs``, in order, while their JSON list fits in ``max_bytes`` wire bytes;
+    and whether every job fitted (if not, the caller's next page starts after the last one)."""
+    payloads: list[JobPayload] = []
+    size = 2  # []
+    for job in jobs:
+        payload = job_payload(job)
+        added = wire_size(payload) + (2 if payloads else 0)
+        if size + added > max_bytes:
+            return payloads, False
+        payloads.append(payload)
+        size += added
+    return payloads, True
+
+
+# One job.log event carries at most this many wire bytes of lines: what a job logs in a burst, or
+# a watcher's tail, goes out as several small events, never one large one (docs/protocol.md,
+# "Size bounds").
+LOG_EVENT_MAX_BYTES = 16 * 1024
+LOG_EVENT_ENVELOPE = 128  # {"type": "job.log", "job_id": ..., "lines": []}
+
+
+def log_line_batches(lines: Sequence[LogLinePayload]) -> list[list[LogLinePayload]]:
+    """``lines`` in order, split so each batch's ``job.log`` event is at most LOG_EVENT_MAX_BYTES
+    (a stored line is at most 8 KiB, so every batch holds at least one); ``[[]]`` for none."""
+    batches: list[list[LogLinePayload]] = [[]]
+    size = 0
+    for line in lines:
+        line_size = wire_size(line) + 2
+        if batches[-1] and size + line_size > LOG_EVENT_MAX_BYTES - LOG_EVENT_ENVELOPE:
+            batches.append([])
+            size = 0
+        batches[-1].append(line)
+        size += line_size
+    return batches
 
 
 def _timeline(job: Job) -> list[dict[str, str]]:

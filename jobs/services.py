@@ -24,11 +24,12 @@ from django.utils import timezone
 from notifications import events
 from notifications.models import Level
 from notifications.push import push_event
-from notifications.services import notify
+from notifications.services import notifications_purge_read, notify
 
 from .kinds.registry import InvalidParams, JobKind, UnknownKind, get_kind
 from .models import TRANSITIONS, Job, JobChunk, JobLogLine, JobState, Upload
-from .selectors import job_get_for_user, job_payload, kind_title, running_count
+from .results import RESULT_SUMMARY_BYTES, ResultTooLarge, clip_text, result_digest
+from .selectors import job_get_for_user, job_payload, kind_title, log_line_batches, running_count
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ MESSAGE_MAX = Job._meta.get_field("progress_message").max_length or 500
 UPLOAD_EXTENSIONS = {".csv", ".tsv", ".txt"}
 # A lost worker's job is re-queued at most this many times before it is failed.
 MAX_ATTEMPTS = 3
+# A job's stored error is cut to this many characters (payloads show its first 640 bytes; the
+# result endpoint all of it); the worker's log keeps the traceback.
+ERROR_MAX_CHARS = 4000
+# A finished job's notification quotes at most this much of its error (the link shows the rest).
+NOTIFY_ERROR_CHARS = 500
+LOG_LINE_MAX_BYTES = 8 * 1024  # wire bytes of one stored line (2,000 ASCII characters fit)
 
 
 class KindNotAllowed(PermissionError):
@@ -236,6 +243,8 @@ def _transition(
     """
     if locked is not None and any(hasattr(value, "resolve_expression") for value in fields.values()):
         raise ValueError("With `locked`, pass plain values (they are applied to it as they are).")
+    if isinstance(fields.get("error"), str):
+        fields["error"] = fields["error"][:ERROR_MAX_CHARS]
     with transaction.atomic(savepoint=locked is None):
         rows = Job.objects.filter(pk=job_id, state__in=TRANSITIONS[to])
         if condition is not None:
@@ -248,8 +257,9 @@ def _transition(
             for name, value in fields.items():
                 setattr(job, name, value)
         else:
-            # The payload names the owner: fetch them with the job (one query, not two).
-            job = Job.objects.select_related("owner").get(pk=job_id)
+            # The payload names the owner: fetch them with the job (one query, not two). The
+            # payload shows the result's stored summary, never the result: don't read it back.
+            job = Job.objects.select_related("owner").defer("result").get(pk=job_id)
         _push_job(job)
         if job.is_final:
             # Exactly once: only the one write that moved the job into its final state gets here.
@@ -267,6 +277,8 @@ _FINISHED = {
 def _notify_finished(job: Job) -> None:
     verb, level = _FINISHED[JobState(job.state)]
     body = job.error if job.state == JobState.FAILED else ""
+    if len(body) > NOTIFY_ERROR_CHARS:
+        body = body[: NOTIFY_ERROR_CHARS - 1] + "…"
     link = reverse("frontend:job-detail", args=[job.id])
     if job.result_file:
         body = "Your file is ready to download."
@@ -344,11 +356,31 @@ def job_finish(
     error: str = "",
     progress: tuple[int, int | None, str] | None = None,
     result_file: str | None = None,
+    kind: str | None = None,
 ) -> Job | None:
-    """End a job in a final state, exactly once; later or duplicate calls return None."""
+    """End a job in a final state, exactly once; later or duplicate calls return None.
+
+    The result is stored with its summary and size (jobs.results.result_digest, by the job's
+    ``kind``: pass it when known, else it is read); raises TypeError if the result is not JSON,
+    ResultTooLarge if it is over RUNBOARD_RESULT_MAX_BYTES.
+    """
     if state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
         raise ValueError(f"{state!r} is not a final state")
     fields: dict[str, Any] = {"finished_at": timezone.now(), "result": result, "error": error}
+    if result is not None:
+        if kind is None:
+            kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
+        try:
+            summarize = get_kind(kind or "").summarize
+        except UnknownKind:
+            summarize = None
+        summary, complete, size = result_digest(
+            result,
+            summarize=summarize,
+            summary_bytes=RESULT_SUMMARY_BYTES,
+            max_bytes=settings.RUNBOARD_RESULT_MAX_BYTES,
+        )
+        fields.update(result_summary=summary, result_summary_complete=complete, result_bytes=size)
     if progress is not None:
         current, total, message = progress
         fields.update(
@@ -393,17 +425,17 @@ def job_log_append(*, job_id: uuid.UUID | str, lines: Sequence[str]) -> None:
         return
     with transaction.atomic():
         last = JobLogLine.objects.filter(job_id=job_id).aggregate(last=Max("seq"))["last"] or 0
-        rows = [JobLogLine(job_id=job_id, seq=last + i, text=text) for i, text in enumerate(lines, 1)]
+        rows = [
+            JobLogLine(job_id=job_id, seq=last + i, text=clip_text(str(text), LOG_LINE_MAX_BYTES)[0])
+            for i, text in enumerate(lines, 1)
+        ]
         JobLogLine.objects.bulk_create(rows)
         keep_after = rows[-1].seq - settings.RUNBOARD_LOG_LINES_KEPT
         if keep_after > 0:
             JobLogLine.objects.filter(job_id=job_id, seq__lte=keep_after).delete()
-        push_event(
-            group=events.job_group(job_id),
-            event=events.job_log(
-                job_id=str(job_id), lines=[{"seq": row.seq, "text": row.text} for row in rows]
-            ),
-        )
+        group = events.job_group(job_id)
+        for batch in log_line_batches([{"seq": row.seq, "text": row.text} for row in rows]):
+            push_event(group=group, event=events.job_log(job_id=str(job_id), lines=batch))
 
 
 # --- Execution ---------------------------------------------------------------------------------
@@ -454,9 +486,12 @@ def _finish_with_result(
 ) -> None:
     try:
         job_finish(
-            job_id=job.id, state=state, result=result, error=error, progress=progress, result_file=result_file
-        )
-    except TypeError:
+            job_id=job.id, state=state, result=result, error=error, progress=progress,
+            result_file=result_file, kind=job.kind,
+        )  # fmt: skip
+    except ResultTooLarge as exc:
+        job_finish(job_id=job.id, state=JobState.FAILED, error=str(exc), progress=progress)
+    except (TypeError, ValueError):
         job_finish(
             job_id=job.id,
             state=JobState.FAILED,
@@ -647,8 +682,6 @@ def retention_apply(*, now: Any = None) -> dict[str, int]:
     uploads nothing refers to any more, read notifications, and old task results."""
     from django_celery_results.models import TaskResult
 
-    from notifications.models import Notification
-
     now = now or timezone.now()
     job_cutoff = now - timedelta(days=settings.RUNBOARD_JOB_RETENTION_DAYS)
     removed = {"jobs": 0, "uploads": 0, "notifications": 0, "task_results": 0}
@@ -664,10 +697,9 @@ def retention_apply(*, now: Any = None) -> dict[str, int]:
         if str(upload.pk) not in referenced:
             upload_delete(upload=upload)
             removed["uploads"] += 1
-    removed["notifications"], _ = Notification.objects.filter(
-        read_at__isnull=False,
-        created_at__lt=now - timedelta(days=settings.RUNBOARD_NOTIFICATION_RETENTION_DAYS),
-    ).delete()
+    removed["notifications"] = notifications_purge_read(
+        created_before=now - timedelta(days=settings.RUNBOARD_NOTIFICATION_RETENTION_DAYS)
+    )
     removed["task_results"], _ = TaskResult.objects.filter(
         date_done__lt=now - timedelta(seconds=settings.CELERY_RESULT_EXPIRES)
     ).delete()

@@ -45,6 +45,13 @@ def token_list(*, user: AbstractBaseUser) -> QuerySet[AccessToken]:
 
 def token_authenticate(raw: str) -> AbstractBaseUser | None:
     """The active user a raw token belongs to, or None (unknown, expired or inactive)."""
+    token = token_lookup(raw)
+    return token.user if token is not None else None
+
+
+def token_lookup(raw: str) -> AccessToken | None:
+    """The live token (its ``user`` loaded and active) a raw token is, or None (unknown, expired,
+    or its user inactive). Marks it used, at most once a minute."""
     if not raw.startswith(TOKEN_PREFIX):
         return None
     now = timezone.now()
@@ -57,4 +64,4 @@ def token_authenticate(raw: str) -> AbstractBaseUser | None:
         return None
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return token

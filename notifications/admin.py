@@ -1,10 +1,48 @@
-from django.contrib import admin
+from typing import Any
 
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from . import services
 from .models import Notification
 
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
+    """Every write goes through the services that keep the unread count exact: adding is
+    ``notify``, deleting (one, or the bulk action) ``notifications_delete``, and editing only
+    rewords. Who has a notification and whether they read it are never admin fields."""
+
     list_display = ("title", "recipient", "level", "created_at", "read_at")
     list_filter = ("level",)
+    list_select_related = ("recipient",)
     search_fields = ("title", "recipient__username")
+    raw_id_fields = ("recipient", "job")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Notification | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("read_at", "created_at")
+        return ("recipient", "job", "read_at", "created_at")
+
+    def save_model(self, request: HttpRequest, obj: Notification, form: Any, change: bool) -> None:
+        if change:
+            editable = [f for f in form.changed_data if f in services.NOTIFICATION_EDITABLE_FIELDS]
+            services.notification_edit(notification_id=obj.pk, **{f: getattr(obj, f) for f in editable})
+            return
+        created = services.notify(
+            recipient_id=obj.recipient_id,
+            title=obj.title,
+            body=obj.body,
+            level=obj.level,
+            link=obj.link,
+            job_id=obj.job_id,
+        )
+        assert created is not None  # no topic: preferences never turn it off
+        obj.pk, obj.created_at = created.pk, created.created_at
+
+    def delete_model(self, request: HttpRequest, obj: Notification) -> None:
+        services.notifications_delete(queryset=Notification.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        services.notifications_delete(queryset=queryset)

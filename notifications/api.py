@@ -56,5 +56,6 @@ def notification_read(request: HttpRequest) -> JsonResponse:
 
 @api_view("POST")
 def notification_read_all(request: HttpRequest) -> JsonResponse:
-    marked, unread = services.notification_mark_all_read(user_id=request.user.pk)
-    return JsonResponse({"ids": marked, "unread_count": unread})
+    """The shape of the ``notification.read`` event it sends: everything up to ``up_to`` is read."""
+    up_to, unread = services.notification_mark_all_read(user_id=request.user.pk)
+    return JsonResponse({"ids": [], "up_to": up_to, "unread_count": unread})

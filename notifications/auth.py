@@ -1,5 +1,6 @@
 """Who is on the other end of a WebSocket: a browser session behind the Origin check, or a
-script with a personal access token."""
+script with a personal access token; and the credential the socket is bound to
+(``scope["credential"]``, see credentials.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,14 @@ from typing import Any
 
 from channels.auth import get_user
 from channels.db import database_sync_to_async
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
-from jobs.tokens import token_authenticate
+from jobs.tokens import token_lookup
 
-
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin1")
-    return None
+from .credentials import origin_trusted, scope_headers, session_credential, token_credential
 
 
 class SocketAuthMiddleware:
@@ -39,41 +35,50 @@ class SocketAuthMiddleware:
         self.session_store = import_module(settings.SESSION_ENGINE).SessionStore
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        header = _header(scope, b"authorization")
+        headers = scope_headers(scope)
+        header = headers.get("authorization")
         if header is not None:
             scheme, _, raw = header.partition(" ")
-            user = (
-                await database_sync_to_async(token_authenticate)(raw.strip())
+            token = (
+                await database_sync_to_async(token_lookup)(raw.strip())
                 if scheme.lower() == "bearer"
                 else None
             )
-            scope = dict(scope, user=user or AnonymousUser(), auth_method="token")
+            scope = dict(
+                scope,
+                user=token.user if token is not None else AnonymousUser(),
+                auth_method="token",
+                credential=token_credential(token) if token is not None else None,
+            )
         else:
-            cookie = _header(scope, b"cookie")
+            cookie = headers.get("cookie")
             key = parse_cookie(cookie).get(settings.SESSION_COOKIE_NAME) if cookie else None
             scope = dict(scope, session=self.session_store(key), auth_method="session")
-            scope["user"] = await get_user(scope)
+            user = scope["user"] = await get_user(scope)
             # Keep the key, not the loaded data: the socket lives for hours and needs no more.
-            scope["session"] = self.session_store(scope["session"].session_key)
+            key = scope["session"].session_key
+            scope["session"] = self.session_store(key)
+            scope["credential"] = session_credential(user, key) if user.is_authenticated and key else None
         return await self.inner(scope, receive, send)
 
 
-class OriginOrTokenValidator(OriginValidator):
-    """A browser always sends Origin, and it must be ours (no cross-site WebSocket hijacking).
-    A request without Origin is not a browser: it may only authenticate with a token."""
+class OriginOrTokenValidator:
+    """A browser always sends Origin on a WebSocket handshake, and it must be one Django's CSRF
+    check trusts for this request (scheme + host + port, or ``CSRF_TRUSTED_ORIGINS``): no
+    cross-site WebSocket hijacking. A handshake without Origin is not a browser's: it may only
+    authenticate with a token. Refused handshakes get HTTP 403."""
+
+    def __init__(self, application: Any) -> None:
+        self.application = application
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        if _header(scope, b"origin") is None and _header(scope, b"authorization") is not None:
+        headers = scope_headers(scope)
+        if "origin" not in headers and "authorization" in headers:
             return await self.application(scope, receive, send)
-        return await super().__call__(scope, receive, send)
-
-
-def allowed_hosts() -> list[str]:
-    hosts = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not hosts:
-        hosts = ["localhost", "127.0.0.1", "[::1]"]
-    return hosts
+        if origin_trusted(headers=headers, scheme=scope.get("scheme", "ws"), server=scope.get("server")):
+            return await self.application(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)
 
 
 def RealtimeAuthStack(inner: Any) -> Any:
-    return OriginOrTokenValidator(SocketAuthMiddleware(inner), allowed_hosts())
+    return OriginOrTokenValidator(SocketAuthMiddleware(inner))

@@ -22,7 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from . import events, selectors, services
+from . import credentials, events, selectors, services
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,16 @@ MAX_WATCHED = 20
 # Flood control: more than this many client messages within the window closes the socket.
 MAX_MESSAGES, MESSAGE_WINDOW = 60, 10.0
 SENT_IDS_KEPT = 2000
+# Cost control: what the server sends in answer to a client's own requests (replays, snapshots,
+# log tails, pongs) is paid from a per-socket budget of bytes, refilled at REPLY_BYTES_PER_SECOND
+# up to REPLY_BURST_BYTES. A request that finds the budget spent gets `rate_limited` with
+# `retry_after` instead of its answer, so no sequence of frames makes one socket cost more than
+# REPLY_BURST_BYTES + one reply + REPLY_BYTES_PER_SECOND per second (docs/protocol.md, *Limits*).
+REPLY_BURST_BYTES = 2 * 1024 * 1024
+REPLY_BYTES_PER_SECOND = 1024 * 1024
+# Live notifications that arrive while a catch-up is paging wait here (they are in the database
+# too: beyond this many, they are dropped and fetched by the next page instead).
+HELD_KEPT = selectors.REPLAY_PAGE
 # Notification ids are 64-bit: a larger integer from a client would overflow the database driver.
 MAX_ID = 2**63 - 1
 OPS_INTERVAL = 3.0
@@ -47,17 +57,22 @@ def _job_id(message: dict[str, Any]) -> str | None:
 
 def _open_and_catch_up(
     *, user: Any, after_id: int | None, sent_up_to: int, socket: dict[str, Any] | None = None
-) -> tuple[list[events.NotificationPayload], int, events.SnapshotEvent]:
-    """One trip to the database thread for what a connect (``socket``: record it first) or a
-    resume needs: the notifications after ``after_id`` (none without one), the unread count, and
-    the snapshot, whose ``last_notification_id`` is the most this connection has then been sent."""
+) -> tuple[selectors.ReplayPage | None, events.SnapshotEvent | None, float | None]:
+    """One trip to the database thread for what a connect (``socket``: record it first, and read
+    its session's expiry) or a resume needs: the page of notifications after ``after_id`` (none
+    without one) and, if that page ends the catch-up, the snapshot, whose
+    ``last_notification_id`` is the most this connection has then been sent."""
+    expires_at = None
     if socket is not None:
         services.socket_open(**socket)
+        expires_at = credentials.session_expiry(socket["session_key"])
     if after_id is None:
-        return [], 0, selectors.snapshot_for_user(user=user)
-    rows, unread = selectors.replay_after(user_id=user.pk, after_id=after_id)
-    up_to = max([sent_up_to, *(row["id"] for row in rows)])
-    return rows, unread, selectors.snapshot_for_user(user=user, replayed_up_to=up_to)
+        return None, selectors.snapshot_for_user(user=user), expires_at
+    page = selectors.replay_after(user_id=user.pk, after_id=after_id)
+    if page.more:
+        return page, None, expires_at
+    up_to = max([sent_up_to, *(row["id"] for row in page.rows)])
+    return page, selectors.snapshot_for_user(user=user, replayed_up_to=up_to), expires_at
 
 
 def _resume_point(value: Any) -> int | None:
@@ -83,12 +98,15 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        credential: credentials.Credential | None = self.scope.get("credential")
+        if user is None or not user.is_authenticated or credential is None:
             # Accept first so the client sees the protocol's close code, not a bare HTTP 403.
             await self.accept()
             await self.close(code=events.CLOSE_NOT_AUTHENTICATED)
             return
         self.user = user
+        self.credential = credential
+        self.closed = False
         self.watching: set[str] = set()
         # Ids this connection has sent (the latest SENT_IDS_KEPT; a dict as an ordered set), to
         # drop a live event a snapshot or replay already covered; by exact id, since concurrent
@@ -98,9 +116,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         # Times of the client's latest messages, for flood control (made on the first one: most
         # sockets never send any, and an idle socket's memory is the budget).
         self.received: deque[float] | None = None
-        self.joined: list[str] = [events.user_group(user.pk)] + (
-            [events.STAFF_GROUP] if user.is_staff else []
-        )
+        self.joined: list[str] = events.groups_for(user)
+        # While a catch-up pages (replay.more sent, resume awaited), live notifications wait.
+        self.held: deque[dict[str, Any]] | None = None
+        self.held_overflow = False
         # Join before reading anything: an event racing the connect is then either in what we
         # read or delivered after it (and dropped if already sent, by id or version).
         for group in self.joined:
@@ -108,16 +127,19 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         LayerWatch.get(self.channel_layer).add(self)
         await self.accept()
         await self._send(selectors.hello_for(user))
-        session = self.scope.get("session")
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
-        await self._catch_up(
+        expires_at = await self._catch_up(
             _resume_point((query.get("last_notification_id") or [None])[0]),
             socket={
                 "channel_name": self.channel_name,
                 "user_id": user.pk,
-                "session_key": (session.session_key or "") if session is not None else "",
+                "session_key": credential.session_key,
+                "token_id": credential.token_id,
+                "auth_hash": credential.auth_hash,
+                "privileges": credential.privileges,
             },
         )
+        self._check_at(credential.expires_at if credential.token_id is not None else expires_at)
         Heartbeats.get().add(self)
         expiry = getattr(self.channel_layer, "group_expiry", None)
         if expiry:
@@ -130,8 +152,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "user"):
             return
+        self.closed = True
         LayerWatch.get(self.channel_layer).discard(self)
         Heartbeats.get().discard(self)
+        if getattr(self, "expiry", None) is not None:
+            self.expiry.cancel()
         for task in (getattr(self, name, None) for name in ("renewal", "ops_task")):
             if task is not None:
                 task.cancel()
@@ -144,9 +169,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(services.socket_closed)(channel_name=self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closed:
+            return
         now = time.monotonic()
         if self.received is None:
             self.received = deque(maxlen=MAX_MESSAGES + 1)
+            self.budget, self.budget_at = float(REPLY_BURST_BYTES), now
         self.received.append(now)
         if len(self.received) > MAX_MESSAGES and now - self.received[0] < MESSAGE_WINDOW:
             await self._error(
@@ -169,7 +197,23 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if handler is None:
             await self._error("unknown_type", f"Unknown message type {message['type'][:64]!r}.")
             return
-        await handler(self, message)
+        self.budget = min(
+            float(REPLY_BURST_BYTES), self.budget + (now - self.budget_at) * REPLY_BYTES_PER_SECOND
+        )
+        self.budget_at = now
+        if self.budget <= 0:
+            wait = -self.budget / REPLY_BYTES_PER_SECOND
+            await self._send(
+                events.error(
+                    code="rate_limited", detail="Too much asked of the server: retry later.", retry_after=wait
+                )
+            )
+            return
+        self.charging = True
+        try:
+            await handler(self, message)
+        finally:
+            self.charging = False
 
     # --- client messages ---------------------------------------------------------------------
 
@@ -218,7 +262,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.watching.add(job_id)
         await self._send(events.watching(job_id=job_id, watching=True))
         # Lines after joining arrive as job.log events; duplicates by seq are the client's to drop.
-        await self._send(events.job_log(job_id=job_id, lines=tail))
+        for lines in tail:
+            await self._send(events.job_log(job_id=job_id, lines=lines))
 
     async def on_ops_subscribe(self, message: dict[str, Any]) -> None:
         """Staff only: the operator's view, now and every OPS_INTERVAL seconds on this socket."""
@@ -279,32 +324,96 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def event_relay(self, message: dict[str, Any]) -> None:
         """An event published by notifications.push, already serialized: forward it as it is."""
+        if self.closed:
+            return
         notification_id = message.get("notification_id")
         if notification_id is not None:
+            if self.held is not None:
+                # A catch-up is paging: this one waits for the last page (or that page fetches it).
+                if len(self.held) < HELD_KEPT:
+                    self.held.append(message)
+                else:
+                    self.held_overflow = True
+                return
             if notification_id in self.sent_ids:
                 return  # already sent by a snapshot or a replay
             self._sent(notification_id)
         await self.send(text_data=message["text"])
 
     async def socket_close(self, message: dict[str, Any]) -> None:
-        """Logout, deactivation, or this user opened too many sockets: close with the given code."""
-        await self.close(code=int(message.get("code", events.CLOSE_FORBIDDEN)))
+        """The credential ended or changed, or this user opened too many sockets: close with the
+        given code, and send nothing after it."""
+        await self._close(int(message.get("code", events.CLOSE_FORBIDDEN)))
+
+    async def _close(self, code: int) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self.close(code=code)
+
+    # --- the credential ----------------------------------------------------------------------
+
+    def _check_at(self, expires_at: float | None) -> None:
+        """Check the credential again at the instant it expires (a session or token end date)."""
+        if expires_at is None or self.closed:
+            return
+        delay = max(0.0, expires_at - time.time()) + 0.05
+        self.expiry = asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(self._check_credential())
+        )
+
+    async def _check_credential(self) -> None:
+        try:
+            problems = await database_sync_to_async(credentials.credential_problems)(
+                {self.channel_name: self.credential}
+            )
+            if self.channel_name in problems:
+                await self._close(problems[self.channel_name])
+            elif self.credential.token_id is None:
+                # Still valid: the session was extended meanwhile; look again at its new end.
+                session_key = self.credential.session_key
+                self._check_at(await database_sync_to_async(credentials.session_expiry)(session_key))
+        except Exception:  # the database is away: the heartbeat's re-check is the safety net
+            logger.warning("Could not re-check the credential of %s", self.channel_name, exc_info=True)
 
     # --- helpers -----------------------------------------------------------------------------
 
-    async def _catch_up(self, after_id: int | None, *, socket: dict[str, Any] | None = None) -> None:
-        """Every notification after ``after_id`` (if given), in order, then a fresh snapshot; on
-        connect, ``socket`` is recorded first, in the same trip to the database thread."""
-        rows, unread, snapshot = await database_sync_to_async(_open_and_catch_up)(
+    async def _catch_up(self, after_id: int | None, *, socket: dict[str, Any] | None = None) -> float | None:
+        """Every notification after ``after_id`` (if given), a page at a time, then a fresh
+        snapshot; on connect, ``socket`` is recorded first, in the same trip to the database
+        thread, and the session's expiry (epoch seconds, or None) is returned.
+
+        A page that is not the last ends with ``replay.more``: the client asks for the next with
+        ``resume``, and live notifications are held until the last page, so every one arrives
+        exactly once and in order whatever the gap (docs/protocol.md, *Resume*)."""
+        if after_id is not None and self.held is None:
+            self.held, self.held_overflow = deque(), False
+        page, snapshot, expires_at = await database_sync_to_async(_open_and_catch_up)(
             user=self.user, after_id=after_id, sent_up_to=self.sent_notification_id, socket=socket
         )
-        for row in rows:
-            if row["id"] not in self.sent_ids:
-                await self._send(events.notification_new(notification=row, unread_count=unread))
-                self._sent(row["id"])
+        if page is not None:
+            toast = page.toast
+            for row in page.rows:
+                if row["id"] not in self.sent_ids:
+                    await self._send(
+                        events.notification_new(
+                            notification=row, unread_count=page.unread_count, toast=toast, replayed=True
+                        )
+                    )
+                    self._sent(row["id"])
+            if snapshot is None or self.held_overflow:
+                # More to come (or live ones were dropped meanwhile): the client asks again.
+                self.held_overflow = False
+                await self._send(events.replay_more(last_notification_id=self.sent_notification_id))
+                return expires_at
+        assert snapshot is not None
         for notification in snapshot["notifications"]:
             self._sent(notification["id"])
         await self._send(snapshot)
+        held, self.held = self.held, None
+        for message in held or ():
+            await self.event_relay(message)
+        return expires_at
 
     def _sent(self, notification_id: int) -> None:
         if notification_id not in self.sent_ids and len(self.sent_ids) >= SENT_IDS_KEPT:
@@ -324,7 +433,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                     logger.warning("Could not renew the groups of %s", self.channel_name, exc_info=True)
 
     async def _send(self, event: events.Event) -> None:
-        await self.send(text_data=events.dumps(event))
+        if self.closed:
+            return
+        text = events.dumps(event)
+        if getattr(self, "charging", False):
+            self.budget -= len(text.encode())
+        await self.send(text_data=text)
 
     async def _error(self, code: str, detail: str) -> None:
         await self._send(events.error(code=code, detail=detail))
@@ -498,11 +612,19 @@ class Heartbeats:
             if i % 200 == 0:
                 await asyncio.sleep(0)  # thousands due at once: let relayed events through
         try:
-            await database_sync_to_async(services.socket_seen)(
-                channel_name=[consumer.channel_name for consumer in due]
+            problems = await database_sync_to_async(services.sockets_heartbeat)(
+                due={consumer.channel_name: consumer.credential for consumer in due}
             )
         except Exception:
             logger.warning("Could not refresh %d socket rows", len(due), exc_info=True)
+            return
+        for consumer in due:
+            code = problems.get(consumer.channel_name)
+            if code is not None:
+                # The safety net: a credential that ended without its close reaching us.
+                logger.info("Closing %s (%s): its credential ended or changed", consumer.channel_name, code)
+                with contextlib.suppress(Exception):
+                    await consumer._close(code)
 
 
 class EchoConsumer(AsyncWebsocketConsumer):

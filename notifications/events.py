@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 PROTOCOL_VERSION = 1
 
@@ -11,6 +11,9 @@ PROTOCOL_VERSION = 1
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_REPLACED = 4409  # the user opened more sockets than allowed; the oldest goes
+# The user's privileges changed (staff flag, groups, permissions): reconnect at once, and the new
+# connection carries what the user may now see.
+CLOSE_PRIVILEGES_CHANGED = 4412
 CLOSE_TOO_MANY_MESSAGES = 4429
 # This server's event feed (the channel layer's Redis) was interrupted, so live events may have
 # been missed: reconnect with backoff and resume from the database.
@@ -23,6 +26,11 @@ def user_group(user_id: int) -> str:
 
 # Operators: every job's updates also go here, and only staff sockets join it.
 STAFF_GROUP = "staff"
+
+
+def groups_for(user: Any) -> list[str]:
+    """The groups a connection of ``user`` joins, on every transport (WebSocket and SSE alike)."""
+    return [user_group(user.pk)] + ([STAFF_GROUP] if user.is_staff else [])
 
 
 def job_update_groups(owner_id: int) -> list[str]:
@@ -52,6 +60,10 @@ class NotificationPayload(TypedDict):
 
 
 class JobPayload(TypedDict):
+    """A job as every transport shows it: at most 4 KiB of JSON whatever the job holds (built and
+    bounded by ``jobs.selectors.job_payload``; docs/protocol.md, "Size bounds"). The result is
+    only summarized; ``result_url`` serves it whole."""
+
     id: str
     kind: str
     kind_title: str
@@ -68,10 +80,16 @@ class JobPayload(TypedDict):
     finished_at: str | None
     queue_wait_seconds: float | None
     error: str
-    result: Any
+    # At most 768 bytes: the kind's summary of the result, or its start (the whole result when
+    # result_complete); None without a result.
+    result_summary: Any
+    result_complete: bool
+    result_bytes: int | None  # the whole result, compact UTF-8 JSON
+    result_url: str | None  # GET: the whole result (and the whole error), owner or staff only
     download_url: str | None
     retry_of: str | None
     timeline: list[dict[str, str]]
+    truncated: list[str]  # the fields above that were cut to fit (e.g. "params", "error")
 
 
 class LogLinePayload(TypedDict):
@@ -115,6 +133,14 @@ class ErrorEvent(TypedDict):
     type: Literal["error"]
     code: str
     detail: str
+    retry_after: NotRequired[float]
+
+
+class ReplayMoreEvent(TypedDict):
+    """A catch-up stopped after one page: ask for the next with ``resume`` from this id."""
+
+    type: Literal["replay.more"]
+    last_notification_id: int
 
 
 class PongEvent(TypedDict):
@@ -133,12 +159,18 @@ class NotificationNewEvent(TypedDict):
     notification: NotificationPayload
     unread_count: int
     toast: bool
+    replayed: NotRequired[bool]
 
 
 class NotificationReadEvent(TypedDict):
+    """Notifications were read (or removed): ``ids`` those marked read, and after "mark all read"
+    ``up_to``, every notification of the user with an id up to it is read (``ids`` is then
+    empty: one small event however many were marked). ``unread_count`` is exact at its commit."""
+
     type: Literal["notification.read"]
     ids: list[int]
     unread_count: int
+    up_to: NotRequired[int]
 
 
 class HeartbeatEvent(TypedDict):
@@ -157,6 +189,7 @@ Event = (
     | ErrorEvent
     | PongEvent
     | WatchingEvent
+    | ReplayMoreEvent
 )
 
 
@@ -180,17 +213,31 @@ def snapshot(
     }
 
 
-def notification_new(*, notification: Any, unread_count: int, toast: bool = True) -> NotificationNewEvent:
-    return {
+def notification_new(
+    *, notification: Any, unread_count: int, toast: bool = True, replayed: bool = False
+) -> NotificationNewEvent:
+    event: NotificationNewEvent = {
         "type": "notification.new",
         "notification": notification,
         "unread_count": unread_count,
         "toast": toast,
     }
+    if replayed:
+        event["replayed"] = True
+    return event
 
 
-def notification_read(*, ids: list[int], unread_count: int) -> NotificationReadEvent:
-    return {"type": "notification.read", "ids": ids, "unread_count": unread_count}
+def replay_more(*, last_notification_id: int) -> ReplayMoreEvent:
+    return {"type": "replay.more", "last_notification_id": last_notification_id}
+
+
+def notification_read(
+    *, ids: list[int], unread_count: int, up_to: int | None = None
+) -> NotificationReadEvent:
+    event: NotificationReadEvent = {"type": "notification.read", "ids": ids, "unread_count": unread_count}
+    if up_to is not None:
+        event["up_to"] = up_to
+    return event
 
 
 def heartbeat(*, server_time: str) -> HeartbeatEvent:
@@ -209,8 +256,11 @@ def watching(*, job_id: str, watching: bool) -> WatchingEvent:
     return {"type": "watching", "job_id": job_id, "watching": watching}
 
 
-def error(*, code: str, detail: str) -> ErrorEvent:
-    return {"type": "error", "code": code, "detail": detail}
+def error(*, code: str, detail: str, retry_after: float | None = None) -> ErrorEvent:
+    event: ErrorEvent = {"type": "error", "code": code, "detail": detail}
+    if retry_after is not None:
+        event["retry_after"] = round(retry_after, 2)
+    return event
 
 
 def pong(*, server_time: str) -> PongEvent:

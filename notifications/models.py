@@ -25,7 +25,14 @@ class Notification(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["recipient", "-id"], name="notification_recipient_idx")]
+        indexes = [
+            models.Index(fields=["recipient", "-id"], name="notification_recipient_idx"),
+            # Exactly the unread rows: a recount under the counter's lock, and marking all read,
+            # cost what the user has unread, not their whole history.
+            models.Index(
+                fields=["recipient"], condition=models.Q(read_at__isnull=True), name="notification_unread_idx"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title
@@ -33,7 +40,9 @@ class Notification(models.Model):
 
 class NotificationState(models.Model):
     """Per-user counters kept by the services, so the unread count is one row read, however
-    many years of notifications a user has (never a COUNT per event)."""
+    many years of notifications a user has (never a COUNT per event). ``unread_count`` equals
+    the user's unread rows after every transaction: every write to those rows locks this row
+    first (notifications/services.py, "The unread count")."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,
@@ -68,12 +77,18 @@ class NotificationPreference(models.Model):
 
 
 class SocketConnection(models.Model):
-    """An open WebSocket (any web process): for the per-user socket cap, closing a session's
-    sockets at logout, and knowing whether a user is online (else browser push)."""
+    """An open WebSocket or SSE stream (any web process): for the per-user socket cap, closing
+    the connections of a credential that ended or changed, and knowing whether a user is online
+    (else browser push)."""
 
     channel_name = models.CharField(max_length=200, primary_key=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    # The credential besides the session: the token it was opened with, the session's auth hash
+    # at open (it changes with the password) and the privileges granted (credentials.py).
+    token_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    auth_hash = models.CharField(max_length=128, blank=True)
+    privileges = models.CharField(max_length=32, blank=True)
     opened_at = models.DateTimeField(auto_now_add=True)
     # Refreshed by the consumer's heartbeat; a row not seen lately belongs to a dead process.
     seen_at = models.DateTimeField()

@@ -10,6 +10,7 @@ neither ``async_to_sync``'s per-call loop setup nor a new Redis connection per e
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
@@ -34,6 +35,9 @@ CLOSE_TYPE = "socket.close"
 # A publish that cannot reach Redis in this time is dropped: the database stays the truth and
 # clients catch up from the snapshot on their next (re)connect.
 PUBLISH_TIMEOUT = 5.0
+# A process that exits (normally, or on SIGTERM) waits at most this long for what it published
+# to reach Redis, then logs what it gave up.
+EXIT_FLUSH_TIMEOUT = 5.0
 
 
 def _forget_inherited_layers() -> None:
@@ -85,6 +89,11 @@ class _Publisher:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="runboard-push", daemon=True)
         self._thread.start()
+        # The thread is a daemon (it must never keep a process alive), so a short-lived process
+        # (a management command, `manage.py shell`, a script) would exit before its last events
+        # reached Redis: flush them at exit (manage.py turns SIGTERM into a normal exit too).
+        self._pid = os.getpid()
+        atexit.register(self._flush_at_exit)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -117,6 +126,17 @@ class _Publisher:
             except TimeoutError:
                 return False
         return True
+
+    def _flush_at_exit(self) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child inherits the handler, not this publisher's thread
+        if not self.flush(EXIT_FLUSH_TIMEOUT):
+            waiting = sum(1 for future in self._pending if not future.done())
+            logger.warning(
+                "Exiting with %d event(s) not yet handed to Redis after %.0f s; clients will resync.",
+                waiting,
+                EXIT_FLUSH_TIMEOUT,
+            )
 
 
 _publisher: ProcessLocal[_Publisher] = ProcessLocal(_Publisher)

@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
 from jobs.models import JobLogLine
-from jobs.selectors import job_list_for_user, job_payload, job_visible_to
+from jobs.results import clip_text, wire_size
+from jobs.selectors import (
+    JOB_LIST_MAX_BYTES,
+    job_list_for_user,
+    job_payload_page,
+    job_visible_to,
+    log_line_batches,
+)
 
 from . import events
-from .models import Notification, NotificationState
+from .models import Notification, NotificationPreference, NotificationState
 
 LOG_TAIL = 200
 RECENT = 20
-# A resume replays at most this many notifications (the oldest first); anything beyond stays in
-# the notification list and arrives on the client's next resume from where this one stopped.
-MAX_REPLAY = 1000
+# A catch-up is sent in pages of this many notifications (the oldest first). After a page that
+# is not the last, the client asks for the next (``replay.more``, then ``resume``); SSE pages by
+# itself. Any gap arrives whole, and one reply stays bounded (docs/protocol.md, *Resume*).
+REPLAY_PAGE = 100
+# A catch-up of more than this many notifications pops no toasts (no toast storm on reconnect).
+REPLAY_TOASTS = 3
+# A notification's title and body on the wire are cut to these many bytes (of JSON, counted the
+# largest way it is ever sent: jobs.results.wire_size), so a replay page (100) is at most ~260 KiB
+# and a snapshot's 20 leave 200 KiB for its jobs. The whole body stays in the database.
+TITLE_MAX_BYTES = 512
+BODY_MAX_BYTES = 2048
 
 
 def notification_payload(notification: Notification) -> events.NotificationPayload:
     return {
         "id": notification.pk,
         "level": notification.level,
-        "title": notification.title,
-        "body": notification.body,
+        "title": clip_text(notification.title, TITLE_MAX_BYTES)[0],
+        "body": clip_text(notification.body, BODY_MAX_BYTES)[0],
         "link": notification.link,
         "job_id": str(notification.job_id) if notification.job_id else None,
         "created_at": notification.created_at.isoformat(),
@@ -45,15 +62,32 @@ def unread_count(*, user_id: int) -> int:
     )
 
 
-def notifications_after(*, user_id: int, after_id: int, limit: int = MAX_REPLAY) -> list[Notification]:
+def notifications_after(*, user_id: int, after_id: int, limit: int = REPLAY_PAGE) -> list[Notification]:
     """The user's notifications created after ``after_id``, oldest first."""
     return list(Notification.objects.filter(recipient_id=user_id, pk__gt=after_id).order_by("pk")[:limit])
 
 
-def replay_after(*, user_id: int, after_id: int) -> tuple[list[events.NotificationPayload], int]:
-    """What a resume replays: the notifications after ``after_id`` and the current unread count."""
-    rows = notifications_after(user_id=user_id, after_id=after_id)
-    return [notification_payload(n) for n in rows], unread_count(user_id=user_id)
+class ReplayPage(NamedTuple):
+    """One page of a catch-up: ``rows`` (at most REPLAY_PAGE, oldest first), the unread count,
+    whether more notifications follow the page, and whether its rows may pop toasts (the user's
+    toast preference, and only for a gap of at most REPLAY_TOASTS)."""
+
+    rows: list[events.NotificationPayload]
+    unread_count: int
+    more: bool
+    toast: bool
+
+
+def replay_after(*, user_id: int, after_id: int, limit: int = REPLAY_PAGE) -> ReplayPage:
+    """The page of notifications after ``after_id`` that a resume replays (three queries)."""
+    found = notifications_after(user_id=user_id, after_id=after_id, limit=limit + 1)
+    more = len(found) > limit
+    rows = [notification_payload(n) for n in found[:limit]]
+    wants_toasts = (
+        NotificationPreference.objects.filter(user_id=user_id).values_list("toast", flat=True).first()
+    )
+    toast = wants_toasts is not False and not more and len(rows) <= REPLAY_TOASTS
+    return ReplayPage(rows, unread_count(user_id=user_id), more, toast)
 
 
 def notifications_page(
@@ -80,17 +114,24 @@ def snapshot_for_user(*, user: AbstractBaseUser, replayed_up_to: int | None = No
         last = recent[-1].pk if recent else 0
     else:
         recent, last = [], replayed_up_to
+    notifications = [notification_payload(n) for n in recent]
+    # The whole snapshot stays within JOB_LIST_MAX_BYTES (256 KiB): the jobs get what the
+    # notifications leave (they are 20 at most, usually a few KiB), less the envelope.
+    jobs, _ = job_payload_page(
+        job_list_for_user(user=user), max_bytes=JOB_LIST_MAX_BYTES - wire_size(notifications) - 1024
+    )
     return events.snapshot(
-        jobs=[job_payload(job) for job in job_list_for_user(user=user)],
+        jobs=jobs,
         unread_count=unread_count(user_id=user.pk),
-        notifications=[notification_payload(n) for n in recent],
+        notifications=notifications,
         last_notification_id=last,
     )
 
 
-def log_tail_for_watcher(*, user: AbstractBaseUser, job_id: str) -> list[events.LogLinePayload] | None:
-    """The newest log lines of a job ``user`` may watch (owner or staff), or None if they may not."""
+def log_tail_for_watcher(*, user: AbstractBaseUser, job_id: str) -> list[list[events.LogLinePayload]] | None:
+    """The newest LOG_TAIL log lines of a job ``user`` may watch (owner or staff), oldest first,
+    in batches of one ``job.log`` event each (at most 16 KiB); None if they may not watch it."""
     if not job_visible_to(user).filter(pk=job_id).exists():
         return None
     lines = JobLogLine.objects.filter(job_id=job_id).order_by("-seq")[:LOG_TAIL]
-    return [{"seq": line.seq, "text": line.text} for line in reversed(lines)]
+    return log_line_batches([{"seq": line.seq, "text": line.text} for line in reversed(lines)])

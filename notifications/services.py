@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet
 from django.utils import timezone
 
-from . import events
+from . import credentials, events
 from .models import (
     Level,
     Notification,
@@ -28,8 +30,6 @@ from .selectors import notification_payload
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
-# A socket row not refreshed for this long belongs to a web process that died.
-SOCKET_FRESH_FOR = timedelta(seconds=90)
 # Which preference switches an event of each topic.
 TOPICS = {"job.succeeded": "job_succeeded", "job.failed": "job_failed", "job.cancelled": "job_cancelled",
           "announcement": "announcements"}  # fmt: skip
@@ -75,36 +75,94 @@ def _wants(user_id: int, topic: str | None) -> tuple[NotificationPreference, boo
     return preference, bool(row and row[-1])
 
 
+# --- The unread count ----------------------------------------------------------------------------
+# NotificationState.unread_count equals the user's unread rows after every transaction, whatever runs
+# at the same time and whichever entry point it came through. Every write that changes a user's
+# unread rows goes through this module and keeps one rule: it locks that user's counter row (an
+# upsert, so the row exists; the lock lasts until the commit) before it changes any row, and moves
+# the counter by the rows it really changed (the rows it inserts, the ids its UPDATE returns), or
+# sets it from a recount under that lock. So the writers of one user run one after another, each
+# seeing what the previous one committed; the count an event carries is the count at its commit;
+# and a user's notifications get their ids in commit order, so after "mark all read" every one of
+# theirs up to the highest id it saw is read. Several users' counters are locked in user id order,
+# so two writers never deadlock. (SQLite runs one writer at a time, BEGIN IMMEDIATE, so it gets the
+# same order for free.) No service makes a read row unread again. A write around these services
+# (raw SQL, the ORM in a shell) breaks the count until the user's next mark-all-read or delete,
+# which recount.
+
+
+def _returning() -> bool:
+    """Whether the database has upserts and UPDATE ... RETURNING (PostgreSQL, SQLite >= 3.35)."""
+    return (
+        connection.vendor in {"postgresql", "sqlite"} and connection.features.can_return_columns_from_insert
+    )
+
+
+def _state_sql() -> tuple[str, str, str]:
+    quote = connection.ops.quote_name
+    return (
+        quote(NotificationState._meta.db_table),
+        quote(NotificationState._meta.get_field("user").column),
+        quote(NotificationState._meta.get_field("unread_count").column),
+    )
+
+
+def _lock_counters(user_ids: Iterable[int]) -> dict[int, int]:
+    """Lock the counter rows of ``user_ids`` (creating the missing ones) until the transaction
+    ends, in user id order; returns their counts."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return {}
+    NotificationState.objects.bulk_create(
+        [NotificationState(user_id=uid) for uid in ids], ignore_conflicts=True
+    )
+    return dict(
+        NotificationState.objects.select_for_update()
+        .filter(user_id__in=ids)
+        .order_by("user_id")
+        .values_list("user_id", "unread_count")
+    )
+
+
+def _lock_counter(user_id: int) -> int:
+    """Lock one user's counter row (creating it) and return its count: one upsert, whose row lock
+    lasts until the transaction ends, where the database has them."""
+    if not _returning():
+        return _lock_counters([user_id])[user_id]
+    table, user, count = _state_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({user}, {count}) VALUES (%s, 0) ON CONFLICT ({user}) "
+            f"DO UPDATE SET {count} = {table}.{count} RETURNING {count}",
+            [user_id],
+        )
+        return cursor.fetchone()[0]
+
+
 def _bump_unread(user_ids: Sequence[int]) -> dict[int, int]:
     """Add one unread to each user (a user may appear several times); returns the new counts.
 
-    One UPDATE per distinct increment (almost always one), not one per user: a broadcast to
+    The counters are locked first (in user id order: two broadcasts never deadlock), then one
+    UPDATE per distinct increment (almost always one), not one per user: a broadcast to
     thousands of users would otherwise spend most of its time here.
     """
-    NotificationState.objects.bulk_create(
-        [NotificationState(user_id=uid) for uid in set(user_ids)], ignore_conflicts=True
-    )
-    by_user: dict[int, int] = {}
-    for uid in user_ids:
-        by_user[uid] = by_user.get(uid, 0) + 1
+    by_user = Counter(user_ids)
+    counts = _lock_counters(by_user)
     by_increment: dict[int, list[int]] = {}
     for uid, n in by_user.items():
         by_increment.setdefault(n, []).append(uid)
     for n, uids in by_increment.items():
         NotificationState.objects.filter(user_id__in=uids).update(unread_count=F("unread_count") + n)
-    return dict(NotificationState.objects.filter(user_id__in=by_user).values_list("user_id", "unread_count"))
+    return {uid: counts[uid] + n for uid, n in by_user.items()}
 
 
 def _bump_unread_one(user_id: int) -> int:
     """Add one unread to one user and return the new count in one statement (an upsert with
-    RETURNING, on PostgreSQL and SQLite >= 3.35) instead of insert-if-missing, update and read."""
-    upsert_returning = connection.features.can_return_columns_from_insert
-    if connection.vendor not in {"postgresql", "sqlite"} or not upsert_returning:
+    RETURNING, which also takes the counter's lock) instead of insert-if-missing, update and read:
+    notify() runs for every finished job."""
+    if not _returning():
         return _bump_unread([user_id])[user_id]
-    quote = connection.ops.quote_name
-    table = quote(NotificationState._meta.db_table)
-    user = quote(NotificationState._meta.get_field("user").column)
-    count = quote(NotificationState._meta.get_field("unread_count").column)
+    table, user, count = _state_sql()
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({user}, {count}) VALUES (%s, 1) ON CONFLICT ({user}) "
@@ -112,6 +170,35 @@ def _bump_unread_one(user_id: int) -> int:
             [user_id],
         )
         return cursor.fetchone()[0]
+
+
+def _recount(user_ids: Iterable[int]) -> dict[int, int]:
+    """Set the counters of ``user_ids`` (locked by the caller) from their unread rows (a partial
+    index holds exactly those); returns the counts."""
+    ids = sorted(set(user_ids))
+    counts = dict.fromkeys(ids, 0)
+    counts.update(
+        Notification.objects.filter(recipient_id__in=ids, read_at__isnull=True)
+        .order_by()
+        .values_list("recipient_id")
+        .annotate(n=Count("pk"))
+    )
+    by_value: dict[int, list[int]] = {}
+    for uid, n in counts.items():
+        by_value.setdefault(n, []).append(uid)
+    for n, uids in by_value.items():
+        NotificationState.objects.filter(user_id__in=uids).update(unread_count=n)
+    return counts
+
+
+def _push_count(
+    user_id: int, unread_count: int, *, ids: list[int] | None = None, up_to: int | None = None
+) -> None:
+    """Tell every tab of the user what is now read and the count (exact at this commit)."""
+    push_event(
+        group=events.user_group(user_id),
+        event=events.notification_read(ids=ids or [], unread_count=unread_count, up_to=up_to),
+    )
 
 
 def _push_new(notification: Notification, unread_count: int, preference: NotificationPreference) -> None:
@@ -141,13 +228,7 @@ def _maybe_web_push(pairs: list[tuple[int, int]]) -> None:
     )
     if not subscribed:
         return
-    online = set(
-        SocketConnection.objects.filter(
-            user_id__in=subscribed, seen_at__gte=timezone.now() - SOCKET_FRESH_FOR
-        )
-        .values_list("user_id", flat=True)
-        .distinct()
-    )
+    online = online_user_ids(user_ids=subscribed)
     from .tasks import send_web_push
 
     for notification_id, uid in pairs:
@@ -178,10 +259,12 @@ def notify(
     if wanted is None:
         return None
     preference, subscribed = wanted
+    # The counter first: its lock is then held while the row gets its id (see "The unread count").
+    unread = _bump_unread_one(recipient_id)
     notification = Notification.objects.create(
         recipient_id=recipient_id, title=title[:200], body=body, level=level, link=link[:500], job_id=job_id
     )
-    _push_new(notification, _bump_unread_one(recipient_id), preference)
+    _push_new(notification, unread, preference)
     if preference.browser_push and subscribed:
         _web_push_after_commit([(notification.pk, recipient_id)])
     return notification
@@ -211,13 +294,13 @@ def _notify_batch(
     preferences = {p.user_id: p for p in NotificationPreference.objects.filter(user_id__in=recipient_ids)}
     field = TOPICS.get(topic or "")
     wanted = [rid for rid in recipient_ids if field is None or getattr(preferences.get(rid), field, True)]
+    counts = _bump_unread(wanted)  # the counters first, as in notify()
     created = Notification.objects.bulk_create(
         [
             Notification(recipient_id=rid, title=title[:200], body=body, level=level, link=link[:500])
             for rid in wanted
         ]
     )
-    counts = _bump_unread(wanted)
     default = NotificationPreference()
     web_push: list[tuple[int, int]] = []
     for notification in created:
@@ -232,36 +315,105 @@ def _notify_batch(
 @transaction.atomic
 def notification_mark_read(*, user_id: int, ids: Sequence[int]) -> tuple[list[int], int]:
     """Mark the user's own notifications read; every tab hears which ids and the new count."""
-    ids = [int(i) for i in ids][:1000]
-    marked = list(
-        Notification.objects.filter(recipient_id=user_id, pk__in=ids, read_at__isnull=True)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    if marked:
-        Notification.objects.filter(pk__in=marked).update(read_at=timezone.now())
-    return marked, _after_read(user_id, marked)
+    wanted = list(dict.fromkeys(int(i) for i in ids))[:1000]
+    unread = _lock_counter(user_id)
+    marked = _mark_read(user_id, wanted) if wanted else []
+    if not marked:
+        return [], unread
+    if unread < len(marked):  # only a write that went around these services can cause this
+        logger.warning(
+            "Unread count of user %s was %s below its rows; recounted", user_id, len(marked) - unread
+        )
+        unread = _recount([user_id])[user_id]
+    else:
+        unread -= len(marked)
+        NotificationState.objects.filter(user_id=user_id).update(unread_count=unread)
+    _push_count(user_id, unread, ids=marked)
+    return marked, unread
+
+
+def _mark_read(user_id: int, ids: list[int]) -> list[int]:
+    """Mark read those of ``ids`` that are the user's and unread; returns the ids this UPDATE
+    changed (RETURNING), so two tabs marking the same ids at once count each of them once."""
+    now = timezone.now()
+    if not _returning():
+        # Under the counter's lock no service changes these rows between the two statements.
+        unread = Notification.objects.filter(recipient_id=user_id, pk__in=ids, read_at__isnull=True)
+        marked = sorted(unread.values_list("pk", flat=True))
+        Notification.objects.filter(pk__in=marked).update(read_at=now)
+        return marked
+    quote = connection.ops.quote_name
+    meta = Notification._meta
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    read_at, recipient = quote(meta.get_field("read_at").column), quote(meta.get_field("recipient").column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {read_at} = %s WHERE {recipient} = %s AND {read_at} IS NULL "
+            f"AND {pk} IN ({', '.join(['%s'] * len(ids))}) RETURNING {pk}",
+            [connection.ops.adapt_datetimefield_value(now), user_id, *ids],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 @transaction.atomic
-def notification_mark_all_read(*, user_id: int) -> tuple[list[int], int]:
-    unread = Notification.objects.filter(recipient_id=user_id, read_at__isnull=True)
-    marked = list(unread.order_by("pk").values_list("pk", flat=True))
-    unread.update(read_at=timezone.now())
-    return marked, _after_read(user_id, marked, reset=True)
+def notification_mark_all_read(*, user_id: int) -> tuple[int, int]:
+    """Mark all the user's notifications read; returns ``(up_to, unread count)``: every one of
+    theirs with an id up to ``up_to`` is read. Every tab hears that in one small event, however
+    many were marked."""
+    _lock_counter(user_id)
+    up_to = Notification.objects.filter(recipient_id=user_id).aggregate(top=Max("pk"))["top"] or 0
+    Notification.objects.filter(recipient_id=user_id, read_at__isnull=True, pk__lte=up_to).update(
+        read_at=timezone.now()
+    )
+    # Under the lock no service can have committed an unread row above up_to, so this is 0; a
+    # recount rather than a 0 puts right a count that a write around the services made wrong.
+    unread = _recount([user_id])[user_id]
+    _push_count(user_id, unread, up_to=up_to)
+    return up_to, unread
 
 
-def _after_read(user_id: int, marked: list[int], *, reset: bool = False) -> int:
-    NotificationState.objects.get_or_create(user_id=user_id)
-    state = NotificationState.objects.select_for_update().get(user_id=user_id)
-    state.unread_count = 0 if reset else max(0, state.unread_count - len(marked))
-    state.save(update_fields=["unread_count"])
-    if marked or reset:
-        push_event(
-            group=events.user_group(user_id),
-            event=events.notification_read(ids=marked, unread_count=state.unread_count),
-        )
-    return state.unread_count
+@transaction.atomic
+def notifications_delete(*, queryset: QuerySet[Notification]) -> int:
+    """Delete notifications (the admin's delete and bulk delete, an operator's script) keeping
+    every recipient's unread count exact; their open tabs hear the new count. Returns how many
+    were deleted."""
+    user_ids = set(queryset.order_by().values_list("recipient_id", flat=True).distinct())
+    if not user_ids:
+        return 0
+    before = _lock_counters(user_ids)
+    # Only rows of the users whose counters are locked (a row of another user created meanwhile
+    # that matches a filter waits for the next delete).
+    deleted, _ = queryset.filter(recipient_id__in=user_ids).delete()
+    for uid, unread in _recount(user_ids).items():
+        if unread != before[uid]:
+            _push_count(uid, unread)
+    return deleted
+
+
+def notifications_purge_read(*, created_before: datetime) -> int:
+    """Retention: delete the read notifications created before ``created_before``.
+
+    Only read rows go and no service makes a read row unread again, so no count changes and no
+    counter is locked (a purge of months of history must not hold up every finishing job). It
+    is one DELETE whose condition the database checks on each row as it deletes it, never a
+    list of ids read earlier (tests/notifications/test_unread_count.py holds this)."""
+    deleted, _ = Notification.objects.filter(read_at__isnull=False, created_at__lt=created_before).delete()
+    return deleted
+
+
+# What the admin may change on a notification: its wording. Who has it and whether they read it
+# are the inbox's own state, which the unread count follows.
+NOTIFICATION_EDITABLE_FIELDS = ("level", "title", "body", "link")
+
+
+def notification_edit(*, notification_id: int, **fields: str) -> int:
+    """Reword a notification (the admin); returns 1 if it still exists."""
+    unknown = set(fields) - set(NOTIFICATION_EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"Not editable: {', '.join(sorted(unknown))}")
+    if not fields:
+        return int(Notification.objects.filter(pk=notification_id).exists())
+    return Notification.objects.filter(pk=notification_id).update(**fields)
 
 
 # --- Open sockets ------------------------------------------------------------------------------
@@ -269,23 +421,62 @@ def _after_read(user_id: int, marked: list[int], *, reset: bool = False) -> int:
 MAX_SOCKETS_PER_USER = 20
 
 
+def socket_fresh_for() -> timedelta:
+    """How long a presence row counts without a refresh: two heartbeats and a margin (at most
+    5 s), so a web process that died stops counting as its users' open socket within about two
+    heartbeats (55 s with the default 25 s heartbeat), and browser push reaches them again."""
+    beat = settings.RUNBOARD_SOCKET_HEARTBEAT
+    return timedelta(seconds=2 * beat + min(5.0, beat))
+
+
+def online_user_ids(*, user_ids: Iterable[int]) -> set[int]:
+    """The users among ``user_ids`` with a socket or stream whose process is alive (its presence
+    row was refreshed within ``socket_fresh_for()``)."""
+    return set(
+        SocketConnection.objects.filter(
+            user_id__in=set(user_ids), seen_at__gte=timezone.now() - socket_fresh_for()
+        )
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+
+
 @transaction.atomic
-def socket_open(*, channel_name: str, user_id: int, session_key: str) -> list[str]:
-    """Record an open socket; beyond MAX_SOCKETS_PER_USER the user's oldest ones are closed.
+def socket_open(
+    *,
+    channel_name: str,
+    user_id: int,
+    session_key: str,
+    token_id: int | None = None,
+    auth_hash: str = "",
+    privileges: str = "",
+) -> list[str]:
+    """Record an open socket or stream and the credential it was opened with; beyond
+    MAX_SOCKETS_PER_USER the user's oldest ones are closed.
 
     Every connect runs this, so it is one upsert, one read of the user's rows and, only when
     some must go, one delete (it was eight statements with savepoints)."""
     now = timezone.now()
     SocketConnection.objects.bulk_create(
-        [SocketConnection(channel_name=channel_name, user_id=user_id, session_key=session_key, seen_at=now)],
+        [
+            SocketConnection(
+                channel_name=channel_name,
+                user_id=user_id,
+                session_key=session_key,
+                token_id=token_id,
+                auth_hash=auth_hash,
+                privileges=privileges,
+                seen_at=now,
+            )
+        ],
         update_conflicts=True,
         unique_fields=["channel_name"],
-        update_fields=["user_id", "session_key", "seen_at"],
+        update_fields=["user_id", "session_key", "token_id", "auth_hash", "privileges", "seen_at"],
     )
     rows = list(
         SocketConnection.objects.filter(user_id=user_id).values_list("channel_name", "opened_at", "seen_at")
     )
-    fresh_since = now - SOCKET_FRESH_FOR
+    fresh_since = now - socket_fresh_for()
     fresh = sorted(((opened, name) for name, opened, seen in rows if seen >= fresh_since), reverse=True)
     oldest = [name for _, name in fresh[MAX_SOCKETS_PER_USER:]]
     # Rows of web processes that died without saying goodbye go too.
@@ -306,27 +497,66 @@ def socket_seen(*, channel_name: str | Sequence[str]) -> None:
         SocketConnection.objects.filter(channel_name__in=batch).update(seen_at=now)
 
 
+def sockets_heartbeat(*, due: dict[str, credentials.Credential]) -> dict[str, int]:
+    """A heartbeat's one trip for the sockets and streams ``due`` (channel name -> credential):
+    refresh their presence rows and re-check their credentials; returns the close code of each
+    whose credential ended or changed (the safety net behind the closes sent by the services)."""
+    socket_seen(channel_name=list(due))
+    return credentials.credential_problems(due)
+
+
 def socket_closed(*, channel_name: str) -> None:
     SocketConnection.objects.filter(channel_name=channel_name).delete()
 
 
 @transaction.atomic
-def sockets_close_for_session(*, session_key: str) -> int:
-    """Logging out closes that session's sockets (in every web process)."""
-    if not session_key:
+def sockets_close(*, code: int, **match: Any) -> int:
+    """Close every socket and stream (in every web process) whose row matches ``match`` (e.g.
+    ``session_key=…``, ``token_id=…``, ``user_id=…``), with close code ``code``, once the caller's
+    transaction commits; returns how many. The rows go at once, so the same credential cannot
+    be matched twice."""
+    if not match or any(value in ("", None) for value in match.values()):
         return 0
-    rows = SocketConnection.objects.filter(session_key=session_key)
+    rows = SocketConnection.objects.filter(**match)
     names = list(rows.values_list("channel_name", flat=True))
     rows.delete()
-    push_close(channel_names=names, code=events.CLOSE_NOT_AUTHENTICATED)
+    push_close(channel_names=names, code=code)
     return len(names)
+
+
+def sockets_close_for_session(*, session_key: str) -> int:
+    """Logging out, or the session being deleted, flushed or cycled, closes its sockets (4401)."""
+    return sockets_close(session_key=session_key, code=events.CLOSE_NOT_AUTHENTICATED)
+
+
+def sockets_close_for_token(*, token_id: int) -> int:
+    """A revoked, deleted or changed token closes the sockets and streams opened with it (4401)."""
+    return sockets_close(token_id=token_id, code=events.CLOSE_NOT_AUTHENTICATED)
+
+
+def sockets_close_for_user(*, user_id: int, code: int = events.CLOSE_FORBIDDEN) -> int:
+    """Every socket of the user: deactivated or deleted (4403), or privileges changed (4412)."""
+    return sockets_close(user_id=user_id, code=code)
 
 
 @transaction.atomic
-def sockets_close_for_user(*, user_id: int) -> int:
-    """A deactivated user loses every socket."""
-    rows = SocketConnection.objects.filter(user_id=user_id)
-    names = list(rows.values_list("channel_name", flat=True))
-    rows.delete()
-    push_close(channel_names=names, code=events.CLOSE_FORBIDDEN)
-    return len(names)
+def sockets_close_changed(*, user: Any) -> int:
+    """After ``user`` was saved: close the connections whose credential no longer matches it
+    (deactivated: all, 4403; staff or superuser flag changed: all, 4412; password changed: the
+    session ones, whose auth hash it changes, 4401). A save that changes none of these (say
+    ``last_login``) closes nothing. Returns how many were closed."""
+    if not user.is_active:
+        return sockets_close_for_user(user_id=user.pk)
+    rows = SocketConnection.objects.filter(user_id=user.pk)
+    changed = list(
+        rows.exclude(privileges=credentials.privileges_of(user)).values_list("channel_name", flat=True)
+    )
+    closed = sockets_close(channel_name__in=changed, code=events.CLOSE_PRIVILEGES_CHANGED) if changed else 0
+    stale = list(
+        rows.filter(token_id__isnull=True)
+        .exclude(auth_hash=user.get_session_auth_hash())
+        .values_list("channel_name", flat=True)
+    )
+    if stale:
+        closed += sockets_close(channel_name__in=stale, code=events.CLOSE_NOT_AUTHENTICATED)
+    return closed

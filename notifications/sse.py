@@ -1,26 +1,31 @@
 """The same events as the WebSocket, as Server-Sent Events at /events/ (for networks where
-WebSockets don't pass). Notification events carry ``id:`` lines; a reconnecting EventSource
-sends Last-Event-ID and gets everything after it replayed, then a fresh snapshot."""
+WebSockets don't pass). Notification events and every snapshot carry ``id:`` lines; a
+reconnecting EventSource sends Last-Event-ID and gets everything after it replayed, a page at a
+time, then a fresh snapshot. The stream joins the same groups as a socket (``events.groups_for``),
+is bound to its credential like a socket (credentials.py), and ends when that does."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from jobs.tokens import token_authenticate
+from jobs.tokens import token_lookup
 
-from . import events, selectors, services
+from . import credentials, events, selectors, services
 from .push import CLOSE_TYPE, RELAY_TYPE
 
 KEEPALIVE_SECONDS = 15.0
 RETRY_MS = 3000
+SENT_IDS_KEPT = 2000
 
 
 def _frame(data: str, *, event_id: int | None = None) -> str:
@@ -28,17 +33,30 @@ def _frame(data: str, *, event_id: int | None = None) -> str:
     return f"{head}data: {data}\n\n"
 
 
-async def _user(request: HttpRequest) -> Any:
+def _browser_origin_ok(request: HttpRequest) -> bool:
+    """Cookie sign-ins only: the Origin must be one Django's CSRF check trusts
+    (``credentials.origin_trusted``, the same decision as the WebSocket's). A same-origin
+    EventSource sends no Origin (Fetch sends it only on cross-origin GETs), so a missing one
+    passes only with the browser's own, unforgeable-by-pages ``Sec-Fetch-Site: same-origin``."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    if "origin" not in headers:
+        return headers.get("sec-fetch-site") == "same-origin"
+    return credentials.origin_trusted(headers=headers, scheme=request.scheme or "http")
+
+
+async def _signed_in(request: HttpRequest) -> tuple[Any, credentials.Credential] | None:
     header = request.headers.get("Authorization")
     if header:
         scheme, _, raw = header.partition(" ")
-        return (
-            await database_sync_to_async(token_authenticate)(raw.strip())
-            if scheme.lower() == "bearer"
-            else None
+        token = (
+            await database_sync_to_async(token_lookup)(raw.strip()) if scheme.lower() == "bearer" else None
         )
+        return (token.user, credentials.token_credential(token)) if token is not None else None
     user = await request.auser()
-    return user if user.is_authenticated else None
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if not user.is_authenticated or not session_key:
+        return None
+    return user, credentials.session_credential(user, session_key)
 
 
 def _resume_point(request: HttpRequest) -> int | None:
@@ -47,66 +65,97 @@ def _resume_point(request: HttpRequest) -> int | None:
         point = int(raw) if raw is not None else None
     except ValueError:
         return None
-    return point if point is not None and point >= 0 else None
+    return point if point is not None and 0 <= point <= 2**63 - 1 else None
 
 
 async def event_stream(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return JsonResponse({"detail": "Use GET."}, status=405)
-    user = await _user(request)
-    if user is None:
+    signed_in = await _signed_in(request)
+    if signed_in is None:
         return JsonResponse({"detail": "Authentication required."}, status=401)
+    user, credential = signed_in
+    if credential.token_id is None and not _browser_origin_ok(request):
+        return JsonResponse({"detail": "Cross-origin request refused."}, status=403)
     response = StreamingHttpResponse(
-        _stream(request, user, _resume_point(request)), content_type="text/event-stream"
+        _stream(user, credential, _resume_point(request)), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell proxies not to buffer the stream
     return response
 
 
-async def _stream(request: HttpRequest, user: Any, resume_from: int | None) -> AsyncIterator[str]:
+def _keepalive_seconds() -> float:
+    """Keepalives also refresh the stream's presence row, so they come at least once a heartbeat."""
+    return min(KEEPALIVE_SECONDS, settings.RUNBOARD_SOCKET_HEARTBEAT)
+
+
+async def _stream(
+    user: Any, credential: credentials.Credential, resume_from: int | None
+) -> AsyncIterator[str]:
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    group = events.user_group(user.pk)
+    groups = events.groups_for(user)
     # Join before reading anything, as the WebSocket consumer does.
-    await layer.group_add(group, channel)
-    session_key = getattr(getattr(request, "session", None), "session_key", "") or ""
+    for group in groups:
+        await layer.group_add(group, channel)
     await database_sync_to_async(services.socket_open)(
-        channel_name=channel, user_id=user.pk, session_key=session_key
+        channel_name=channel,
+        user_id=user.pk,
+        session_key=credential.session_key,
+        token_id=credential.token_id,
+        auth_hash=credential.auth_hash,
+        privileges=credential.privileges,
     )
-    sent: set[int] = set()
+    expires_at = credential.expires_at
+    if credential.token_id is None:
+        expires_at = await database_sync_to_async(credentials.session_expiry)(credential.session_key)
+    sent: dict[int, None] = {}  # notification ids sent (the latest SENT_IDS_KEPT), to drop repeats
+
+    def mark_sent(notification_id: int) -> None:
+        if notification_id not in sent and len(sent) >= SENT_IDS_KEPT:
+            del sent[next(iter(sent))]
+        sent[notification_id] = None
+
     receiving: asyncio.Future[Any] | None = None
     try:
         yield f"retry: {RETRY_MS}\n\n"
         yield _frame(events.dumps(selectors.hello_for(user)))
-        last = 0
-        if resume_from is not None:
-            rows, unread = await database_sync_to_async(selectors.replay_after)(
-                user_id=user.pk, after_id=resume_from
-            )
-            last = resume_from
-            for row in rows:
-                sent.add(row["id"])
+        last = resume_from
+        while last is not None:
+            # Page by page, as the client reads (each yield waits for the socket to drain).
+            page = await database_sync_to_async(selectors.replay_after)(user_id=user.pk, after_id=last)
+            for row in page.rows:
+                mark_sent(row["id"])
                 last = row["id"]
-                yield _frame(
-                    events.dumps(events.notification_new(notification=row, unread_count=unread)),
-                    event_id=row["id"],
+                event = events.notification_new(
+                    notification=row, unread_count=page.unread_count, toast=page.toast, replayed=True
                 )
-        snapshot = await database_sync_to_async(selectors.snapshot_for_user)(
-            user=user, replayed_up_to=last if resume_from is not None else None
-        )
-        sent.update(n["id"] for n in snapshot["notifications"])
-        yield _frame(events.dumps(snapshot), event_id=snapshot["last_notification_id"] or None)
+                yield _frame(events.dumps(event), event_id=row["id"])
+            if not page.more:
+                break
+        snapshot = await database_sync_to_async(selectors.snapshot_for_user)(user=user, replayed_up_to=last)
+        for notification in snapshot["notifications"]:
+            mark_sent(notification["id"])
+        # Always an id, 0 included, so a dropped stream resumes from here and misses nothing.
+        yield _frame(events.dumps(snapshot), event_id=snapshot["last_notification_id"])
         # One receive stays pending across keepalives: cancelling it would unsubscribe the channel.
         receiving = asyncio.ensure_future(layer.receive(channel))
-        ticks = 0
         while True:
-            done, _ = await asyncio.wait({receiving}, timeout=KEEPALIVE_SECONDS)
+            timeout = _keepalive_seconds()
+            if expires_at is not None:
+                timeout = max(0.0, min(timeout, expires_at - time.time() + 0.05))
+            done, _ = await asyncio.wait({receiving}, timeout=timeout)
             if not done:
+                problems = await database_sync_to_async(services.sockets_heartbeat)(due={channel: credential})
+                if problems:
+                    yield _frame(json.dumps({"type": "closed", "code": problems[channel]}))
+                    return
+                if expires_at is not None and expires_at <= time.time() and credential.token_id is None:
+                    expires_at = await database_sync_to_async(credentials.session_expiry)(
+                        credential.session_key
+                    )
                 yield ": keepalive\n\n"
-                ticks += 1
-                if ticks % 2 == 0:
-                    await database_sync_to_async(services.socket_seen)(channel_name=channel)
                 continue
             message = receiving.result()
             receiving = asyncio.ensure_future(layer.receive(channel))
@@ -119,12 +168,14 @@ async def _stream(request: HttpRequest, user: Any, resume_from: int | None) -> A
             if notification_id is not None:
                 if notification_id in sent:
                     continue
-                sent.add(notification_id)
+                mark_sent(notification_id)
             yield _frame(message["text"], event_id=notification_id)
     finally:
         if receiving is not None:
             receiving.cancel()
             with contextlib.suppress(BaseException):
                 await receiving
-        await layer.group_discard(group, channel)
+        for group in groups:
+            with contextlib.suppress(Exception):
+                await layer.group_discard(group, channel)
         await database_sync_to_async(services.socket_closed)(channel_name=channel)

@@ -208,6 +208,10 @@ RUNBOARD_UPLOAD_MAX_BYTES = int(os.environ.get("RUNBOARD_UPLOAD_MAX_BYTES", str(
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 RUNBOARD_LOG_LINES_KEPT = int(os.environ.get("RUNBOARD_LOG_LINES_KEPT", "1000"))
+# The largest result a job may store (bytes of compact JSON); a larger one fails the job. Results
+# are only ever served by reference over HTTP (payloads carry a 1 KiB summary), so this bounds
+# the database and that response, not the realtime path.
+RUNBOARD_RESULT_MAX_BYTES = int(os.environ.get("RUNBOARD_RESULT_MAX_BYTES", str(16 * 1024 * 1024)))
 # Fairness: running jobs per user (the rest wait queued) and launches per user per minute.
 RUNBOARD_MAX_RUNNING_PER_USER = int(os.environ.get("RUNBOARD_MAX_RUNNING_PER_USER", "2"))
 RUNBOARD_LAUNCHES_PER_MINUTE = int(os.environ.get("RUNBOARD_LAUNCHES_PER_MINUTE", "30"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +50,25 @@ def run(ctx: JobContext, params: CsvProfileParams) -> dict | None:
     return result
 
 
+def summarize(result: Any) -> dict[str, Any]:
+    """What every payload shows of a profile (the columns are fetched by reference, paged):
+    ``{"rows", "bytes", "delimiter", "columns": count, "types": {type: count}, "truncated",
+    "file_name"}``; the name last, so a long one is what gets cut."""
+    if not isinstance(result, dict):
+        return {}
+    columns = result.get("columns") if isinstance(result.get("columns"), list) else []
+    types = Counter(column.get("type") for column in columns if isinstance(column, dict))
+    return {
+        "rows": result.get("rows"),
+        "bytes": result.get("bytes"),
+        "delimiter": result.get("delimiter"),
+        "columns": len(columns),
+        "types": {str(name): n for name, n in types.most_common()},
+        "truncated": bool(result.get("truncated")),
+        "file_name": result.get("file_name"),
+    }
+
+
 register(
     JobKind(
         name="csv_profile",
@@ -59,5 +80,7 @@ register(
         time_limit=1860,
         rerun_safe=True,
         upload_param="upload_id",
+        summarize=summarize,
+        result_items="columns",
     )
 )

@@ -35,6 +35,13 @@ class JobKind:
     ``run(ctx, params)`` does the work and returns a JSON-serializable result. A parallel kind
     instead returns ``ctx.split(chunks)``; each chunk then runs ``run_chunk(ctx, params, chunk)``
     in its own Celery task (on any worker) and ``combine(params, results)`` makes the job's result.
+
+    The result is stored whole (at most RUNBOARD_RESULT_MAX_BYTES of JSON, else the job fails)
+    and served only by reference; payloads carry a summary of at most 768 bytes instead:
+    ``summarize(result)`` when given (cut to fit all the same: put the telling keys first), else
+    the start of the result.
+    ``result_items`` names the list in the result that ``GET /api/v1/jobs/<id>/result/`` pages
+    through (``?offset=&limit=``), for kinds whose results can be long.
     """
 
     name: str
@@ -54,6 +61,8 @@ class JobKind:
     upload_param: str | None = None
     run_chunk: Callable[[JobContext, Any, dict[str, Any]], Any] | None = None
     combine: Callable[[Any, list[Any]], Any] | None = None
+    summarize: Callable[[Any], Any] | None = None
+    result_items: str | None = None
 
     def validate(self, params: Any) -> BaseModel:
         """Return the validated parameter model, or raise InvalidParams with per-field messages."""

@@ -302,6 +302,50 @@ def test_the_result_is_plain_json():
     assert json.loads(json.dumps(result, allow_nan=False)) == result
 
 
+# -- bounded results ------------------------------------------------------------------------------------
+
+
+def test_long_values_are_shown_cut_to_200_characters_and_flagged_but_counted_whole():
+    name, a, b = "n" * 300, "a" * 250 + "1", "a" * 250 + "2"
+    result = profile(f"{name},short\n{a},x\n{b},x\n{a},x\n")
+
+    long_col, short_col = result["columns"]
+    assert long_col["name"] == "n" * 200 + "…" and long_col["truncated"] is True
+    assert long_col["distinct"] == 2  # the whole values: their shared 200-character start is not one
+    assert long_col["top"] == [
+        {"value": "a" * 200 + "…", "count": 2, "truncated": True},
+        {"value": "a" * 200 + "…", "count": 1, "truncated": True},
+    ]
+    assert short_col["truncated"] is False and short_col["top"] == [{"value": "x", "count": 3}]
+    assert result["truncated"] is True
+    assert result["limits"] == {"columns": 1000, "top_values": 5, "value_chars": 200}
+
+
+def test_integers_longer_than_200_digits_are_shown_as_cut_strings():
+    big = "9" * 250
+    col = profile(f"n\n1\n{big}\n")["columns"][0]
+
+    assert col["type"] == "integer" and col["min"] == 1
+    assert col["max"] == "9" * 200 + "…" and col["truncated"] is True
+
+
+def test_a_profile_of_wide_cells_stays_small():
+    cells = [[f"{row}{col}" + "z" * 5000 for col in range(50)] for row in range(6)]
+    data = "\n".join([",".join(f"c{col}" for col in range(50))] + [",".join(row) for row in cells])
+
+    result = profile(data)
+
+    assert len(data) > 1_500_000 and len(json.dumps(result)) < 100_000
+    shown = [top["value"] for col in result["columns"] for top in col["top"]]
+    assert result["truncated"] is True and {len(value) for value in shown} == {201}
+
+
+def test_nothing_is_flagged_when_nothing_was_cut():
+    result = profile("a,b\n1,x\n2,y\n")
+
+    assert result["truncated"] is False and not any(c["truncated"] for c in result["columns"])
+
+
 # -- bad files -----------------------------------------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ def greet(ws):
 
 def test_socket_open_caps_fresh_sockets_and_clears_only_this_users_dead_rows(make_user):
     user, other = make_user(), make_user()
-    long_ago = timezone.now() - services.SOCKET_FRESH_FOR - timedelta(minutes=1)
+    long_ago = timezone.now() - services.socket_fresh_for() - timedelta(minutes=1)
     for owner, name in [(user, "dead.user!1"), (other, "dead.other!1")]:
         services.socket_open(channel_name=name, user_id=owner.pk, session_key="")
         SocketConnection.objects.filter(channel_name=name).update(seen_at=long_ago)

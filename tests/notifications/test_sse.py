@@ -22,6 +22,8 @@ class EventSource:
         head = dict(headers or {})
         if cookie:
             head["Cookie"] = cookie
+            # What a browser's same-origin EventSource sends (it sends no Origin on a GET).
+            head.setdefault("Sec-Fetch-Site", "same-origin")
         if last_event_id is not None:
             head["Last-Event-ID"] = str(last_event_id)
         self.conn.request("GET", "/events/", headers=head)

@@ -48,6 +48,7 @@ OPERATIONS = [
     "POST /api/v1/jobs/{job_id}/retry/",
     "GET /api/v1/jobs/{job_id}/log/",
     "GET /api/v1/jobs/{job_id}/download/",
+    "GET /api/v1/jobs/{job_id}/result/",
 ]
 EXAMPLES = 30  # per operation and mode
 FRAMES = 300
@@ -89,7 +90,8 @@ def test_no_operation_answers_500_and_answers_conform_to_the_schema(
     user = make_user()
     _, raw = token_create(user=user, name="fuzz")
     headers = {"Authorization": f"Bearer {raw}"}
-    # Real jobs of this user to aim at: a finished one (retry, log, download) and a queued one (cancel).
+    # Real jobs of this user to aim at: a finished one (retry, log, download, result) and a queued
+    # one (cancel).
     finished = make_job(owner=user, state=JobState.SUCCEEDED)
     JobLogLine.objects.create(job=finished, seq=1, text="a line")
     queued = make_job(owner=user)  # not enqueued: nothing runs it
@@ -258,7 +260,7 @@ def test_random_frames_never_crash_the_socket_nor_cross_between_users(fuzz_serve
 @pytest.mark.parametrize("value", ["99999999999999999999", "-1", "1e999", "x", "9" * 5000, "\x00"])
 def test_a_hostile_sse_resume_point_gets_a_stream_not_a_crash(fuzz_server, make_user, value):
     user = make_user()
-    headers = {"Cookie": session_cookie(user)}
+    headers = {"Cookie": session_cookie(user), "Origin": fuzz_server.url}
     url = f"{fuzz_server.url}/events/"
     with requests.get(
         url, headers=headers, params={"last_event_id": value}, stream=True, timeout=10
@@ -275,7 +277,7 @@ def test_a_hostile_sse_resume_point_gets_a_stream_not_a_crash(fuzz_server, make_
 @pytest.mark.parametrize(
     "job_id", ["not-a-uuid", "%0A", "a%2Fb", "%00", "%C2%A5H%C3%A9n%C3%A4%C2%BF%0A", "1" * 300]
 )
-@pytest.mark.parametrize("route", ["", "cancel/", "retry/", "log/", "download/"])
+@pytest.mark.parametrize("route", ["", "cancel/", "retry/", "log/", "download/", "result/"])
 def test_a_malformed_job_id_is_the_apis_json_404_on_every_route(fuzz_server, make_user, job_id, route):
     """Found by the fuzzing above: a job id with a line break matched no route (Django's HTML 404)."""
     _, raw = token_create(user=make_user(), name="fuzz")

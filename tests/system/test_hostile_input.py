@@ -182,7 +182,12 @@ def test_a_dead_session_is_refused_on_http_sse_and_websocket(live_server_url, ma
     def answers() -> tuple[Any, ...]:
         api = requests.get(f"{live_server_url}/api/v1/jobs/", headers=headers, timeout=10).status_code
         page = requests.get(f"{live_server_url}/", headers=headers, timeout=10, allow_redirects=False)
-        events = requests.get(f"{live_server_url}/events/", headers=headers, timeout=10, stream=True)
+        events = requests.get(
+            f"{live_server_url}/events/",
+            headers={**headers, "Sec-Fetch-Site": "same-origin"},
+            timeout=10,
+            stream=True,
+        )
         events.close()
         with connect(ws_url(live_server_url), origin=live_server_url, additional_headers=headers) as ws:
             try:

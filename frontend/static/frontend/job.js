@@ -20,7 +20,7 @@ function meta(job) {
     ["Started", when(job.started_at)],
     ["Finished", when(job.finished_at)],
     ["Waited in queue", job.queue_wait_seconds === null ? "—" : duration(job.queue_wait_seconds)],
-    ["Parameters", JSON.stringify(job.params)],
+    ["Parameters", JSON.stringify(job.params) + ((job.truncated || []).includes("params") ? " (shortened)" : "")],
   ];
   if (job.retry_of) items.push(["Retry of", job.retry_of.slice(0, 8)]);
   for (const [term, value] of items) dl.append(el("dt", {}, term), el("dd", {}, value));
@@ -33,38 +33,104 @@ function meta(job) {
   }
 }
 
+// Payloads carry only a summary of the result (it can be megabytes): a small result is shown
+// from it, a large one is fetched from result_url a page at a time ("Show more").
+const PROFILE_PAGE = 50;
+let shownResult = null;
+
 function renderResult(job) {
   const box = document.getElementById("result");
-  if (job.state !== "succeeded" || job.result === null) {
+  // Live updates repeat the same finished job: render (and fetch) once per result.
+  const key = [job.state, job.result_url, job.result_bytes, (job.truncated || []).includes("error")].join("|");
+  if (key === shownResult) return;
+  shownResult = key;
+  if (job.state === "failed" && (job.truncated || []).includes("error") && job.result_url) {
+    box.replaceChildren(el("p", { class: "muted" }, "No result."), fullErrorButton(job));
+    return;
+  }
+  if (job.state !== "succeeded" || job.result_summary === null || job.result_summary === undefined) {
     box.replaceChildren(el("p", { class: "muted" }, FINAL.has(job.state) ? "No result." : "No result yet."));
     return;
   }
-  const result = job.result;
-  if (job.kind === "primes") {
-    box.replaceChildren(el("p", { class: "big-number" }, result.primes.toLocaleString()), el("p", { class: "muted" }, `primes below ${result.n.toLocaleString()} (${result.chunks} chunks)`));
+  const summary = job.result_summary;
+  if (job.kind === "primes" && job.result_complete) {
+    box.replaceChildren(el("p", { class: "big-number" }, summary.primes.toLocaleString()), el("p", { class: "muted" }, `primes below ${summary.n.toLocaleString()} (${summary.chunks} chunks)`));
   } else if (job.kind === "csv_profile") {
-    const table = el("table", { class: "profile" });
-    const head = el("tr");
-    for (const h of ["Column", "Type", "Count", "Empty", "Distinct", "Min", "Max", "Mean", "Std dev", "Top values"]) head.append(el("th", { scope: "col" }, h));
-    const thead = el("thead");
-    thead.append(head);
-    const body = el("tbody");
-    table.append(thead, body);
-    const fmt = (v) => (v === null || v === undefined ? "" : typeof v === "number" ? (Number.isInteger(v) ? v.toLocaleString() : v.toPrecision(6)) : String(v));
-    for (const c of result.columns) {
-      const tr = el("tr");
-      tr.append(el("th", { scope: "row" }, c.name), el("td", {}, c.type), el("td", {}, fmt(c.count)), el("td", {}, fmt(c.empty)),
-        el("td", {}, (c.distinct_exact ? "" : "≈") + fmt(c.distinct)), el("td", {}, fmt(c.min)), el("td", {}, fmt(c.max)),
-        el("td", {}, fmt(c.mean)), el("td", {}, fmt(c.stddev)), el("td", {}, c.top.map((t) => `${t.value} (${t.count})`).join(", ")));
-      body.append(tr);
-    }
-    box.replaceChildren(el("p", {}, `${result.file_name}: ${result.rows.toLocaleString()} rows, ${result.columns.length} columns`), table);
+    renderProfile(box, job);
   } else if (job.download_url) {
-    const link = el("a", { href: job.download_url, class: "button" }, `Download ${result.file_name || "file"}`);
-    box.replaceChildren(link, el("p", { class: "muted" }, `${result.rows ?? ""} rows`));
+    const link = el("a", { href: job.download_url, class: "button" }, `Download ${summary.file_name || "file"}`);
+    box.replaceChildren(link, el("p", { class: "muted" }, `${summary.rows ?? ""} rows`));
+  } else if (job.result_complete) {
+    box.replaceChildren(el("pre", { class: "json" }, JSON.stringify(summary, null, 2)));
   } else {
-    box.replaceChildren(el("pre", { class: "json" }, JSON.stringify(result, null, 2)));
+    const line = el("p");
+    line.append(el("a", { href: job.result_url, target: "_blank", rel: "noopener" }, `Open the whole result (${size(job.result_bytes)})`));
+    box.replaceChildren(el("p", { class: "muted" }, "The start of the result:"), el("pre", { class: "json" }, JSON.stringify(summary, null, 2)), line);
   }
+}
+
+function size(bytes) {
+  if (bytes === null || bytes === undefined) return "";
+  if (bytes < 1024) return `${bytes} bytes`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function fullErrorButton(job) {
+  const button = el("button", { type: "button", class: "secondary", id: "full-error" }, "Show the whole error");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const { response, body } = await api(job.result_url);
+    const text = response.ok ? body.error : body.detail || `HTTP ${response.status}`;
+    button.replaceWith(el("pre", { class: "json error" }, text));
+  });
+  return button;
+}
+
+const fmt = (v) => (v === null || v === undefined ? "" : typeof v === "number" ? (Number.isInteger(v) ? v.toLocaleString() : v.toPrecision(6)) : String(v));
+
+function profileRow(c) {
+  const tr = el("tr");
+  tr.append(el("th", { scope: "row" }, c.name), el("td", {}, c.type), el("td", {}, fmt(c.count)), el("td", {}, fmt(c.empty)),
+    el("td", {}, (c.distinct_exact ? "" : "≈") + fmt(c.distinct)), el("td", {}, fmt(c.min)), el("td", {}, fmt(c.max)),
+    el("td", {}, fmt(c.mean)), el("td", {}, fmt(c.stddev)), el("td", {}, c.top.map((t) => `${t.value} (${t.count})`).join(", ")));
+  return tr;
+}
+
+// The columns come from result_url, PROFILE_PAGE at a time: a profile of 1,000 wide columns is
+// megabytes, and the page shows the first ones at once and the rest on demand.
+function renderProfile(box, job) {
+  const summary = job.result_summary;
+  const table = el("table", { class: "profile" });
+  const head = el("tr");
+  for (const h of ["Column", "Type", "Count", "Empty", "Distinct", "Min", "Max", "Mean", "Std dev", "Top values"]) head.append(el("th", { scope: "col" }, h));
+  const thead = el("thead");
+  thead.append(head);
+  const body = el("tbody");
+  table.append(thead, body);
+  const status = el("p", { class: "muted small", id: "result-status" }, "Loading the columns…");
+  const more = el("button", { type: "button", class: "secondary", id: "more-columns" }, "Show more columns");
+  more.hidden = true;
+  const rows = typeof summary.rows === "number" ? summary.rows.toLocaleString() : "?";
+  box.replaceChildren(el("p", {}, `${summary.file_name}: ${rows} rows, ${summary.columns} columns`), table, status, more);
+  let next = `${job.result_url}?limit=${PROFILE_PAGE}`;
+  async function load() {
+    more.disabled = true;
+    const { response, body: page } = await api(next);
+    more.disabled = false;
+    if (!response.ok) {
+      status.textContent = `Could not load the columns: ${page.detail || `HTTP ${response.status}`}`;
+      return;
+    }
+    for (const column of page.result.columns) body.append(profileRow(column));
+    next = page.next;
+    const total = page.page ? page.page.total : body.children.length;
+    const cut = summary.truncated ? " Values longer than 200 characters are cut (…)." : "";
+    status.textContent = `Showing ${body.children.length} of ${total} columns.${cut}`;
+    more.hidden = !next;
+  }
+  more.addEventListener("click", load);
+  load();
 }
 
 store.addEventListener("job", ({ detail: { job, previous } }) => {

@@ -43,14 +43,7 @@ export class NotificationCentre {
           toast(n.title, n.body, { success: "succeeded", error: "failed" }[n.level] || n.level, n.link);
         }
       } else if (message.type === "notification.read") {
-        for (const id of message.ids) {
-          const n = this.items.get(id);
-          if (n) {
-            n.read = true;
-            this.render(n);
-          }
-        }
-        this.setUnread(message.unread_count);
+        this.applyRead(message);
       }
     });
   }
@@ -112,10 +105,13 @@ export class NotificationCentre {
     if (response.ok) this.applyRead(body);
   }
 
-  applyRead({ ids, unread_count }) {
-    for (const id of ids) {
-      const n = this.items.get(id);
-      if (n) {
+  // A notification.read event, or the API's answer of the same shape: `ids` marked read, or
+  // after "mark all read" `up_to` (every notification up to that id is read, one small event
+  // however many); `unread_count` is exact on the server either way.
+  applyRead({ ids = [], up_to: upTo = null, unread_count }) {
+    const marked = new Set(ids);
+    for (const n of this.items.values()) {
+      if (!n.read && (marked.has(n.id) || (upTo !== null && n.id <= upTo))) {
         n.read = true;
         this.render(n);
       }

@@ -47,9 +47,26 @@ export class RunboardSocket extends EventTarget {
   }
 
   deliver(data) {
+    if (data.type === "replay.more") {
+      // A long catch-up comes a page at a time: ask for the next one.
+      this.lastNotificationId = Math.max(this.lastNotificationId ?? 0, data.last_notification_id);
+      this.send({ type: "resume", last_notification_id: this.lastNotificationId });
+      this.paging = true;
+      return;
+    }
+    if (data.type === "error" && data.code === "rate_limited" && this.paging) {
+      clearTimeout(this.pageTimer);
+      this.pageTimer = setTimeout(
+        () => this.send({ type: "resume", last_notification_id: this.lastNotificationId }),
+        Math.ceil((data.retry_after || 1) * 1000),
+      );
+      return;
+    }
+    if (data.type === "hello") this.authRetried = false;
     if (data.type === "notification.new") {
       this.lastNotificationId = Math.max(this.lastNotificationId ?? 0, data.notification.id);
     } else if (data.type === "snapshot") {
+      this.paging = false; // the snapshot ends a catch-up
       this.lastNotificationId = Math.max(this.lastNotificationId ?? 0, data.last_notification_id);
     }
     this.dispatchEvent(new CustomEvent("message", { detail: data }));
@@ -71,6 +88,11 @@ export class RunboardSocket extends EventTarget {
       }
       if (data.type === "closed") {
         source.close();
+        if (data.code === 4412) {
+          // Privileges changed: a new stream carries what this user may now see.
+          this.fallBackToSse();
+          return;
+        }
         this.setState(data.code === 4401 ? "unauthenticated" : "reconnecting", { retryAt: Date.now() });
         return;
       }
@@ -113,8 +135,20 @@ export class RunboardSocket extends EventTarget {
         this.fallBackToSse();
         return;
       }
+      if (event.code === 4412) {
+        // Privileges changed: reconnect at once, the new socket carries what we may now see.
+        this.attempt = 0;
+        this.connect();
+        return;
+      }
       if (event.code === 4401) {
-        // The session is gone: reconnecting cannot help, logging in again does.
+        // The sign-in ended (logout, expiry, password change). One immediate retry: after a
+        // password change on this very tab the session was renewed and the retry works.
+        if (opened && !this.authRetried) {
+          this.authRetried = true;
+          this.connect();
+          return;
+        }
         this.setState("unauthenticated");
         return;
       }

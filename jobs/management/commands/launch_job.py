@@ -357,8 +357,8 @@ class Follower:
         queue = f" (waited {format_seconds(waited)} in the queue)" if waited else ""
         self.screen.line(f"Job {payload['id']} {state.value}{ran}{queue}.", self.styles.get(state))
         if state == JobState.SUCCEEDED:
-            if payload["result"] is not None:
-                text = json.dumps(payload["result"], ensure_ascii=False)
+            if job.result is not None:
+                text = json.dumps(job.result, ensure_ascii=False)
                 if len(text) > RESULT_MAX_CHARS:
                     page = reverse("frontend:job-detail", args=[payload["id"]])
                     text = f"{text[:RESULT_MAX_CHARS]}… (truncated; all of it is on the job's page, {page})"
