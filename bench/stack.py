@@ -2,8 +2,9 @@
 
 - a private ``redis-server`` and a throwaway migrated SQLite DB (bench.support.bench_environment),
   with ``bench.settings`` (the project's settings plus the baselines' pieces);
-- the ASGI server exactly as the Procfile runs it (uvicorn, ``--ws-max-size 65536
-  --ws-per-message-deflate false --proxy-headers``) serving ``bench.asgi_bench:application``
+- the ASGI server exactly as the Procfile runs it (its ``web`` line: uvicorn with the HTTP limits
+  protocol, ``--ws-max-size 65536 --ws-per-message-deflate false --proxy-headers``...) serving
+  ``bench.asgi_bench:application``
   (the project's application plus the ceiling and celery-progress routes);
 - Celery workers as the Procfile runs them;
 - WebSocket load clients in a separate process (``python -m bench.clients``).
@@ -151,8 +152,17 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
     return False
 
 
+def procfile_web() -> str:
+    """The Procfile's ``web`` command line."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web: "):
+            return line.removeprefix("web: ")
+    raise RuntimeError("the Procfile has no web entry")
+
+
 class WebServer(Proc):
-    """uvicorn as the Procfile runs it (compression can be turned on to measure its cost)."""
+    """uvicorn started with the Procfile's own ``web`` line, serving ``bench.asgi_bench`` instead of
+    ``dashboard.asgi`` (compression can be turned on to measure its cost)."""
 
     def __init__(
         self, env: dict[str, str], log_dir: Path, *, deflate: bool = False, name: str = "web"
@@ -161,22 +171,18 @@ class WebServer(Proc):
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.origin = self.url
-        args = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.asgi_bench:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--ws-max-size",
-            "65536",
-            "--ws-per-message-deflate",
-            "true" if deflate else "false",
-            "--proxy-headers",
-        ]
-        super().__init__(name, args, env, log_dir)
+        command = procfile_web().replace("dashboard.asgi:application", "bench.asgi_bench:application")
+        assert "--ws-per-message-deflate false" in command
+        if deflate:
+            command = command.replace("--ws-per-message-deflate false", "--ws-per-message-deflate true")
+        env = {
+            **env,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        }
+        # exec: the process measured (CPU, RSS) and signalled is uvicorn itself, not a shell.
+        super().__init__(name, ["sh", "-c", "exec " + command], env, log_dir)
         if not _wait_http(f"{self.url}/login/", self.proc, timeout=60):
             self.stop()
             raise RuntimeError(f"web server did not start:\n{self.log()[-3000:]}")

@@ -18,6 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from jobs.permissions import Power, has_power
+
 from . import ops
 
 
@@ -111,7 +113,7 @@ def _may_read_metrics(request: HttpRequest) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
         return True
-    return bool(request.user.is_authenticated and request.user.is_staff)
+    return has_power(request.user, Power.USE_OPERATOR_VIEW)
 
 
 @never_cache

@@ -1,9 +1,15 @@
-from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from jobs.permissions import Power, has_power
 
-@staff_member_required
+
+@login_required
 def operations(request: HttpRequest) -> HttpResponse:
-    """The operator's live view (staff only); the data comes over the socket (ops.subscribe)."""
+    """The operator's live view (the "use the operator view" power); the data comes over the
+    socket (ops.subscribe), which checks the same power."""
+    if not has_power(request.user, Power.USE_OPERATOR_VIEW):
+        raise PermissionDenied("The operator view takes the 'use the operator view' permission.")
     return render(request, "frontend/operations.html")

@@ -17,9 +17,7 @@ from .forms import form_fields
 @login_required
 @ensure_csrf_cookie
 def home(request: HttpRequest) -> HttpResponse:
-    kinds = [
-        {"kind": kind, "fields": form_fields(kind)} for kind in all_kinds(for_staff=request.user.is_staff)
-    ]
+    kinds = [{"kind": kind, "fields": form_fields(kind)} for kind in all_kinds(user=request.user)]
     return render(request, "frontend/home.html", {"kinds": kinds, "states": JobState.values})
 
 
@@ -38,7 +36,7 @@ def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     return render(
         request,
         "frontend/job_detail.html",
-        {"job": job, "kind": kind, "fields": fields, "payload": selectors.job_payload(job)},
+        {"job": job, "kind": kind, "fields": fields, "payload": selectors.job_payload_for(job, request.user)},
     )
 
 

@@ -8,8 +8,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from . import schedules, services
-from .kinds.registry import InvalidParams, UnknownKind, all_kinds
+from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind, may_launch
 from .models import AccessToken, Job, JobLogLine, JobSchedule, JobState, Upload
+from .permissions import Power, has_power
 
 
 class KindFilter(admin.SimpleListFilter):
@@ -61,7 +62,10 @@ class JobAdmin(admin.ModelAdmin):
         url = reverse("admin:django_celery_results_taskresult_change", args=[result.pk])
         return format_html('<a href="{}">{} ({})</a>', url, result.task_id, result.status)
 
-    @admin.action(description="Cancel the selected jobs")
+    def has_act_on_any_job_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return has_power(request.user, Power.ACT_ON_ANY_JOB)
+
+    @admin.action(description="Cancel the selected jobs", permissions=["act_on_any_job"])
     def cancel_jobs(self, request, queryset):  # type: ignore[no-untyped-def]
         done = 0
         for job in queryset.exclude(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]):
@@ -72,7 +76,9 @@ class JobAdmin(admin.ModelAdmin):
                 pass
         self.message_user(request, f"Cancel requested for {done} job(s).")
 
-    @admin.action(description="Retry the selected finished jobs (for their owners)")
+    @admin.action(
+        description="Retry the selected finished jobs (for their owners)", permissions=["act_on_any_job"]
+    )
     def retry_jobs(self, request, queryset):  # type: ignore[no-untyped-def]
         done = 0
         for job in queryset.filter(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]):
@@ -140,9 +146,19 @@ class RunboardUserAdmin(UserAdmin):
     action_form = LaunchForUsersForm
     actions = ["launch_for_users"]
 
-    @admin.action(description="Launch the chosen kind for the selected users")
+    def has_act_on_any_job_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return has_power(request.user, Power.ACT_ON_ANY_JOB)
+
+    @admin.action(description="Launch the chosen kind for the selected users", permissions=["act_on_any_job"])
     def launch_for_users(self, request, queryset):  # type: ignore[no-untyped-def]
         kind = request.POST.get("kind", "")
+        try:
+            if not may_launch(request.user, get_kind(kind)):
+                self.message_user(request, "You may not launch that kind.", level=messages.ERROR)
+                return
+        except UnknownKind:
+            self.message_user(request, "Choose a job kind first.", level=messages.ERROR)
+            return
         try:
             params = json.loads(request.POST.get("params") or "{}")
         except ValueError as exc:

@@ -2,7 +2,8 @@
 
 Browser: the session cookie, with CSRF checked on every unsafe method. Scripts: a personal
 access token in ``Authorization: Bearer ...`` (no CSRF; a bad token is a 401 even with a
-session). Another user's job is a 404 on every route.
+session; too many from one address, a 429 with Retry-After). Another user's job is a 404 on every
+route.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from dashboard.throttle.address import request_address
+from dashboard.throttle.tokens import TokenThrottled, token_attempt
+
 from . import selectors, services
-from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind
+from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind, may_launch
 from .models import Job, JobState
 from .openapi import openapi_schema
 from .results import result_page, wire_size
@@ -66,7 +70,16 @@ def api_view(*methods: str) -> Callable[[View], View]:
             header = request.headers.get("Authorization", "")
             if header:
                 scheme, _, raw = header.partition(" ")
-                user = token_authenticate(raw.strip()) if scheme.lower() == "bearer" else None
+                try:
+                    user = (
+                        token_attempt(
+                            raw.strip(), address=request_address(request), sign_in=token_authenticate
+                        )
+                        if scheme.lower() == "bearer"
+                        else None
+                    )
+                except TokenThrottled as throttled:
+                    return error_response(429, throttled.detail, Retry_After=str(throttled.retry_after))
                 if user is None:
                     return error_response(
                         401, "Invalid, expired or revoked token.", WWW_Authenticate="Bearer"
@@ -145,13 +158,13 @@ def read_json(request: HttpRequest, *, max_bytes: int = MAX_JSON_BODY) -> tuple[
         return None, error_response(400, f"Malformed JSON: {exc}")
 
 
-def _job_response(job: Job, status: int = 200) -> JsonResponse:
-    return JsonResponse(selectors.job_payload(job), status=status)
+def _job_response(job: Job, viewer: Any, status: int = 200) -> JsonResponse:
+    return JsonResponse(selectors.job_payload_for(job, viewer), status=status)
 
 
 @api_view("GET")
 def kind_list(request: HttpRequest) -> JsonResponse:
-    kinds = all_kinds(for_staff=request.user.is_staff)
+    kinds = all_kinds(user=request.user)
     return JsonResponse(
         {
             "results": [
@@ -216,8 +229,10 @@ def job_collection(request: HttpRequest) -> HttpResponse:
                 return error_response(
                     400, "Invalid request.", {"file": [f"{job_kind.title!r} takes no file."]}
                 )
-            if job_kind.admin_only and not request.user.is_staff:
-                raise services.KindNotAllowed(f"Only staff may launch {job_kind.title!r}.")
+            if not may_launch(request.user, job_kind):
+                raise services.KindNotAllowed(
+                    f"Launching {job_kind.title!r} takes a permission you do not have."
+                )
             upload = services.upload_create(owner=request.user, file=file)
         job = services.job_create(owner=request.user, kind=kind, params=params, upload=upload)
     except services.InvalidUpload as exc:
@@ -231,7 +246,7 @@ def job_collection(request: HttpRequest) -> HttpResponse:
     except InvalidParams as exc:
         _discard(upload)
         return error_response(400, "Invalid parameters.", _param_fields(exc.errors))
-    response = _job_response(job, status=201)
+    response = _job_response(job, request.user, status=201)
     response["Location"] = reverse("api:job-detail", args=[job.id])
     return response
 
@@ -271,7 +286,9 @@ def _job_list(request: HttpRequest) -> JsonResponse:
     # A page is at most JOB_LIST_MAX_BYTES whatever its jobs hold: it ends early if need be, and
     # `next` continues after its last job. The envelope's room is kept: `next` repeats the query.
     envelope = 2 * len(request.get_full_path()) + 256
-    results, complete = selectors.job_payload_page(jobs, max_bytes=selectors.JOB_LIST_MAX_BYTES - envelope)
+    results, complete = selectors.job_payload_page(
+        jobs, max_bytes=selectors.JOB_LIST_MAX_BYTES - envelope, viewer=request.user
+    )
     next_url = None
     if (more or not complete) and results:
         query = request.GET.copy()
@@ -282,12 +299,12 @@ def _job_list(request: HttpRequest) -> JsonResponse:
 
 @api_view("GET")
 def job_detail(request: HttpRequest, job_id: str) -> JsonResponse:
-    return _job_response(selectors.job_get_for_user(user=request.user, job_id=job_id))
+    return _job_response(selectors.job_get_for_user(user=request.user, job_id=job_id), request.user)
 
 
 @api_view("POST")
 def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
-    return _job_response(services.job_cancel(user=request.user, job_id=job_id))
+    return _job_response(services.job_cancel(user=request.user, job_id=job_id), request.user)
 
 
 @api_view("POST")
@@ -307,7 +324,7 @@ def job_retry(request: HttpRequest, job_id: str) -> HttpResponse:
         return error_response(400, "Invalid parameters.", _param_fields(exc.errors))
     except services.KindNotAllowed as exc:
         return error_response(403, str(exc))
-    return _job_response(job, status=201)
+    return _job_response(job, request.user, status=201)
 
 
 @api_view("GET")
@@ -393,4 +410,4 @@ def job_download(request: HttpRequest, job_id: str) -> HttpResponse:
 
 def openapi(request: HttpRequest) -> JsonResponse:
     """Public: describes the API (and the kinds this visitor may launch), holds no user data."""
-    return JsonResponse(openapi_schema(kinds=all_kinds(for_staff=request.user.is_staff)))
+    return JsonResponse(openapi_schema(kinds=all_kinds(user=request.user)))

@@ -56,7 +56,9 @@ class Job(models.Model):
     # When the job's message was last handed to the broker (or, waiting at its owner's cap, last
     # seen being retried): a job queued with no sign of its message for RUNBOARD_REQUEUE_AFTER is
     # enqueued again by the reaper, so a lost message (a Redis restart without persistence, a
-    # worker killed holding a deferred retry) never leaves it queued forever.
+    # worker killed holding a deferred retry) never leaves it queued forever. Empty on a queued
+    # job: its message never reached the broker (it was down): "waiting for the queue", sent
+    # again at the reaper's next tick (jobs.services._enqueue, job_requeue_lost).
     enqueued_at = models.DateTimeField(null=True, blank=True)
 
     celery_task_id = models.CharField(max_length=255, blank=True, db_index=True)
@@ -85,6 +87,15 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Operator powers (jobs/permissions.py: Power), granted through groups; superusers hold all.
+        permissions = [
+            ("view_all_jobs", "Can see every user's jobs"),
+            ("act_on_any_job", "Can cancel, retry or re-run any user's job"),
+            ("launch_staff_kinds", "Can launch staff-only job kinds"),
+            ("view_all_results", "Can see other users' job results and logs"),
+            ("broadcast", "Can send an announcement to every user"),
+            ("use_operator_view", "Can use the operator view and metrics"),
+        ]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="job_owner_created_idx"),
             models.Index(fields=["state", "heartbeat_at"], name="job_state_heartbeat_idx"),

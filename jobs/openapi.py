@@ -80,6 +80,11 @@ def openapi_schema(*, kinds: list[JobKind]) -> dict[str, Any]:
                         "kind_title": {"type": "string"},
                         "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
                         "cancel_requested": {"type": "boolean"},
+                        "waiting_for_queue": {
+                            "type": "boolean",
+                            "description": "Queued, but the job queue could not be reached yet: "
+                            "it is sent when the queue is back.",
+                        },
                         "params": {"type": "object"},
                         "progress": {
                             "type": "object",

@@ -20,6 +20,7 @@ from notifications.events import JobPayload, LogLinePayload, ProgressPayload
 
 from .kinds.registry import UnknownKind, get_kind
 from .models import Job, JobLogLine, JobState
+from .permissions import Power, has_power
 from .results import clip_text, json_preview, wire_size
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,29 @@ class InvalidCursor(ValueError):
 
 
 def job_visible_to(user: AbstractBaseUser) -> QuerySet[Job]:
-    """The jobs ``user`` may see and act on: their own; staff (operators) see every job."""
-    if user.is_staff:
+    """The jobs ``user`` may see: their own, or every job with the "view all jobs" power."""
+    if has_power(user, Power.VIEW_ALL_JOBS):
         return Job.objects.select_related("owner")
     return Job.objects.filter(owner=user).select_related("owner")
+
+
+def _jobs_with_power(user: AbstractBaseUser, power: Power) -> QuerySet[Job]:
+    """The user's own jobs, or, with ``power``, everyone's."""
+    if has_power(user, power):
+        return Job.objects.select_related("owner")
+    return Job.objects.filter(owner=user).select_related("owner")
+
+
+def job_for_action(*, user: AbstractBaseUser, job_id: UUID | str) -> Job:
+    """A job ``user`` may cancel, retry or re-run: their own, or any with the "act on any job"
+    power; raises Job.DoesNotExist otherwise (a 404, as for a job one cannot see)."""
+    return _jobs_with_power(user, Power.ACT_ON_ANY_JOB).defer("result").get(pk=job_id)
+
+
+def results_visible(user: AbstractBaseUser, job: Job) -> bool:
+    """Whether ``user`` may see ``job``'s result, log and error detail: its owner, or the
+    "view all results" power."""
+    return job.owner_id == user.pk or has_power(user, Power.VIEW_ALL_RESULTS)
 
 
 def job_list_for_user(
@@ -106,15 +126,17 @@ def job_get_for_user(*, user: AbstractBaseUser, job_id: UUID | str) -> Job:
 
 
 def job_result_for_user(*, user: AbstractBaseUser, job_id: UUID | str) -> Job:
-    """The job with its whole result, for whoever may see the job (owner or staff); raises
-    Job.DoesNotExist for anyone else."""
-    return job_visible_to(user).get(pk=job_id)
+    """The job with its whole result, for its owner or a holder of the "view all results" power;
+    raises Job.DoesNotExist for anyone else."""
+    return _jobs_with_power(user, Power.VIEW_ALL_RESULTS).get(pk=job_id)
 
 
 def job_log_for_user(
     *, user: AbstractBaseUser, job_id: UUID | str, after: int = 0, limit: int = 1000
 ) -> list[JobLogLine]:
-    job = job_get_for_user(user=user, job_id=job_id)
+    """A job's log lines after ``after``: its owner's, or with "view all results" (a log may
+    hold the job's data); raises Job.DoesNotExist otherwise."""
+    job = _jobs_with_power(user, Power.VIEW_ALL_RESULTS).defer("result").get(pk=job_id)
     return list(JobLogLine.objects.filter(job=job, seq__gt=after).order_by("seq")[:limit])
 
 
@@ -209,6 +231,8 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         "owner": clip("owner", job.owner.get_username(), NAME_BYTES),
         "state": job.state,
         "cancel_requested": job.cancel_requested_at is not None,
+        # Queued, but its message has not reached the broker yet (jobs.services._enqueue).
+        "waiting_for_queue": job.state == JobState.QUEUED and job.enqueued_at is None,
         "params": params,
         "progress": progress,
         "rate": rate,
@@ -291,15 +315,41 @@ def _bounded(payload: JobPayload) -> JobPayload:
     return emptied
 
 
+def job_payload_for(job: Job, viewer: AbstractBaseUser) -> JobPayload:
+    """``job_payload`` as ``viewer`` may see it: without its result (summary, links) unless
+    ``results_visible``."""
+    payload = job_payload(job)
+    return payload if results_visible(viewer, job) else job_payload_redacted(payload)
+
+
+def job_payload_redacted(payload: JobPayload) -> JobPayload:
+    """The copy of a payload for operators who may see every job but not other users' results."""
+    if not _shows_result(payload):
+        return payload
+    return {
+        **payload,
+        "result_summary": None,
+        "result_complete": False,
+        "result_bytes": None,
+        "result_url": None,
+        "download_url": None,
+    }
+
+
+def _shows_result(payload: JobPayload) -> bool:
+    return bool(payload["result_url"] or payload["download_url"] or payload["result_summary"] is not None)
+
+
 def job_payload_page(
-    jobs: Iterable[Job], *, max_bytes: int = JOB_LIST_MAX_BYTES
+    jobs: Iterable[Job], *, max_bytes: int = JOB_LIST_MAX_BYTES, viewer: AbstractBaseUser | None = None
 ) -> tuple[list[JobPayload], bool]:
-    """The payloads of ``jobs``, in order, while their JSON list fits in ``max_bytes`` wire bytes;
-    and whether every job fitted (if not, the caller's next page starts after the last one)."""
+    """The payloads of ``jobs`` (as ``viewer`` may see them, see ``job_payload_for``), in order,
+    while their JSON list fits in ``max_bytes`` wire bytes; and whether every job fitted (if not,
+    the caller's next page starts after the last one)."""
     payloads: list[JobPayload] = []
     size = 2  # []
     for job in jobs:
-        payload = job_payload(job)
+        payload = job_payload(job) if viewer is None else job_payload_for(job, viewer)
         added = wire_size(payload) + (2 if payloads else 0)
         if size + added > max_bytes:
             return payloads, False

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
@@ -26,10 +27,17 @@ from notifications.models import Level
 from notifications.push import push_event
 from notifications.services import notifications_purge_read, notify
 
-from .kinds.registry import InvalidParams, JobKind, UnknownKind, get_kind
+from .kinds.registry import InvalidParams, JobKind, UnknownKind, get_kind, may_launch
 from .models import TRANSITIONS, Job, JobChunk, JobLogLine, JobState, Upload
 from .results import RESULT_SUMMARY_BYTES, ResultTooLarge, clip_text, result_digest
-from .selectors import job_get_for_user, job_payload, kind_title, log_line_batches, running_count
+from .selectors import (
+    job_for_action,
+    job_payload,
+    job_payload_redacted,
+    kind_title,
+    log_line_batches,
+    running_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +74,33 @@ class InvalidUpload(ValueError):
 
 
 def _push_job(job: Job) -> None:
-    push_event(group=events.job_update_groups(job.owner_id), event=events.job_update(job_payload(job)))
+    """A job's update to its owner and operators; operators who may not see other users' results
+    get a copy without it (one extra publish, only when there is a result to leave out)."""
+    payload = job_payload(job)
+    redacted = job_payload_redacted(payload)
+    if redacted is payload:
+        push_event(group=events.job_update_groups(job.owner_id), event=events.job_update(payload))
+        return
+    push_event(
+        group=[events.user_group(job.owner_id), events.OPS_RESULTS_GROUP], event=events.job_update(payload)
+    )
+    push_event(group=events.OPS_JOBS_GROUP, event=events.job_update(redacted))
 
 
 # --- Launch ------------------------------------------------------------------------------------
 
 
 def _check_launch_rate(owner: AbstractBaseUser) -> None:
+    """Raise RateLimited if ``owner`` launched RUNBOARD_LAUNCHES_PER_MINUTE jobs in the last minute.
+
+    Called in the launch's transaction, it first locks the owner's row: one user's launches are
+    counted one after the other, whatever the number of web processes, so the limit is exact (on
+    PostgreSQL two launches could otherwise both count 29 and both insert). NO KEY UPDATE, as in
+    job_start: the foreign keys of inserted jobs and notifications take KEY SHARE and don't wait.
+    (SQLite takes its write lock when the transaction begins, so its launches are serialized.)
+    """
+    users = get_user_model()._default_manager
+    list(users.select_for_update(no_key=True).filter(pk=owner.pk).values_list("pk", flat=True))
     limit = settings.RUNBOARD_LAUNCHES_PER_MINUTE
     window_start = timezone.now() - timedelta(seconds=60)
     recent = list(
@@ -121,12 +149,15 @@ def job_create(
 ) -> Job:
     """Validate, insert the job as queued and enqueue it once committed.
 
-    Raises UnknownKind, KindNotAllowed, RateLimited or InvalidParams (per-field messages), and
-    then creates nothing.
+    Outside a caller's transaction, the job returned is what the database holds once that
+    enqueue ran (``_enqueue`` refreshes it if it wrote): `queued`, and if the broker could not be
+    reached, waiting for the queue (the reaper sends it when the broker is back). Raises
+    UnknownKind, KindNotAllowed, RateLimited or InvalidParams (per-field messages), and then
+    creates nothing.
     """
     job_kind = get_kind(kind)
-    if job_kind.admin_only and not owner.is_staff:
-        raise KindNotAllowed(f"Only staff may launch {job_kind.title!r}.")
+    if not may_launch(owner, job_kind):
+        raise KindNotAllowed(f"Launching {job_kind.title!r} takes a permission you do not have.")
     if rate_limit:
         _check_launch_rate(owner)
     if job_kind.upload_param:
@@ -155,7 +186,14 @@ def _check_upload_owner(owner: AbstractBaseUser, upload_id: Any, field: str) -> 
         raise InvalidParams({field: ["Upload a file first (no such upload of yours)."]})
 
 
-def _enqueue(job: Job, *, countdown: float | None = None) -> None:
+def _enqueue(job: Job, *, countdown: float | None = None) -> bool:
+    """Hand the job's message to the broker; returns whether it got there.
+
+    A job the broker could not take is not failed: it stays `queued`, waiting for the queue (its
+    ``enqueued_at`` cleared: shown as ``waiting_for_queue`` in its payload), and job_requeue_lost
+    sends it at the reaper's next tick once the broker is back. A change of the row is a new
+    version, pushed, and ``job`` is refreshed with it, so a caller answers with what is stored.
+    """
     from .tasks import run_job
 
     kind = get_kind(job.kind)
@@ -169,14 +207,26 @@ def _enqueue(job: Job, *, countdown: float | None = None) -> None:
             countdown=countdown,
         )
     except Exception as exc:
-        # Nothing may sit in `queued` forever because the broker was down at launch.
-        logger.exception("Could not enqueue job %s", job.id)
-        job_finish(job_id=job.id, state=JobState.FAILED, error=f"Could not reach the job queue: {exc}")
+        logger.warning("Could not reach the job queue for job %s; it waits for the queue: %s", job.id, exc)
+        _mark_waiting_for_queue(job, waiting=True)
+        return False
+    if job.enqueued_at is None:
+        _mark_waiting_for_queue(job, waiting=False)
+    return True
+
+
+def _mark_waiting_for_queue(job: Job, *, waiting: bool) -> None:
+    """Record that a queued job's message did not reach the broker (``enqueued_at`` empty), or,
+    once it did, when; only a change is written (a new version, pushed)."""
+    rows = Job.objects.filter(pk=job.pk, state=JobState.QUEUED, enqueued_at__isnull=not waiting)
+    if rows.update(enqueued_at=None if waiting else timezone.now(), version=F("version") + 1):
+        job.refresh_from_db()
+        _push_job(job)
 
 
 def job_retry(*, user: AbstractBaseUser, job_id: uuid.UUID | str, params: Any = None) -> Job:
     """A new job like a finished one: same parameters (retry) or edited ones (re-run)."""
-    old = job_get_for_user(user=user, job_id=job_id)
+    old = job_for_action(user=user, job_id=job_id)
     if not old.is_final:
         raise Conflict(f"The job is {old.state}; only a finished job can be retried.")
     new_params = dict(old.params) if params is None else params
@@ -191,7 +241,7 @@ def job_retry(*, user: AbstractBaseUser, job_id: uuid.UUID | str, params: Any = 
 
 def job_cancel(*, user: AbstractBaseUser, job_id: uuid.UUID | str) -> Job:
     """Cancel a queued job at once, or ask a running one to stop (it shows as cancelling)."""
-    job = job_get_for_user(user=user, job_id=job_id)
+    job = job_for_action(user=user, job_id=job_id)
     if job.is_final:
         raise Conflict(f"The job already {job.state}; there is nothing to cancel.")
     cancelled = _transition(
@@ -298,9 +348,12 @@ def _note_still_enqueued(job: Job) -> None:
     """A deferred job's message is alive (it is being retried): say so, at most twice per
     RUNBOARD_REQUEUE_AFTER, so the reaper doesn't enqueue it again."""
     now = timezone.now()
-    if job.enqueued_at is None or job.enqueued_at < now - timedelta(
-        seconds=settings.RUNBOARD_REQUEUE_AFTER / 2
-    ):
+    if job.enqueued_at is None:
+        # It was waiting for the queue, and a message reached a worker after all: no longer.
+        Job.objects.filter(pk=job.pk).update(enqueued_at=now, version=F("version") + 1)
+        job.enqueued_at, job.version = now, job.version + 1
+        _push_job(job)
+    elif job.enqueued_at < now - timedelta(seconds=settings.RUNBOARD_REQUEUE_AFTER / 2):
         Job.objects.filter(pk=job.pk).update(enqueued_at=now)
 
 
@@ -635,22 +688,39 @@ def job_reap_stale(*, stale_after: float | None = None) -> int:
 
 
 def job_requeue_lost(*, requeue_after: float | None = None) -> int:
-    """Enqueue again the queued jobs with no sign of their message for ``requeue_after`` seconds;
-    returns how many.
+    """Enqueue again the queued jobs waiting for the queue (their message never reached the
+    broker: at every pass), and those with no sign of their message for ``requeue_after``
+    seconds; returns how many were sent.
 
-    A job only starts from `queued`, so if the old message was not lost after all, whichever
-    delivery comes second is skipped as a duplicate: the cost of a false alarm is one message.
+    The first send that fails ends the pass (the broker is down: the next tick tries again, and a
+    job that was silent is now waiting for the queue). A job only starts from `queued`, so if an
+    old message was not lost after all, whichever delivery comes second is skipped as a
+    duplicate: the cost of a false alarm is one message.
     """
     requeue_after = settings.RUNBOARD_REQUEUE_AFTER if requeue_after is None else requeue_after
     now = timezone.now()
     cutoff = now - timedelta(seconds=requeue_after)
-    silent = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, created_at__lt=cutoff)
+    silent, waiting = Q(enqueued_at__lt=cutoff), Q(enqueued_at__isnull=True)
     requeued = 0
-    for job in Job.objects.filter(silent, state=JobState.QUEUED):
-        # Conditional, like every write here: a start or a deferral that landed since the read wins.
-        if Job.objects.filter(silent, pk=job.pk, state=JobState.QUEUED).update(enqueued_at=now):
-            _enqueue(job)
-            requeued += 1
+    for job in Job.objects.filter(silent | waiting, state=JobState.QUEUED).order_by("created_at"):
+        # Conditional, like every write here: a start, a deferral or another pass that landed
+        # since the read wins. A waiting job is claimed with a new task id (its state as shown
+        # stays the same until its message is sent).
+        rows = Job.objects.filter(pk=job.pk, state=JobState.QUEUED)
+        if job.enqueued_at is None:
+            task_id = str(uuid.uuid4())
+            if not rows.filter(waiting, celery_task_id=job.celery_task_id).update(celery_task_id=task_id):
+                continue
+            job.celery_task_id = task_id
+        elif not rows.filter(silent).update(enqueued_at=now):
+            continue
+        was_waiting = job.enqueued_at is None
+        if not _enqueue(job):
+            break
+        requeued += 1
+        if was_waiting:
+            logger.warning("Sent job %s, which was waiting for the queue", job.id)
+        else:
             logger.warning("Re-enqueued job %s: queued with no sign of its message", job.id)
     return requeued
 

@@ -14,13 +14,16 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
-from jobs.tokens import token_lookup
+from dashboard.throttle.address import scope_address
+from dashboard.throttle.asgi import websocket_refuse_throttled
+from dashboard.throttle.tokens import TokenThrottled, token_attempt
 
-from .credentials import origin_trusted, scope_headers, session_credential, token_credential
+from .credentials import origin_trusted, scope_headers, session_credential, token_sign_in
 
 
 class SocketAuthMiddleware:
-    """``Authorization: Bearer <token>`` wins over the session; a bad token means anonymous.
+    """``Authorization: Bearer <token>`` wins over the session; a bad token means anonymous, and
+    too many from one address an HTTP 429 handshake (dashboard/throttle).
     Otherwise the session cookie, checked as Django's own middleware checks it (session, user,
     session hash: ``channels.auth.get_user``), in one database call.
 
@@ -39,16 +42,21 @@ class SocketAuthMiddleware:
         header = headers.get("authorization")
         if header is not None:
             scheme, _, raw = header.partition(" ")
-            token = (
-                await database_sync_to_async(token_lookup)(raw.strip())
-                if scheme.lower() == "bearer"
-                else None
-            )
+            try:
+                signed_in = (
+                    await database_sync_to_async(token_attempt)(
+                        raw.strip(), address=scope_address(scope), sign_in=token_sign_in
+                    )
+                    if scheme.lower() == "bearer"
+                    else None
+                )
+            except TokenThrottled as throttled:
+                return await websocket_refuse_throttled(scope, receive, send, throttled)
             scope = dict(
                 scope,
-                user=token.user if token is not None else AnonymousUser(),
+                user=signed_in[0] if signed_in is not None else AnonymousUser(),
                 auth_method="token",
-                credential=token_credential(token) if token is not None else None,
+                credential=signed_in[1] if signed_in is not None else None,
             )
         else:
             cookie = headers.get("cookie")
@@ -58,7 +66,11 @@ class SocketAuthMiddleware:
             # Keep the key, not the loaded data: the socket lives for hours and needs no more.
             key = scope["session"].session_key
             scope["session"] = self.session_store(key)
-            scope["credential"] = session_credential(user, key) if user.is_authenticated and key else None
+            scope["credential"] = (
+                await database_sync_to_async(session_credential)(user, key)
+                if user.is_authenticated and key
+                else None
+            )
         return await self.inner(scope, receive, send)
 
 

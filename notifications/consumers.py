@@ -22,6 +22,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from jobs.permissions import Power
+
 from . import credentials, events, selectors, services
 
 logger = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         # Times of the client's latest messages, for flood control (made on the first one: most
         # sockets never send any, and an idle socket's memory is the budget).
         self.received: deque[float] | None = None
-        self.joined: list[str] = events.groups_for(user)
+        self.joined: list[str] = credentials.connection_groups(credential)
         # While a catch-up pages (replay.more sent, resume awaited), live notifications wait.
         self.held: deque[dict[str, Any]] | None = None
         self.held_overflow = False
@@ -126,7 +128,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         LayerWatch.get(self.channel_layer).add(self)
         await self.accept()
-        await self._send(selectors.hello_for(user))
+        await self._send(selectors.hello_for(user, powers=credential.powers))
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         expires_at = await self._catch_up(
             _resume_point((query.get("last_notification_id") or [None])[0]),
@@ -266,9 +268,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self._send(events.job_log(job_id=job_id, lines=lines))
 
     async def on_ops_subscribe(self, message: dict[str, Any]) -> None:
-        """Staff only: the operator's view, now and every OPS_INTERVAL seconds on this socket."""
-        if not self.user.is_staff:
-            await self._error("forbidden", "The operator's view is for staff.")
+        """The operator's view, now and every OPS_INTERVAL seconds on this socket: for holders of
+        the "use the operator view" power as the socket was granted it (a change closes it: 4412)."""
+        if Power.USE_OPERATOR_VIEW not in self.credential.powers:
+            await self._error(
+                "forbidden", "The operator's view takes the 'use the operator view' permission."
+            )
             return
         if getattr(self, "ops_task", None) is None:
             self.ops_task = asyncio.ensure_future(self._ops_loop())

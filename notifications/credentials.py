@@ -27,6 +27,8 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
 from jobs.models import AccessToken
+from jobs.permissions import Power, powers_by_user, powers_of
+from jobs.tokens import token_lookup
 
 from . import events
 
@@ -46,38 +48,63 @@ class Credential:
     auth_hash: str = ""
     privileges: str = ""
     expires_at: float | None = None
+    powers: frozenset[Power] = frozenset()
 
     @property
     def kind(self) -> str:
         return "token" if self.token_id is not None else "session"
 
 
-def privileges_of(user: Any) -> str:
-    """What a connection was granted, as a short string: active, staff and superuser flags.
+def privileges_of(user: Any, powers: frozenset[Power] | None = None) -> str:
+    """What a connection was granted, as a short string: the active, staff and superuser flags
+    and the operator powers held (``powers``, or read now: queries, so sync code only).
 
-    Group and permission changes close a user's connections directly (``m2m_changed``), so they
-    need no place here; a change of any flag here closes them through the user's ``post_save``."""
+    Group and permission changes close a user's connections directly (``m2m_changed``); a change
+    of a flag closes them through the user's ``post_save``; the heartbeat's re-check compares
+    this string, so a change made behind the services' back closes them too."""
+    if powers is None:
+        powers = powers_of(user)
     flags = (user.is_active, user.is_staff, getattr(user, "is_superuser", False))
-    return "a{:d}s{:d}u{:d}".format(*(bool(flag) for flag in flags))
+    held = "".join(str(i) for i, power in enumerate(Power) if power in powers)
+    return "a{:d}s{:d}u{:d}".format(*(bool(flag) for flag in flags)) + (f"p{held}" if held else "")
 
 
 def session_credential(user: AbstractBaseUser, session_key: str) -> Credential:
-    """The credential of a connection signed in with the session ``session_key`` (no query; the
-    session's expiry is read when the connection is recorded, see ``session_expiry``)."""
+    """The credential of a connection signed in with the session ``session_key`` (sync: reads
+    the user's powers; the session's expiry is read when the connection is recorded, see
+    ``session_expiry``)."""
+    powers = powers_of(user)
     return Credential(
         user_id=user.pk,
         session_key=session_key,
         auth_hash=user.get_session_auth_hash(),
-        privileges=privileges_of(user),
+        privileges=privileges_of(user, powers),
+        powers=powers,
     )
 
 
-def token_credential(token: AccessToken) -> Credential:
-    return Credential(
+def token_sign_in(raw: str) -> tuple[AbstractBaseUser, Credential] | None:
+    """The user and credential of a raw personal access token, or None (sync)."""
+    token = token_lookup(raw)
+    if token is None:
+        return None
+    powers = powers_of(token.user)
+    credential = Credential(
         user_id=token.user_id,
         token_id=token.pk,
-        privileges=privileges_of(token.user),
+        privileges=privileges_of(token.user, powers),
         expires_at=token.expires_at.timestamp() if token.expires_at else None,
+        powers=powers,
+    )
+    return token.user, credential
+
+
+def connection_groups(credential: Credential) -> list[str]:
+    """The groups a connection with this credential joins, on every transport."""
+    return events.groups_for(
+        credential.user_id,
+        all_jobs=Power.VIEW_ALL_JOBS in credential.powers,
+        all_results=Power.VIEW_ALL_RESULTS in credential.powers,
     )
 
 
@@ -120,6 +147,7 @@ def credential_problems(credentials: Mapping[str, Credential]) -> dict[str, int]
     )
     session_keys = {c.session_key for c in credentials.values() if c.session_key}
     live_sessions = _live_sessions(session_keys, now)
+    powers = powers_by_user(users)
     problems: dict[str, int] = {}
     for name, credential in credentials.items():
         user = users.get(credential.user_id)
@@ -127,7 +155,7 @@ def credential_problems(credentials: Mapping[str, Credential]) -> dict[str, int]
             problems[name] = events.CLOSE_FORBIDDEN
         elif not _credential_live(credential, user, live_tokens, live_sessions):
             problems[name] = events.CLOSE_NOT_AUTHENTICATED
-        elif privileges_of(user) != credential.privileges:
+        elif privileges_of(user, powers.get(user.pk, frozenset())) != credential.privileges:
             problems[name] = events.CLOSE_PRIVILEGES_CHANGED
     return problems
 

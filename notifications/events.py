@@ -24,17 +24,25 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-# Operators: every job's updates also go here, and only staff sockets join it.
-STAFF_GROUP = "staff"
+# Operators: every job's updates also go to these groups. Holders of the "view all jobs" power
+# join OPS_JOBS_GROUP, whose copy of a finished job's update leaves out its result; holders of
+# "view all results" too join OPS_RESULTS_GROUP instead, which gets the owner's copy
+# (jobs/permissions.py; one text per group, serialized once).
+OPS_JOBS_GROUP = "ops.jobs"
+OPS_RESULTS_GROUP = "ops.results"
 
 
-def groups_for(user: Any) -> list[str]:
-    """The groups a connection of ``user`` joins, on every transport (WebSocket and SSE alike)."""
-    return [user_group(user.pk)] + ([STAFF_GROUP] if user.is_staff else [])
+def groups_for(user_id: int, *, all_jobs: bool = False, all_results: bool = False) -> list[str]:
+    """The groups a connection joins, on every transport (WebSocket and SSE alike): the user's
+    own, and one operator group if they may see every job (with results or without)."""
+    if not all_jobs:
+        return [user_group(user_id)]
+    return [user_group(user_id), OPS_RESULTS_GROUP if all_results else OPS_JOBS_GROUP]
 
 
 def job_update_groups(owner_id: int) -> list[str]:
-    return [user_group(owner_id), STAFF_GROUP]
+    """Where a job's update goes when it carries nothing only its owner's peers may see."""
+    return [user_group(owner_id), OPS_RESULTS_GROUP, OPS_JOBS_GROUP]
 
 
 def job_group(job_id: object) -> str:
@@ -70,6 +78,8 @@ class JobPayload(TypedDict):
     owner: str
     state: str
     cancel_requested: bool
+    # Queued, but the broker could not be reached yet: it is sent when the broker is back.
+    waiting_for_queue: bool
     params: dict[str, Any]
     progress: ProgressPayload
     rate: float | None
@@ -101,6 +111,7 @@ class UserPayload(TypedDict):
     id: int
     username: str
     is_staff: bool
+    powers: list[str]  # the operator permissions' codenames (jobs/permissions.py)
 
 
 class HelloEvent(TypedDict):

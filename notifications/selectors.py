@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
 from jobs.models import JobLogLine
+from jobs.permissions import Power
 from jobs.results import clip_text, wire_size
 from jobs.selectors import (
     JOB_LIST_MAX_BYTES,
@@ -15,6 +17,7 @@ from jobs.selectors import (
     job_payload_page,
     job_visible_to,
     log_line_batches,
+    results_visible,
 )
 
 from . import events
@@ -48,10 +51,16 @@ def notification_payload(notification: Notification) -> events.NotificationPaylo
     }
 
 
-def hello_for(user: AbstractBaseUser) -> events.HelloEvent:
-    """The first event of every connection (WebSocket or SSE)."""
+def hello_for(user: AbstractBaseUser, *, powers: Iterable[Power] = ()) -> events.HelloEvent:
+    """The first event of every connection (WebSocket or SSE); ``powers``: those the connection
+    was granted (jobs/permissions.py), sent by codename."""
     return events.hello(
-        user={"id": user.pk, "username": user.get_username(), "is_staff": user.is_staff},
+        user={
+            "id": user.pk,
+            "username": user.get_username(),
+            "is_staff": user.is_staff,
+            "powers": sorted(Power(power).codename for power in powers),
+        },
         server_time=timezone.now().isoformat(),
     )
 
@@ -118,7 +127,9 @@ def snapshot_for_user(*, user: AbstractBaseUser, replayed_up_to: int | None = No
     # The whole snapshot stays within JOB_LIST_MAX_BYTES (256 KiB): the jobs get what the
     # notifications leave (they are 20 at most, usually a few KiB), less the envelope.
     jobs, _ = job_payload_page(
-        job_list_for_user(user=user), max_bytes=JOB_LIST_MAX_BYTES - wire_size(notifications) - 1024
+        job_list_for_user(user=user),
+        max_bytes=JOB_LIST_MAX_BYTES - wire_size(notifications) - 1024,
+        viewer=user,
     )
     return events.snapshot(
         jobs=jobs,
@@ -129,9 +140,11 @@ def snapshot_for_user(*, user: AbstractBaseUser, replayed_up_to: int | None = No
 
 
 def log_tail_for_watcher(*, user: AbstractBaseUser, job_id: str) -> list[list[events.LogLinePayload]] | None:
-    """The newest LOG_TAIL log lines of a job ``user`` may watch (owner or staff), oldest first,
+    """The newest LOG_TAIL log lines of a job ``user`` may watch (its owner, or the "view all
+    results" power: a log may hold the job's data), oldest first,
     in batches of one ``job.log`` event each (at most 16 KiB); None if they may not watch it."""
-    if not job_visible_to(user).filter(pk=job_id).exists():
+    job = job_visible_to(user).defer("result").filter(pk=job_id).first()
+    if job is None or not results_visible(user, job):
         return None
     lines = JobLogLine.objects.filter(job_id=job_id).order_by("-seq")[:LOG_TAIL]
     return log_line_batches([{"seq": line.seq, "text": line.text} for line in reversed(lines)])

@@ -18,7 +18,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from jobs.tokens import token_lookup
+from dashboard.throttle.address import request_address
+from dashboard.throttle.tokens import TokenThrottled, token_attempt
 
 from . import credentials, events, selectors, services
 from .push import CLOSE_TYPE, RELAY_TYPE
@@ -48,15 +49,16 @@ async def _signed_in(request: HttpRequest) -> tuple[Any, credentials.Credential]
     header = request.headers.get("Authorization")
     if header:
         scheme, _, raw = header.partition(" ")
-        token = (
-            await database_sync_to_async(token_lookup)(raw.strip()) if scheme.lower() == "bearer" else None
+        if scheme.lower() != "bearer":
+            return None
+        return await database_sync_to_async(token_attempt)(
+            raw.strip(), address=request_address(request), sign_in=credentials.token_sign_in
         )
-        return (token.user, credentials.token_credential(token)) if token is not None else None
     user = await request.auser()
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if not user.is_authenticated or not session_key:
         return None
-    return user, credentials.session_credential(user, session_key)
+    return user, await database_sync_to_async(credentials.session_credential)(user, session_key)
 
 
 def _resume_point(request: HttpRequest) -> int | None:
@@ -71,7 +73,11 @@ def _resume_point(request: HttpRequest) -> int | None:
 async def event_stream(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return JsonResponse({"detail": "Use GET."}, status=405)
-    signed_in = await _signed_in(request)
+    try:
+        signed_in = await _signed_in(request)
+    except TokenThrottled as throttled:
+        retry_after = {"Retry-After": str(throttled.retry_after)}
+        return JsonResponse({"detail": throttled.detail}, status=429, headers=retry_after)
     if signed_in is None:
         return JsonResponse({"detail": "Authentication required."}, status=401)
     user, credential = signed_in
@@ -95,7 +101,7 @@ async def _stream(
 ) -> AsyncIterator[str]:
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    groups = events.groups_for(user)
+    groups = credentials.connection_groups(credential)
     # Join before reading anything, as the WebSocket consumer does.
     for group in groups:
         await layer.group_add(group, channel)
@@ -120,7 +126,7 @@ async def _stream(
     receiving: asyncio.Future[Any] | None = None
     try:
         yield f"retry: {RETRY_MS}\n\n"
-        yield _frame(events.dumps(selectors.hello_for(user)))
+        yield _frame(events.dumps(selectors.hello_for(user, powers=credential.powers)))
         last = resume_from
         while last is not None:
             # Page by page, as the client reads (each yield waits for the socket to drain).

@@ -4,25 +4,25 @@ Only users with no open socket get a push (``services._maybe_web_push`` decides,
 this module sends it through ``pywebpush`` and keeps the subscription list clean.
 
 Endpoints are URLs a browser's push service hands out, and the worker POSTs to whatever is stored,
-so saving one is where they are checked: https on the default port, not an IP literal outside the
-public internet, not ``localhost``. ``RUNBOARD_WEBPUSH_ALLOW_INSECURE_LOCAL`` (a setting, or the
-environment variable set to ``1``) additionally allows ``http://127.0.0.1``, ``http://[::1]`` and
-``http://localhost`` for local push-service fakes; leave it off in production. The sender does not
-check again (rows are only written through ``subscription_save``) and never follows redirects.
+so ``notifications.outbound`` checks them twice: when saved (https on the default port, a canonical
+host, every address it resolves to public) and when the worker connects (resolved and checked again,
+and the socket connects to the checked address, so a name rebound to an inside address gets no
+connection). Redirects are never followed. ``RUNBOARD_WEBPUSH_ALLOW_INSECURE_LOCAL`` (a setting, or
+the environment variable set to ``1``; off by default) additionally allows ``http://127.0.0.1``,
+``http://[::1]`` and ``http://localhost`` on any port, for local push-service fakes in tests: the
+web process needs it to accept such endpoints and the worker to send to them. Never in production.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
 import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -34,7 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 from pywebpush import WebPushException, webpush
 
-from . import selectors
+from . import outbound, selectors
 from .models import Notification, PushSubscription
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ MAX_PAYLOAD_BYTES = 3000
 TTL_SECONDS = 24 * 3600
 SEND_TIMEOUT_SECONDS = 10
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
-_LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
 _ENDPOINT_MAX = PushSubscription._meta.get_field("endpoint").max_length or 1000
 _USER_AGENT_MAX = PushSubscription._meta.get_field("user_agent").max_length or 300
 
@@ -164,26 +163,10 @@ def _endpoint_errors(endpoint: Any) -> list[str]:
     if len(endpoint) > _ENDPOINT_MAX:
         return [f"At most {_ENDPOINT_MAX} characters."]
     try:
-        parts = urlsplit(endpoint)
-        port = parts.port
-    except ValueError:
-        return ["Not a valid URL."]
-    host = (parts.hostname or "").lower()
-    if not host or parts.username or parts.password or any(c.isspace() for c in endpoint):
-        return ["Not a valid URL."]
-    if parts.scheme == "http" and host in _LOCAL_HOSTS and insecure_local_allowed():
-        return []
-    if parts.scheme != "https":
-        return ["Must be an https URL."]
-    if port not in (None, 443):
-        return ["Must use the default https port."]
-    if host == "localhost" or host.endswith(".localhost"):
-        return ["Must be a push service on the internet."]
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return []
-    return [] if address.is_global else ["Must be a push service on the internet."]
+        outbound.check_and_resolve(endpoint, allow_local=insecure_local_allowed())
+    except outbound.RefusedURL as exc:
+        return [str(exc)]
+    return []
 
 
 def _key_errors(value: Any, *, size: int, what: str) -> tuple[bytes | None, list[str]]:
@@ -300,18 +283,17 @@ def push_payload(notification: Notification, *, unread_count: int | None = None)
     return _encode(payload).decode()
 
 
-def _no_redirects_session() -> requests.Session:
-    session = requests.Session()
-    # A push service answers directly; a redirect would point the worker somewhere it was not told.
-    session.max_redirects = 0
-    return session
+def _push_session() -> outbound.PinnedSession:
+    # A push service answers directly: the session follows no redirect and dials only checked addresses.
+    return outbound.PinnedSession(allow_local=insecure_local_allowed())
 
 
 def send_for_notification(*, notification_id: int) -> int:
     """Push one notification to each of its recipient's browsers; returns how many accepted it.
 
-    A push service answering 404 or 410 means the subscription is gone: it is deleted. Anything else
-    that fails is logged and skipped, so one broken browser never stops the others.
+    A push service answering 404 or 410 means the subscription is gone: it is deleted. An endpoint
+    that is (now) refused by the outbound rules gets no connection and is kept; that and anything
+    else that fails is logged and skipped, so one broken browser never stops the others.
     """
     notification = Notification.objects.filter(pk=notification_id).first()
     if notification is None:
@@ -321,11 +303,19 @@ def send_for_notification(*, notification_id: int) -> int:
         return 0
     _, private_key = vapid_keys()
     data = push_payload(notification, unread_count=selectors.unread_count(user_id=notification.recipient_id))
-    with _no_redirects_session() as session:
+    with _push_session() as session:
         return sum(_send_one(session, subscription, data, private_key) for subscription in subscriptions)
 
 
-def _send_one(session: requests.Session, subscription: PushSubscription, data: str, private_key: str) -> bool:
+def _send_one(
+    session: outbound.PinnedSession, subscription: PushSubscription, data: str, private_key: str
+) -> bool:
+    try:
+        # Rows saved before today's rules (or by hand) are checked again; the session checks the address.
+        outbound.check_url(subscription.endpoint, allow_local=session.allow_local)
+    except outbound.RefusedURL as exc:
+        logger.warning("Push to subscription %s refused, no connection made: %s", subscription.pk, exc)
+        return False
     try:
         webpush(
             subscription_info={
@@ -350,7 +340,12 @@ def _send_one(session: requests.Session, subscription: PushSubscription, data: s
             logger.warning("Push to subscription %s failed (HTTP %s): %s", subscription.pk, status, exc)
         return False
     except requests.RequestException as exc:
-        logger.warning("Push to subscription %s failed: %s", subscription.pk, exc)
+        if refusal := outbound.refusal_of(exc):
+            logger.warning(
+                "Push to subscription %s refused, no connection made: %s", subscription.pk, refusal
+            )
+        else:
+            logger.warning("Push to subscription %s failed: %s", subscription.pk, exc)
         return False
     except Exception:
         logger.warning("Push to subscription %s failed", subscription.pk, exc_info=True)

@@ -22,16 +22,40 @@ from django.test import Client
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support.net import free_port, wait_for_http
+from tests.support.procfile import web_command
 
 ROOT = Path(__file__).resolve().parent.parent
 _usernames = itertools.count(1)
 
 
+def grant_powers(user: Any, *powers: Any) -> Any:
+    """Give ``user`` operator powers (all of them by default) through a Django group, as an
+    administrator would (jobs/permissions.py)."""
+    from django.contrib.auth.models import Group, Permission
+
+    from jobs.permissions import Power
+
+    wanted = powers or tuple(Power)
+    name = "operators" if not powers else "powers:" + ",".join(sorted(p.codename for p in wanted))
+    group, _ = Group.objects.get_or_create(name=name)
+    group.permissions.set(
+        Permission.objects.filter(content_type__app_label="jobs", codename__in=[p.codename for p in wanted])
+    )
+    user.groups.add(group)
+    return type(user).objects.get(pk=user.pk)  # a fresh object: no stale permission cache
+
+
 @pytest.fixture
 def make_user(django_user_model: Any) -> Callable[..., Any]:
-    def make(username: str | None = None, **fields: Any) -> Any:
+    """``make_user(operator=True)``: a staff user holding every operator power through a group;
+    ``is_staff=True`` alone grants no power (it only opens the Django admin)."""
+
+    def make(username: str | None = None, *, operator: bool = False, **fields: Any) -> Any:
         username = username or f"user{next(_usernames)}"
-        return django_user_model.objects.create_user(username=username, password="pw-" + username, **fields)
+        if operator:
+            fields.setdefault("is_staff", True)
+        user = django_user_model.objects.create_user(username=username, password="pw-" + username, **fields)
+        return grant_powers(user) if operator else user
 
     return make
 
@@ -65,6 +89,9 @@ def server_env(django_db_setup: None) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "dashboard.settings.test",
         "DATABASE_URL": _database_url(),
         "PYTHONUNBUFFERED": "1",
+        # The fake push service (tests/notifications/push_service.py) is on http://127.0.0.1, which
+        # the worker may send to only with this documented local-testing escape hatch (off by default).
+        "RUNBOARD_WEBPUSH_ALLOW_INSECURE_LOCAL": "1",
     }
 
 
@@ -152,7 +179,8 @@ def celery_worker(server_env: dict[str, str]) -> Iterator[ManagedProcess]:
 
 
 class LiveServer:
-    """The real ASGI server (uvicorn, as in the Procfile) on a free port; restartable on it."""
+    """The real ASGI server, started with the Procfile's own ``web`` command, on a free port;
+    restartable on it."""
 
     def __init__(self, env: dict[str, str], name: str = "web") -> None:
         self.env = env
@@ -166,10 +194,9 @@ class LiveServer:
         self.starts += 1
         self.web = ManagedProcess(
             f"{self.name}-{self.starts}",
-            [sys.executable, "-m", "uvicorn", "dashboard.asgi:application", "--host", "127.0.0.1",
-             "--port", str(self.port), "--ws-max-size", "65536", "--ws-per-message-deflate", "false"],
-            self.env,
-        )  # fmt: skip
+            web_command(),
+            {**self.env, "HOST": "127.0.0.1", "PORT": str(self.port)},
+        )
         if not wait_for_http(f"{self.url}/login/", timeout=60, proc=self.web.proc):
             self.web.stop()
             raise RuntimeError(f"web server did not start:\n{self.web.log()[-4000:]}")

@@ -1,6 +1,7 @@
 """Settings shared by every environment; values come from the environment with safe local defaults."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -38,6 +39,9 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_results",
     "django_celery_beat",
+    "csp",
+    "axes",
+    "dashboard.throttle",
     "jobs",
     "notifications",
     "frontend",
@@ -45,6 +49,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (django-csp; the policy is below).
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -52,6 +58,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -60,7 +68,8 @@ ASGI_APPLICATION = "dashboard.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Third-party admin templates rewritten without inline script, for the CSP (frontend/overrides/).
+        "DIRS": [BASE_DIR / "frontend" / "overrides"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -99,6 +108,32 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "frontend:home"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Sign-in throttling (docs/operations.md "Login throttling") ---------------------------------
+# django-axes refuses a username/password sign-in (/login/, /admin/login/, any authenticate()) once
+# the account, or the client address, has RUNBOARD_LOGIN_FAILURE_LIMIT failures each within the
+# cool-off of the previous: 429, a message and Retry-After, until the cool-off has passed.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("RUNBOARD_LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("RUNBOARD_LOGIN_COOLOFF", "900")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: per account, per address
+# REMOTE_ADDR (IPv6 as its /64): behind a proxy, uvicorn --proxy-headers has already made it the
+# client's address for proxies in FORWARDED_ALLOW_IPS; X-Forwarded-For is never read here.
+AXES_CLIENT_IP_CALLABLE = "dashboard.throttle.address.request_address"
+AXES_LOCKOUT_CALLABLE = "dashboard.throttle.login.lockout_response"
+# Attempts while locked out are refused unrecorded, so a lockout ends a cool-off after the failure
+# that caused it (and a flood cannot grow the attempt rows); a success resets nothing, or one
+# valid account would wipe its address's count of guesses at other accounts.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = False
+# No row per successful login: nothing here reads them and nothing would expire them.
+AXES_DISABLE_ACCESS_LOG = True
+# Bearer tokens (API, WebSocket, SSE): failures per client address (dashboard/throttle/tokens.py).
+RUNBOARD_TOKEN_FAILURE_LIMIT = int(os.environ.get("RUNBOARD_TOKEN_FAILURE_LIMIT", "20"))
+RUNBOARD_TOKEN_COOLOFF = float(os.environ.get("RUNBOARD_TOKEN_COOLOFF", "900"))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -207,6 +242,39 @@ RUNBOARD_UPLOAD_MAX_BYTES = int(os.environ.get("RUNBOARD_UPLOAD_MAX_BYTES", str(
 # Django refuses larger multipart bodies before our view can answer; keep it just above ours.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+# --- HTTP limits (dashboard/http_limits.py, the protocol the Procfile's uvicorn runs) ------------
+# uvicorn has no header or body read timeout of its own; these bound what a slow client can hold.
+# Seconds from a connection's opening (or a later request's first byte) to the end of its headers.
+RUNBOARD_HTTP_HEADER_TIMEOUT = float(os.environ.get("RUNBOARD_HTTP_HEADER_TIMEOUT", "10"))
+# Bytes of request line and headers (httptools has no cap of its own); then 431.
+RUNBOARD_HTTP_MAX_HEADER_BYTES = int(os.environ.get("RUNBOARD_HTTP_MAX_HEADER_BYTES", "65536"))
+# A body gets RUNBOARD_HTTP_BODY_TIMEOUT seconds plus 1 s per RUNBOARD_HTTP_BODY_MIN_RATE bytes
+# received: any upload at >= 16 KiB/s finishes, a stalled or trickling one is cut (then 408).
+RUNBOARD_HTTP_BODY_TIMEOUT = float(os.environ.get("RUNBOARD_HTTP_BODY_TIMEOUT", "15"))
+RUNBOARD_HTTP_BODY_MIN_RATE = int(os.environ.get("RUNBOARD_HTTP_BODY_MIN_RATE", str(16 * 1024)))
+# Seconds a client may leave a response (SSE stream, download) unread before it is disconnected.
+RUNBOARD_HTTP_WRITE_STALL_TIMEOUT = float(os.environ.get("RUNBOARD_HTTP_WRITE_STALL_TIMEOUT", "60"))
+# Fresh connections still sending their first headers, per client address (not for proxies
+# trusted by uvicorn's FORWARDED_ALLOW_IPS, which carry many clients).
+RUNBOARD_HTTP_MAX_PENDING_PER_CLIENT = int(os.environ.get("RUNBOARD_HTTP_MAX_PENDING_PER_CLIENT", "32"))
+
+# --- Content-Security-Policy (django-csp; docs/operations.md "Content-Security-Policy") ---------
+# Scripts only from our own files (ES modules, no inline script or handler, no eval); data for a
+# page travels in <script type="application/json"> islands, which are not executed.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],  # same-origin fetch, EventSource and ws(s):// (CSP Level 3)
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 RUNBOARD_LOG_LINES_KEPT = int(os.environ.get("RUNBOARD_LOG_LINES_KEPT", "1000"))
 # The largest result a job may store (bytes of compact JSON); a larger one fails the job. Results
 # are only ever served by reference over HTTP (payloads carry a 1 KiB summary), so this bounds

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jobs.progress import JobContext
 from notifications.services import BATCH_SIZE, notify_many
 
+from ..permissions import Power
 from .registry import JobKind, register
 
 
@@ -54,5 +55,6 @@ register(
         soft_time_limit=600,
         time_limit=660,
         admin_only=True,
+        power=Power.BROADCAST.value,
     )
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import unicodedata
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,13 +38,13 @@ def run(ctx: JobContext, params: ExportParams) -> dict[str, int | str]:
         for job in jobs.iterator(chunk_size=500):
             if ctx.cancelled:
                 break
-            writer.writerow(
-                [job.id, job.kind, job.state, job.created_at.isoformat(),
-                 job.started_at.isoformat() if job.started_at else "",
-                 job.finished_at.isoformat() if job.finished_at else "",
-                 job.progress_current, job.progress_total if job.progress_total is not None else "",
-                 _neutralize(job.error), _neutralize(str(job.params))]
-            )  # fmt: skip
+            row = [job.id, job.kind, job.state, job.created_at.isoformat(),
+                   job.started_at.isoformat() if job.started_at else "",
+                   job.finished_at.isoformat() if job.finished_at else "",
+                   job.progress_current, job.progress_total if job.progress_total is not None else "",
+                   job.error, str(job.params)]  # fmt: skip
+            # Every text cell, not only the free-text ones: a new column cannot forget it.
+            writer.writerow([_neutralize(cell) if isinstance(cell, str) else cell for cell in row])
             rows += 1
             ctx.progress(rows, total)
     ctx.log(f"Exported {rows} jobs")
@@ -51,12 +52,31 @@ def run(ctx: JobContext, params: ExportParams) -> dict[str, int | str]:
 
 
 def _neutralize(value: str) -> str:
-    # A cell starting with = + - @ (or a tab or carriage return before one, which some
-    # spreadsheets skip) would run as a formula (CSV injection, OWASP's list).
-    return "'" + value if value[:1] in FORMULA_STARTS else value
+    """Quote a cell a spreadsheet would run as a formula (CSV injection, OWASP's list) with a
+    leading apostrophe, which spreadsheets read as "this is text"."""
+    return "'" + value if _is_formula(value) else value
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Characters that start a formula (Excel, LibreOffice, Google Sheets, Numbers): = + - @ and their
+# fullwidth and small forms, which IMEs type and some spreadsheets fold to ASCII (NFKC does the
+# same here), plus the Unicode minus sign.
+FORMULA_STARTS = frozenset("=+-@")
+EXTRA_FORMULA_STARTS = frozenset("\u2212")
+# A cell starting with one of these is quoted whatever follows (OWASP names tab and carriage
+# return; line feed is the same kind of leading control, which some importers drop).
+CONTROL_STARTS = frozenset("\t\r\n")
+
+
+def _is_formula(value: str) -> bool:
+    if value[:1] in CONTROL_STARTS:
+        return True
+    for char in value:
+        # Spreadsheets trim leading blanks (spaces, no-break and ideographic spaces, controls)
+        # before deciding, and invisible format characters (zero-width space, BOM) show nothing.
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf"):
+            continue
+        return char in EXTRA_FORMULA_STARTS or unicodedata.normalize("NFKC", char)[:1] in FORMULA_STARTS
+    return False
 
 
 register(

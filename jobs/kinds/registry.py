@@ -12,6 +12,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel, ValidationError
 
+from ..permissions import Power, has_power
+
 if TYPE_CHECKING:
     from jobs.progress import JobContext
 
@@ -54,7 +56,10 @@ class JobKind:
     queue: str = "default"
     # Safe to run again from the start if its worker was lost mid-way (the reaper re-queues it).
     rerun_safe: bool = False
+    # Launching it takes a power (jobs/permissions.py): ``power`` if set, else, for an admin_only
+    # kind, "launch staff-only kinds".
     admin_only: bool = False
+    power: str | None = None
     # Running jobs of this kind per user (None: only the global RUNBOARD_MAX_RUNNING_PER_USER).
     max_running_per_user: int | None = None
     # Set when the kind takes an uploaded file: the parameter that holds the upload's id.
@@ -117,9 +122,16 @@ def get_kind(name: str) -> JobKind:
         raise UnknownKind(name) from None
 
 
-def all_kinds(*, for_staff: bool = True) -> list[JobKind]:
-    kinds = (kind for kind in _kinds.values() if for_staff or not kind.admin_only)
+def all_kinds(*, user: Any = None) -> list[JobKind]:
+    """Every kind by title; with ``user``, only those they may launch (``may_launch``)."""
+    kinds = (kind for kind in _kinds.values() if user is None or may_launch(user, kind))
     return sorted(kinds, key=lambda kind: kind.title)
+
+
+def may_launch(user: Any, kind: JobKind) -> bool:
+    """Whether ``user`` may launch (or own a launch of) ``kind``."""
+    needed = kind.power or (Power.LAUNCH_STAFF_KINDS.value if kind.admin_only else None)
+    return needed is None or has_power(user, Power(needed))
 
 
 def autodiscover() -> None:

@@ -168,3 +168,23 @@ def test_history_filters_search_and_pages_through_older_jobs(page, make_user):
     expect(rows.first.locator(".job-error")).to_have_text("disk on fire")
     page.locator("#jobs li.job:visible a.job-title").first.click()
     expect(page.locator("#timeline li")).to_have_count(3)  # queued → running → failed
+
+
+def test_a_job_waiting_for_the_queue_says_so_until_the_reaper_sends_it(page, make_user, monkeypatch):
+    from jobs import tasks
+    from tests.jobs.factories import make_job
+
+    user = make_user()
+    job = make_job(owner=user, enqueued_at=None)  # as a launch the broker refused leaves it
+    log_in(page, user)
+    row = page.locator("#jobs li.job").first
+    expect(row.locator(".job-message")).to_have_text("Waiting for the queue…")
+    page.goto(f"/jobs/{job.id}/")
+    message = page.locator(f"#job-{job.id} .job-message")
+    expect(message).to_have_text("Waiting for the queue…")
+    expect(page.locator("#connection")).to_have_text("Live")
+
+    # The broker is back: the reaper's next pass sends the job, and the page hears it live.
+    monkeypatch.setattr(tasks.run_job, "apply_async", lambda *args, **options: None)
+    assert services.job_requeue_lost() == 1
+    expect(message).to_have_text("Waiting for a worker…")

@@ -13,6 +13,9 @@ def make_job(*, owner: Any, state: JobState = JobState.QUEUED, **fields: Any) ->
     if state != JobState.QUEUED:
         fields.setdefault("started_at", timezone.now())
         fields.setdefault("heartbeat_at", timezone.now())
+    else:
+        # As job_create: handed to the broker now (None would be waiting for the queue).
+        fields.setdefault("enqueued_at", timezone.now())
     return Job.objects.create(
         owner=owner, kind="simulate", params={"steps": 1, "step_ms": 0}, state=state, **fields
     )

@@ -121,7 +121,7 @@ def test_launching_too_fast_gets_429_with_retry_after(make_user, settings):
 
 
 def test_admin_only_kinds_are_hidden_from_and_refused_to_non_staff(make_user):
-    user, admin = make_user(), make_user(is_staff=True)
+    user, admin = make_user(), make_user(operator=True)
     kinds = {k["name"] for k in logged_in(user).get("/api/v1/kinds/").json()["results"]}
     assert "broadcast" not in kinds
     assert "broadcast" in {k["name"] for k in logged_in(admin).get("/api/v1/kinds/").json()["results"]}
@@ -163,7 +163,7 @@ def test_the_openapi_schema_describes_every_route_and_each_kinds_params():
 
 def test_a_kind_registered_in_a_test_module_appears_in_api_form_and_admin(make_user):
     # tests/jobs/kinds_for_tests.py registers "test_echo"; nothing else in the project names it.
-    admin = make_user(is_staff=True, is_superuser=True)
+    admin = make_user(operator=True, is_superuser=True)
     client = logged_in(admin)
 
     assert "test_echo" in {k["name"] for k in client.get("/api/v1/kinds/").json()["results"]}

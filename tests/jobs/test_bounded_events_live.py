@@ -60,7 +60,7 @@ def test_a_giant_result_publishes_only_small_events_and_no_users_socket_is_dropp
     ws_connect, make_user, settings
 ):
     settings.RUNBOARD_RESULT_MAX_BYTES = 64 * MIB
-    owner, bystander, operator = make_user(), make_user(), make_user(is_staff=True)
+    owner, bystander, operator = make_user(), make_user(), make_user(operator=True)
     sockets = {name: signed_in_socket(ws_connect, user) for name, user in
                [("owner", owner), ("bystander", bystander), ("operator", operator)]}  # fmt: skip
     job = make_job(owner=owner, state=JobState.RUNNING)

@@ -338,7 +338,7 @@ def test_a_staff_only_kind_is_refused_for_other_users(make_user):
 
     error = command_error("launch_job", "broadcast", "--user", user.username, "--param", "title=Hi")
 
-    assert error.returncode == 2 and "Only staff" in str(error)
+    assert error.returncode == 2 and "takes a permission they do not have" in str(error)
     assert not Job.objects.exists()
 
 

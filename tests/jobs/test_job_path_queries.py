@@ -110,8 +110,9 @@ def test_a_job_publishes_only_after_each_commit_and_notifies_its_owner_once(
     notes = [event for event in mine if event["type"] == "notification.new"]
     assert updates[0]["state"] == "running" and updates[-1]["state"] == "succeeded"
     assert [u["version"] for u in updates] == sorted({u["version"] for u in updates})
-    # Staff see every job change too.
-    assert sum(group == events.STAFF_GROUP for group, _ in published.sent) == len(updates)
+    # Operators see every job change too (a result-less copy for those who may not see results).
+    assert sum(group == events.OPS_RESULTS_GROUP for group, _ in published.sent) == len(updates)
+    assert sum(group == events.OPS_JOBS_GROUP for group, _ in published.sent) == len(updates)
     assert len(notes) == 1 and notes[0]["unread_count"] == 1
     assert notes[0]["notification"]["job_id"] == str(job.id)
     assert Notification.objects.filter(recipient=owner).count() == 1

@@ -80,7 +80,7 @@ def test_export_gives_a_download_only_its_owner_can_use(celery_worker, ws_connec
 
 
 def test_a_broadcast_reaches_every_online_recipient_live(celery_worker, ws_connect, make_user):
-    admin = make_user(is_staff=True)
+    admin = make_user(operator=True)
     listeners = [make_user() for _ in range(3)]
     sockets = [signed_in_socket(ws_connect, user) for user in listeners]
 

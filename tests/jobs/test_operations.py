@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def admin_client(make_user):
-    admin = make_user(is_staff=True, is_superuser=True)
+    admin = make_user(operator=True, is_superuser=True)
     client = Client()
     client.force_login(admin)
     return client

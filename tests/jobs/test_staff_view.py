@@ -21,7 +21,7 @@ def logged_in(user):
 
 
 def test_staff_see_every_users_jobs_with_the_owner_and_users_still_only_theirs(make_user):
-    alice, bob, operator = make_user(), make_user(), make_user(is_staff=True)
+    alice, bob, operator = make_user(), make_user(), make_user(operator=True)
     alices = make_job(owner=alice, state=JobState.SUCCEEDED)
     make_job(owner=bob)
 
@@ -32,7 +32,7 @@ def test_staff_see_every_users_jobs_with_the_owner_and_users_still_only_theirs(m
 
 
 def test_staff_sockets_get_every_jobs_live_updates(celery_worker, ws_connect, make_user):
-    user, operator = make_user(), make_user(is_staff=True)
+    user, operator = make_user(), make_user(operator=True)
     ws = ws_connect(user=operator)
     receive_json(ws), receive_json(ws)
 
@@ -44,7 +44,7 @@ def test_staff_sockets_get_every_jobs_live_updates(celery_worker, ws_connect, ma
 
 
 def test_a_staff_retry_keeps_the_original_owner(make_user):
-    user, operator = make_user(), make_user(is_staff=True)
+    user, operator = make_user(), make_user(operator=True)
     failed = make_job(owner=user, state=JobState.FAILED)
 
     response = logged_in(operator).post(f"/api/v1/jobs/{failed.id}/retry/", "{}", "application/json")
@@ -54,7 +54,7 @@ def test_a_staff_retry_keeps_the_original_owner(make_user):
 
 
 def test_downloads_stay_owner_only_even_for_staff(make_user):
-    user, operator = make_user(), make_user(is_staff=True)
+    user, operator = make_user(), make_user(operator=True)
     job = make_job(owner=user, state=JobState.SUCCEEDED, result_file="results/x/runboard-jobs.csv")
 
     assert logged_in(operator).get(f"/api/v1/jobs/{job.id}/download/").status_code == 404

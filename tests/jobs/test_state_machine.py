@@ -80,7 +80,7 @@ def test_the_reaper_fails_running_jobs_whose_worker_went_silent(make_user):
 def test_only_queued_jobs_silent_past_the_requeue_limit_are_enqueued_again(make_user, monkeypatch, settings):
     settings.RUNBOARD_MAX_RUNNING_PER_USER = 1
     sent: list[str] = []
-    monkeypatch.setattr(services, "_enqueue", lambda job, **_: sent.append(str(job.id)))
+    monkeypatch.setattr(services, "_enqueue", lambda job, **_: sent.append(str(job.id)) or True)
     owner = make_user()
     long_ago = timezone.now() - timedelta(seconds=700)
     silent = make_job(owner=owner)

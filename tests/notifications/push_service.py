@@ -3,15 +3,25 @@
 
 Each test makes its own ``Browser`` (a P-256 key pair and auth secret, like a browser's subscription);
 the server decrypts whatever is POSTed to that browser's endpoint with its keys and records it.
-Endpoints under ``/gone/`` answer 410 and under ``/broken/`` 500, like a push service would.
+Endpoints under ``/gone/`` answer 410 and under ``/broken/`` 500, like a push service would, and
+those in ``redirects`` answer 307 to the location given there.
+
+It listens on http://127.0.0.1, which the outbound rules allow only with the local-testing escape
+hatch ``RUNBOARD_WEBPUSH_ALLOW_INSECURE_LOCAL`` (tests/conftest.py turns it on for the worker; tests
+sending in-process use ``allow_insecure_local``).
+
+``FakeDNS`` and ``LoopbackOnlySocket`` keep tests about addresses on this machine: names resolve from
+a table (never through DNS) and no socket may connect beyond loopback.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +33,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+# example.com's addresses when this was written: public, so the outbound rules accept them, and
+# never dialled (tests resolve through FakeDNS and connect through LoopbackOnlySocket).
+PUBLIC_ADDRESSES = ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]
 
 
 def b64url(raw: bytes) -> str:
@@ -99,12 +113,19 @@ class FakePushService:
         self.browsers: dict[str, Browser] = {}
         self.deliveries: list[Delivery] = []
         self.rejected: list[tuple[str, str]] = []
+        self.redirects: dict[str, str] = {}
         self._changed = threading.Condition()
         service = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path in service.redirects:
+                    self.send_response(307)
+                    self.send_header("Location", service.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 status = service._receive(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -178,3 +199,65 @@ class FakePushService:
                 if remaining <= 0:
                     raise AssertionError(f"no push reached {browser.path} within {timeout} s")
                 self._changed.wait(remaining)
+
+
+# --- Addresses on this machine only -------------------------------------------------------------
+
+
+class FakeDNS:
+    """A stand-in for ``socket.getaddrinfo``: names answer from a table, one answer per call (the last
+    one repeats), so a test can change what a name resolves to between two lookups, as DNS rebinding
+    does. Numeric hosts and ``localhost`` resolve as the system does (no query leaves the machine);
+    any other name does not resolve."""
+
+    def __init__(self, real: Any = socket.getaddrinfo) -> None:
+        self._real = real
+        self._answers: dict[str, list[list[str | tuple[str, int]]]] = {}
+        self.lookups: list[str] = []
+
+    def answer(self, name: str, *answers: list[str | tuple[str, int]]) -> None:
+        """Each answer is a list of addresses, or ``(address, port)`` to point a lookup at another port."""
+        self._answers[name] = list(answers)
+
+    def __call__(self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0):
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        try:
+            ipaddress.ip_address(name.partition("%")[0])
+        except ValueError:
+            pass
+        else:
+            return self._real(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+        if name == "localhost":
+            return self._real(host, port, family, type, proto, flags)
+        self.lookups.append(name)
+        queue = self._answers.get(name)
+        if not queue:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        results = []
+        for entry in answer:
+            address, answer_port = entry if isinstance(entry, tuple) else (entry, int(port or 0))
+            if ipaddress.ip_address(address).version == 6:
+                if family in (0, socket.AF_INET6):
+                    results.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, answer_port, 0, 0)))
+            elif family in (0, socket.AF_INET):
+                results.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, answer_port)))
+        return results
+
+
+class LoopbackOnlySocket(socket.socket):
+    """``socket.socket`` for tests about outbound addresses: connecting beyond loopback fails the test
+    instead of sending anything off the machine, whatever the code under test resolved."""
+
+    def _check(self, address: Any) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = str(address[0]).partition("%")[0]
+            assert ipaddress.ip_address(host).is_loopback, f"a connection to {address} was attempted"
+
+    def connect(self, address: Any) -> None:
+        self._check(address)
+        super().connect(address)
+
+    def connect_ex(self, address: Any) -> int:
+        self._check(address)
+        return super().connect_ex(address)

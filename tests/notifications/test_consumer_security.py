@@ -34,7 +34,7 @@ def test_a_signed_in_socket_gets_hello_then_its_own_snapshot(ws_connect, make_us
     snapshot = receive_json(ws)
 
     assert hello["type"] == "hello" and hello["protocol"] == 1
-    assert hello["user"] == {"id": user.pk, "username": user.username, "is_staff": False}
+    assert hello["user"] == {"id": user.pk, "username": user.username, "is_staff": False, "powers": []}
     assert [job["id"] for job in snapshot["jobs"]] == [str(mine.id)]
 
 

@@ -5,6 +5,7 @@ API, the preferences that decide who gets pushed, and the key command."""
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import time
 
@@ -20,7 +21,14 @@ from jobs.tokens import token_create
 from notifications import services, webpush
 from notifications.models import Level, Notification, PushSubscription, SocketConnection
 from tests.jobs.live import signed_in_socket, wait_for_job
-from tests.notifications.push_service import Browser, FakePushService, b64url
+from tests.notifications.push_service import (
+    PUBLIC_ADDRESSES,
+    Browser,
+    FakeDNS,
+    FakePushService,
+    LoopbackOnlySocket,
+    b64url,
+)
 
 SUBSCRIPTIONS = "/api/v1/push/subscriptions/"
 DELETE = "/api/v1/push/subscriptions/delete/"
@@ -29,8 +37,26 @@ PUSH_TIMEOUT = 15
 QUIET_FOR = 3
 
 
+@pytest.fixture(autouse=True)
+def fake_dns(monkeypatch):
+    """push.example.com resolves to public addresses without a DNS query, and nothing is dialled
+    beyond loopback."""
+    dns = FakeDNS()
+    dns.answer("push.example.com", PUBLIC_ADDRESSES)
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    monkeypatch.setattr(socket, "socket", LoopbackOnlySocket)
+    return dns
+
+
 @pytest.fixture
-def push_service():
+def allow_insecure_local(settings):
+    """The documented local-testing escape hatch, in this process (the worker has it from conftest)."""
+    settings.RUNBOARD_WEBPUSH_ALLOW_INSECURE_LOCAL = True
+
+
+@pytest.fixture
+def push_service(allow_insecure_local):
+    # It listens on http://127.0.0.1, which only the escape hatch lets anyone send to.
     service = FakePushService().start()
     yield service
     service.stop()
@@ -44,8 +70,8 @@ def vapid_keys():
 
 
 def subscribe(user, browser: Browser) -> PushSubscription:
-    # Straight into the table: the API refuses http://127.0.0.1 endpoints unless insecure-local is on,
-    # and the worker's settings come from an environment this module cannot change.
+    # Straight into the table: the fake service is on http://127.0.0.1, which the API accepts only with
+    # the insecure-local escape hatch; the worker has it (tests/conftest.py), and so do in-process sends.
     return PushSubscription.objects.create(
         user=user, endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth
     )
@@ -213,7 +239,9 @@ def test_a_push_service_error_is_logged_and_keeps_the_subscription(
 
 
 @pytest.mark.django_db
-def test_an_unreachable_push_service_is_logged_not_raised(vapid_keys, make_user, caplog):
+def test_an_unreachable_push_service_is_logged_not_raised(
+    vapid_keys, make_user, caplog, allow_insecure_local
+):
     from tests.support.net import free_port
 
     user = make_user()

@@ -20,9 +20,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery import Celery
 from django.test import override_settings
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from jobs.kinds.registry import get_kind
 from jobs.models import FINAL_STATES, Job, JobLogLine, JobState
 from jobs.selectors import job_payload
 from notifications.events import CLOSE_EVENTS_INTERRUPTED
@@ -565,3 +567,52 @@ def test_a_socket_open_longer_than_the_group_expiry_still_receives_events(stacks
             with contextlib.suppress(TimeoutError):
                 seen.append(json.loads(ws.recv(timeout=1)))
     assert [e["notification"]["job_id"] for e in seen if e["type"] == "notification.new"] == [job_id]
+
+
+# --- 10. The broker is down when a job is launched ---------------------------------------------
+
+
+def test_a_launch_while_redis_is_down_answers_waiting_for_the_queue_and_runs_once_when_it_is_back(
+    stacks, make_user
+):
+    """Pass: with the stack's Redis stopped, POST /api/v1/jobs/ answers 201 with exactly what the
+    row holds: `queued`, `waiting_for_queue` (before: 201 `queued` over a row already `failed`
+    "Could not reach the job queue", never sent). Once Redis is back the reaper sends it at its
+    next tick (1 s here; RUNBOARD_REQUEUE_AFTER stays 600 s) and a real worker runs it to
+    `succeeded` once, with one notification; a duplicate message sent afterwards is skipped."""
+    stack = stacks(beat=True, env=FAST)
+    user = make_user()
+    assert stack.api(user, "GET", "/api/v1/kinds/")[0] == 200  # the token exists before the outage
+
+    stack.redis.stop()
+    launch = {"kind": "test_block", "params": {"seconds": 0.2}}
+    status, body = stack.api(user, "POST", "/api/v1/jobs/", launch)
+    assert status == 201, body
+    assert body["state"] == JobState.QUEUED and body["waiting_for_queue"] is True
+    job = Job.objects.get(pk=body["id"])
+    assert body == json.loads(json.dumps(job_payload(job)))  # the answer is the committed row
+    time.sleep(2)  # a down broker: nothing can send it, and nothing fails it
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED and job_payload(job)["waiting_for_queue"]
+
+    back = time.monotonic()
+    stack.redis.start()
+    done = wait_final(body["id"], timeout=60)
+    elapsed = time.monotonic() - back
+    assert done.state == JobState.SUCCEEDED, done.error
+    assert len(pids(body["id"])) == 1 and len(notifications_of(body["id"])) == 1
+    assert any("which was waiting for the queue" in worker.log() for worker in stack.workers)
+
+    # A second message for the finished job (as a redelivery or a duplicate send would be).
+    version = done.version
+    with Celery("duplicate", broker=stack.redis.url, set_as_current=False) as other:
+        other.send_task("jobs.run_job", args=[body["id"]], queue=get_kind("test_block").queue)
+    wait_until(
+        lambda: any(f"Job {body['id']} is not queued" in worker.log() for worker in stack.workers),
+        timeout=20,
+        message="the duplicate was never delivered",
+    )
+    done.refresh_from_db()
+    assert (done.state, done.version) == (JobState.SUCCEEDED, version)
+    assert len(pids(body["id"])) == 1 and len(notifications_of(body["id"])) == 1
+    print(f"\n[faults] launched with Redis down: answered waiting; ran {elapsed:.1f} s after it was back")

@@ -170,7 +170,7 @@ def test_check_errors_mask_credentials_in_urls():
 
 @pytest.mark.django_db
 def test_metrics_count_jobs_stalls_recent_outcomes_sockets_and_unread_from_the_database(make_user):
-    user, operator = make_user(), make_user(is_staff=True)
+    user, operator = make_user(), make_user(operator=True)
     now = timezone.now()
     for _ in range(2):
         make_job(owner=user)
@@ -279,7 +279,7 @@ def test_metrics_are_open_to_staff_and_to_the_metrics_token(make_user, settings,
     monkeypatch.delenv("RUNBOARD_METRICS_TOKEN", raising=False)
     settings.RUNBOARD_METRICS_TOKEN = "scrape-me-" + uuid.uuid4().hex
 
-    assert logged_in(make_user(is_staff=True)).get("/metrics").status_code == 200
+    assert logged_in(make_user(operator=True)).get("/metrics").status_code == 200
     bearer = {"Authorization": f"Bearer {settings.RUNBOARD_METRICS_TOKEN}"}
     assert Client().get("/metrics", headers=bearer).status_code == 200
     assert Client().get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403

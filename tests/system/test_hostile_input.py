@@ -583,7 +583,7 @@ def test_a_body_far_over_the_limit_is_refused_before_the_application_reads_it(sm
 
 
 def test_result_files_download_for_their_owner_only(celery_worker, live_server_url, make_user):
-    alice, bob, staff = make_user(), make_user(), make_user(is_staff=True, is_superuser=True)
+    alice, bob, staff = make_user(), make_user(), make_user(operator=True, is_superuser=True)
     earlier = services.job_create(owner=alice, kind="test_echo", params={"text": "something to export"})
     export = services.job_create(owner=alice, kind="export_jobs", params={})
     job = wait_for_job(export.id, lambda j: j.state in FINAL_STATES)

@@ -21,13 +21,9 @@ from jobs.tokens import token_create
 from tests.conftest import ROOT, receive_json
 from tests.jobs.live import until_final, wait_for_job
 from tests.support.net import free_port, wait_for_http
+from tests.support.procfile import procfile
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def procfile() -> dict[str, str]:
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
 class Stack:

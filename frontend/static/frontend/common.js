@@ -78,7 +78,7 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   row.dataset.state = job.state;
   row.dataset.version = String(job.version);
   row.querySelector(".job-title").textContent = job.kind_title;
-  const staff = window.runboard?.user?.is_staff;
+  const staff = window.runboard?.user?.powers?.includes("view_all_jobs");
   row.querySelector(".job-id").textContent = staff ? `${job.id.slice(0, 8)} · ${job.owner}` : job.id.slice(0, 8);
   const badge = row.querySelector(".badge");
   badge.textContent = state;
@@ -90,7 +90,9 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   else bar.value = pct;
   row.querySelector(".job-percent").textContent = pct === null ? "" : `${pct}%`;
   const waiting = job.state === "queued" ? "Waiting for a worker…" : "";
-  row.querySelector(".job-message").textContent = job.progress.message || waiting;
+  // Only ever queued: the job queue could not be reached, and the job is sent when it is back.
+  const queueDown = job.waiting_for_queue ? "Waiting for the queue…" : "";
+  row.querySelector(".job-message").textContent = queueDown || job.progress.message || waiting;
   const rate = job.state === "running" && job.rate ? `${job.rate.toFixed(job.rate < 10 ? 1 : 0)}/s` : "";
   const eta = job.state === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined ? ` · ${duration(job.eta_seconds)} left` : "";
   row.querySelector(".job-rate").textContent = rate + eta;

@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, DjangoHelpFor
 from django.urls import reverse
 
 from jobs import services
-from jobs.kinds.registry import InvalidParams, JobKind, UnknownKind, all_kinds, get_kind
+from jobs.kinds.registry import InvalidParams, JobKind, UnknownKind, all_kinds, get_kind, may_launch
 from jobs.models import Job, JobLogLine, JobState, Upload
 from jobs.selectors import job_payload, progress_rate
 from notifications import push
@@ -58,6 +58,7 @@ RESULT_MAX_CHARS = 1000
 # Following a job that already has a long log starts with its tail, not the whole of it.
 LOG_TAIL_ON_ATTACH = 10
 LOG_BATCH = 500
+WAITING_FOR_QUEUE = "waiting for the queue (the job queue is unreachable; the job is sent when it is back)"
 
 
 class RawEpilogFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -134,7 +135,7 @@ def _params_usage(kind: JobKind) -> str:
 
 
 def kinds_help() -> str:
-    kinds = all_kinds(for_staff=True)
+    kinds = all_kinds()
     if not kinds:
         return ""
     width = max(len(kind.name) for kind in kinds)
@@ -176,6 +177,8 @@ def progress_line(payload: dict[str, Any]) -> str:
     current, total, message = progress["current"], progress["total"], progress["message"]
     state = payload["state"]
     if state == JobState.QUEUED:
+        if payload.get("waiting_for_queue"):
+            return f"queued, {WAITING_FOR_QUEUE}"
         return f"queued, waiting for a worker{'  ' + message if message else ''}"
     pct = percent(current, total)
     if pct is not None:
@@ -429,7 +432,7 @@ class Command(BaseCommand):
         try:
             kind = get_kind(options["kind"])
         except UnknownKind:
-            names = ", ".join(kind.name for kind in all_kinds(for_staff=True))
+            names = ", ".join(kind.name for kind in all_kinds())
             raise CommandError(
                 f"Unknown job kind {options['kind']!r}. Kinds: {names}.", returncode=EXIT_USAGE
             ) from None
@@ -440,8 +443,11 @@ class Command(BaseCommand):
         push.flush(timeout=2)
 
         if not options["follow"]:
+            # As the database holds it after the launch (jobs.services.job_create).
+            waiting = job_payload(job)["waiting_for_queue"]
+            state = f"{job.state}, {WAITING_FOR_QUEUE}" if waiting else job.state
             self.stderr.write(
-                f"Launched {kind.title} for {owner.get_username()}, queued. "
+                f"Launched {kind.title} for {owner.get_username()}, {state}. "
                 f"Follow it with: {follow_hint(job.id)}"
             )
             self.stdout.write(str(job.id))
@@ -465,9 +471,13 @@ class Command(BaseCommand):
             raise CommandError(f"{kind.name} takes no file; leave out --file.", returncode=EXIT_USAGE)
         if kind.upload_param and path is None and kind.upload_param not in params:
             raise CommandError(f"{kind.name} needs a file: --file PATH.", returncode=EXIT_USAGE)
-        if kind.admin_only and not owner.is_staff:
+        if not may_launch(owner, kind):
             # Before storing any upload: a refused launch keeps nothing.
-            raise CommandError(f"Only staff may launch {kind.title!r}.", returncode=EXIT_USAGE)
+            raise CommandError(
+                f"{owner.get_username()} may not launch {kind.title!r}: "
+                "it takes a permission they do not have.",
+                returncode=EXIT_USAGE,
+            )
         upload = self._upload(owner, Path(path)) if path is not None else None
         try:
             # An operator's tool: the per-user launch rate limit guards the web, not the shell.

@@ -1,0 +1,66 @@
+"""Operator powers: named Django permissions, checked by one function on every path.
+
+``is_staff`` alone grants nothing here (it only lets a user into the Django admin, where the
+admin's own model permissions apply). Each power is a permission on the Job model
+(``jobs.<codename>``), so superusers hold every power and anyone else gets them through Django
+groups or direct grants (docs/operations.md, *Operator permissions*).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db.models import Q
+
+
+class Power(StrEnum):
+    """``app_label.codename`` of each operator power (declared, with descriptions, in
+    ``Job.Meta.permissions``)."""
+
+    VIEW_ALL_JOBS = "jobs.view_all_jobs"  # every user's jobs: lists, pages, sockets, SSE, the API
+    ACT_ON_ANY_JOB = "jobs.act_on_any_job"  # cancel, retry or re-run another user's job
+    LAUNCH_STAFF_KINDS = "jobs.launch_staff_kinds"  # kinds marked admin_only (e.g. primes at scale)
+    VIEW_ALL_RESULTS = "jobs.view_all_results"  # another user's result, log, download, error detail
+    BROADCAST = "jobs.broadcast"  # notify everyone (the broadcast kind, the admin's launch action)
+    USE_OPERATOR_VIEW = "jobs.use_operator_view"  # the operator page, ops.subscribe, /metrics
+
+    @property
+    def codename(self) -> str:
+        return self.value.split(".", 1)[1]
+
+
+def has_power(user: Any, power: Power) -> bool:
+    """Whether ``user`` (any user object, anonymous included) holds ``power``: an active user
+    with the permission, directly, through a group, or as a superuser. The one check for every
+    path; Django caches a user's permissions on the user object, so repeated checks in one request
+    cost one query pair at most."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    return bool(user.has_perm(power.value))
+
+
+def powers_of(user: Any) -> frozenset[Power]:
+    return frozenset(power for power in Power if has_power(user, power))
+
+
+def powers_by_user(user_ids: Iterable[int]) -> dict[int, frozenset[Power]]:
+    """Every user's powers in two queries, however many users (the heartbeat's re-check of all
+    sockets). Inactive users hold none."""
+    ids = set(user_ids)
+    users = get_user_model().objects.filter(pk__in=ids, is_active=True).values_list("pk", "is_superuser")
+    result: dict[int, set[Power]] = {pk: (set(Power) if superuser else set()) for pk, superuser in users}
+    by_codename = {power.codename: power for power in Power}
+    rows = (
+        Permission.objects.filter(content_type__app_label="jobs", codename__in=by_codename)
+        .filter(Q(user__pk__in=result) | Q(group__user__pk__in=result))
+        .values_list("codename", "user__pk", "group__user__pk")
+    )
+    for codename, direct, through_group in rows:
+        for pk in (direct, through_group):
+            if pk in result:
+                result[pk].add(by_codename[codename])
+    return {pk: frozenset(powers) for pk, powers in result.items()}
