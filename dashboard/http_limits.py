@@ -156,6 +156,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._stall_timer: asyncio.TimerHandle | None = None
         self._expect_headers = True  # the next bytes belong to a request's line and headers
         self._header_bytes = 0
+        self._unparsed_header_bytes = 0  # raw bytes of a request's head not yet parsed whole
         self._body_started = 0.0
         self._body_received = 0
         self._refusal: tuple[int, str] | None = None
@@ -193,7 +194,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # Bytes of a new request on a kept-alive connection (uvicorn cancels its keep-alive
             # timer on any byte, even the blank lines parsers skip between requests).
             self._arm_header_timer()
+        expecting = self._expect_headers
         super().data_received(data)
+        if expecting and self._expect_headers and not self.transport.is_closing():
+            # The whole chunk went to a request line or headers not yet complete. httptools
+            # reports a header only once its line ends (and re-copies the unfinished line on
+            # every chunk), so a line that never ends is counted here, in raw bytes.
+            self._unparsed_header_bytes += len(data)
+            if self._unparsed_header_bytes > self.limits.max_header_bytes:
+                self._refuse_connection(431, f"Request headers over {self.limits.max_header_bytes} bytes.")
 
     def handle_websocket_upgrade(self) -> None:
         self._release_pending()
@@ -233,6 +242,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._expect_headers = False
+        self._unparsed_header_bytes = 0
         self._cancel_header_timer()
         self._release_pending()
         super().on_headers_complete()
@@ -251,6 +261,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._body_timer.cancel()
             self._body_timer = None
         self._expect_headers = True
+        self._unparsed_header_bytes = 0
         super().on_message_complete()
 
     # --- limits -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -82,13 +83,17 @@ class JobAdmin(admin.ModelAdmin):
     def retry_jobs(self, request, queryset):  # type: ignore[no-untyped-def]
         done = 0
         for job in queryset.filter(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]):
-            services.job_retry(user=request.user, job_id=job.pk)
-            done += 1
+            try:
+                services.job_retry(user=request.user, job_id=job.pk)
+                done += 1
+            except (services.KindNotAllowed, services.Conflict, services.RateLimited, InvalidParams) as exc:
+                self.message_user(request, f"{job}: {exc}", level=messages.ERROR)
         self.message_user(request, f"Retried {done} job(s).")
 
 
 class JobScheduleForm(forms.ModelForm):
     kind = forms.ChoiceField(choices=())
+    request: Any = None  # set by JobScheduleAdmin.get_form: whose powers decide
 
     class Meta:
         model = JobSchedule
@@ -96,10 +101,20 @@ class JobScheduleForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = [(kind.name, kind.title) for kind in all_kinds()]
+        user = self.request.user if self.request is not None else None
+        self.fields["kind"].choices = [(kind.name, kind.title) for kind in all_kinds(user=user)]
 
     def clean(self):  # type: ignore[no-untyped-def]
         data = super().clean()
+        user = self.request.user if self.request is not None else None
+        owner = data.get("owner")
+        if (
+            owner is not None
+            and user is not None
+            and owner.pk != user.pk
+            and not has_power(user, Power.ACT_ON_ANY_JOB)
+        ):
+            self.add_error("owner", "Scheduling jobs for another user takes the 'act on any job' permission.")
         if not self.errors:
             data["params"] = schedules.schedule_validate(
                 kind=data.get("kind", ""), params=data.get("params") or {},
@@ -114,6 +129,10 @@ class JobScheduleAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "owner", "every_seconds", "crontab", "enabled", "last_job")
     list_filter = ("enabled",)
     readonly_fields = ("periodic_task", "last_job", "created_at")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):  # type: ignore[no-untyped-def]
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"request": request})
 
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
         schedules.schedule_save(schedule=obj)

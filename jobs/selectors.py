@@ -66,6 +66,12 @@ def _jobs_with_power(user: AbstractBaseUser, power: Power) -> QuerySet[Job]:
     return Job.objects.filter(owner=user).select_related("owner")
 
 
+def jobs_with_results_visible_to(user: AbstractBaseUser) -> QuerySet[Job]:
+    """The jobs whose result and log ``user`` may read: their own, or every job with the "view
+    all results" power (by id: listing them is "view all jobs")."""
+    return _jobs_with_power(user, Power.VIEW_ALL_RESULTS)
+
+
 def job_for_action(*, user: AbstractBaseUser, job_id: UUID | str) -> Job:
     """A job ``user`` may cancel, retry or re-run: their own, or any with the "act on any job"
     power; raises Job.DoesNotExist otherwise (a 404, as for a job one cannot see)."""

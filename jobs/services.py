@@ -231,6 +231,10 @@ def job_retry(*, user: AbstractBaseUser, job_id: uuid.UUID | str, params: Any = 
         raise Conflict(f"The job is {old.state}; only a finished job can be retried.")
     new_params = dict(old.params) if params is None else params
     kind = get_kind(old.kind)
+    if not may_launch(user, kind):
+        # Whoever retries launches: an operator may not send someone's broadcast again (with
+        # new words) without the power the kind takes, whatever the owner holds.
+        raise KindNotAllowed(f"Launching {kind.title!r} takes a permission you do not have.")
     if kind.upload_param and isinstance(new_params, dict):
         new_params.setdefault(kind.upload_param, old.params.get(kind.upload_param))
     # An operator retrying someone's job retries it for them: the owner stays the same.

@@ -15,9 +15,8 @@ from jobs.selectors import (
     JOB_LIST_MAX_BYTES,
     job_list_for_user,
     job_payload_page,
-    job_visible_to,
+    jobs_with_results_visible_to,
     log_line_batches,
-    results_visible,
 )
 
 from . import events
@@ -143,8 +142,7 @@ def log_tail_for_watcher(*, user: AbstractBaseUser, job_id: str) -> list[list[ev
     """The newest LOG_TAIL log lines of a job ``user`` may watch (its owner, or the "view all
     results" power: a log may hold the job's data), oldest first,
     in batches of one ``job.log`` event each (at most 16 KiB); None if they may not watch it."""
-    job = job_visible_to(user).defer("result").filter(pk=job_id).first()
-    if job is None or not results_visible(user, job):
+    if not jobs_with_results_visible_to(user).filter(pk=job_id).exists():
         return None
     lines = JobLogLine.objects.filter(job_id=job_id).order_by("-seq")[:LOG_TAIL]
     return log_line_batches([{"seq": line.seq, "text": line.text} for line in reversed(lines)])

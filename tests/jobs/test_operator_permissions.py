@@ -170,3 +170,50 @@ def test_the_cli_launches_a_powered_kind_only_for_an_owner_who_holds_the_power(m
         call_command("launch_job", *args, "--user", staff.username, stdout=io.StringIO())
     call_command("launch_job", *args, "--user", announcer.username, stdout=io.StringIO())
     assert list(Job.objects.filter(kind="broadcast").values_list("owner_id", flat=True)) == [announcer.pk]
+
+
+def test_retrying_someone_elses_powered_job_takes_that_power_too(make_user):
+    """Found by review: `act_on_any_job` alone re-sent an announcement (with new words) as its
+    owner. Whoever retries launches, so they need the kind's power as well."""
+    root = make_user(is_superuser=True)
+    broadcast = make_job(owner=root, state=JobState.SUCCEEDED)
+    Job.objects.filter(pk=broadcast.pk).update(
+        kind="broadcast", params={"title": "hi", "body": "", "level": "info"}
+    )
+    actor = grant_powers(make_user(), Power.ACT_ON_ANY_JOB)
+    body = json.dumps({"params": {"title": "PWNED", "body": "", "level": "error", "group": ""}})
+    response = logged_in(actor).post(
+        f"/api/v1/jobs/{broadcast.id}/retry/", body, content_type="application/json"
+    )
+    assert response.status_code == 403
+    assert Job.objects.filter(kind="broadcast").count() == 1
+    both = grant_powers(actor, Power.BROADCAST)
+    assert (
+        logged_in(both)
+        .post(f"/api/v1/jobs/{broadcast.id}/retry/", "{}", content_type="application/json")
+        .status_code
+        == 201
+    )
+
+
+def test_the_schedule_admin_offers_only_kinds_and_owners_the_admin_user_may_launch_for(make_user):
+    """Found by review: a user with only the admin's add-schedule permission scheduled a
+    broadcast as a superuser."""
+    from django.contrib.auth.models import Permission
+
+    from jobs.models import JobSchedule
+
+    root = make_user(is_superuser=True)
+    scheduler = make_user(is_staff=True)
+    scheduler.user_permissions.add(
+        *Permission.objects.filter(codename__in=["add_jobschedule", "view_jobschedule", "view_user"])
+    )
+    form = {"name": "x", "kind": "broadcast", "params": '{"title": "t"}', "owner": root.pk,
+            "every_seconds": 60, "crontab": "", "enabled": "on"}  # fmt: skip
+    response = logged_in(scheduler).post("/admin/jobs/jobschedule/add/", form)
+    assert response.status_code == 200  # the form again, with errors
+    assert not JobSchedule.objects.exists()
+    assert "another user" in response.content.decode()
+    form["owner"] = scheduler.pk
+    response = logged_in(scheduler).post("/admin/jobs/jobschedule/add/", form)
+    assert not JobSchedule.objects.exists()  # broadcast is not a kind they may launch

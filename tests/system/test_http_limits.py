@@ -110,6 +110,22 @@ def test_request_headers_over_the_size_limit_are_refused_with_431(live_server_ur
     assert get_with_headers(20 * limit) == b"HTTP/1.1 431 Request Header Fields Too Large"
 
 
+@pytest.mark.parametrize("head", [b"X-Big: ", b"X-No-Colon-", b"GET /"], ids=["value", "name", "url"])
+def test_a_header_line_that_never_ends_is_refused_at_the_size_limit_not_the_timeout(live_server_url, head):
+    """httptools reports a header only when its line ends: an endless line is counted raw."""
+    limit = settings.RUNBOARD_HTTP_MAX_HEADER_BYTES
+    start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" if head != b"GET /" else b""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port_of(live_server_url)), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # refused while we were still sending: answered
+            sock.sendall(start + head)
+            for _ in range(4 * limit // 8192):
+                sock.sendall(b"a" * 8192)
+        answer = sock.recv(200).split(b"\r\n", 1)[0]
+    assert answer == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert time.monotonic() - started < settings.RUNBOARD_HTTP_HEADER_TIMEOUT / 2
+
+
 # --- connection limits and write stalls: a server of their own, with small figures ---------------
 
 HEADER_TIMEOUT = 3
