@@ -14,6 +14,7 @@ def main() -> None:
     # SIGTERM is a normal exit, so atexit handlers run: among them the flush of events a command
     # published (notifications/push.py), which would otherwise die with the process.
     signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGHUP, _exit)  # the operator's SSH session dropped
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings.local")
     from django.core.management import execute_from_command_line
 

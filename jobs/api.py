@@ -68,7 +68,8 @@ def api_view(*methods: str) -> Callable[[View], View]:
             if request.method not in methods:
                 return error_response(405, f"Method {request.method} not allowed.", Allow=", ".join(methods))
             header = request.headers.get("Authorization", "")
-            if header:
+            # Only a Bearer token signs in; another scheme (Basic from a proxy in front) is not ours.
+            if header.partition(" ")[0].lower() == "bearer":
                 scheme, _, raw = header.partition(" ")
                 try:
                     user = (

@@ -40,7 +40,8 @@ class SocketAuthMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         headers = scope_headers(scope)
         header = headers.get("authorization")
-        if header is not None:
+        # Only a Bearer token signs in; another scheme (Basic from a proxy in front) is not ours.
+        if header is not None and header.partition(" ")[0].lower() == "bearer":
             scheme, _, raw = header.partition(" ")
             try:
                 signed_in = (
@@ -85,7 +86,8 @@ class OriginOrTokenValidator:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         headers = scope_headers(scope)
-        if "origin" not in headers and "authorization" in headers:
+        bearer = headers.get("authorization", "").partition(" ")[0].lower() == "bearer"
+        if "origin" not in headers and bearer:
             return await self.application(scope, receive, send)
         if origin_trusted(headers=headers, scheme=scope.get("scheme", "ws"), server=scope.get("server")):
             return await self.application(scope, receive, send)

@@ -350,6 +350,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         given code, and send nothing after it."""
         await self._close(int(message.get("code", events.CLOSE_FORBIDDEN)))
 
+    async def socket_recheck(self, message: dict[str, Any]) -> None:
+        """The session was saved (its end date may have moved): check it now and re-arm."""
+        await self._check_credential()
+
     async def _close(self, code: int) -> None:
         if self.closed:
             return
@@ -360,6 +364,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     def _check_at(self, expires_at: float | None) -> None:
         """Check the credential again at the instant it expires (a session or token end date)."""
+        if getattr(self, "expiry", None) is not None:
+            self.expiry.cancel()
         if expires_at is None or self.closed:
             return
         delay = max(0.0, expires_at - time.time()) + 0.05

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 RELAY_TYPE = "event.relay"
 CLOSE_TYPE = "socket.close"
+RECHECK_TYPE = "socket.recheck"  # the credential changed in a way only a fresh look can judge
 # A publish that cannot reach Redis in this time is dropped: the database stays the truth and
 # clients catch up from the snapshot on their next (re)connect.
 PUBLISH_TIMEOUT = 5.0
@@ -72,6 +73,15 @@ def close_sockets(*, channel_names: list[str], code: int) -> None:
         transaction.on_commit(
             partial(_publisher.get().submit, channel_name, {"type": CLOSE_TYPE, "code": code}, direct=True),
             robust=True,
+        )
+
+
+def recheck_sockets(*, channel_names: list[str]) -> None:
+    """Ask specific consumers (in any web process) to check their credential again, once the
+    transaction commits (a session's end date moved)."""
+    for channel_name in channel_names:
+        transaction.on_commit(
+            partial(_publisher.get().submit, channel_name, {"type": RECHECK_TYPE}, direct=True), robust=True
         )
 
 

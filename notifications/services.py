@@ -25,6 +25,7 @@ from .models import (
 )
 from .push import close_sockets as push_close
 from .push import push_event
+from .push import recheck_sockets as push_recheck
 from .selectors import notification_payload
 
 logger = logging.getLogger(__name__)
@@ -527,6 +528,18 @@ def sockets_close(*, code: int, **match: Any) -> int:
 def sockets_close_for_session(*, session_key: str) -> int:
     """Logging out, or the session being deleted, flushed or cycled, closes its sockets (4401)."""
     return sockets_close(session_key=session_key, code=events.CLOSE_NOT_AUTHENTICATED)
+
+
+def sockets_recheck_for_session(*, session_key: str) -> int:
+    """A session was saved (its end date may have moved, say by ``set_expiry``): its connections
+    check it again and re-arm their expiry, on every web process. Returns how many were asked."""
+    if not session_key:
+        return 0
+    names = list(
+        SocketConnection.objects.filter(session_key=session_key).values_list("channel_name", flat=True)
+    )
+    push_recheck(channel_names=names)
+    return len(names)
 
 
 def sockets_close_for_token(*, token_id: int) -> int:

@@ -26,6 +26,13 @@ def close_sockets_of_deleted_session(sender: Any, instance: Any, **kwargs: Any) 
     services.sockets_close_for_session(session_key=instance.session_key)
 
 
+def recheck_sockets_of_saved_session(
+    sender: Any, instance: Any, created: bool = False, **kwargs: Any
+) -> None:
+    if not created:
+        services.sockets_recheck_for_session(session_key=instance.session_key)
+
+
 def close_sockets_of_changed_user(
     sender: Any, instance: Any, created: bool = False, update_fields: Any = None, **kwargs: Any
 ) -> None:
@@ -88,6 +95,7 @@ def connect() -> None:
     post_delete.connect(
         close_sockets_of_deleted_session, sender=Session, dispatch_uid="runboard-session-sockets"
     )
+    post_save.connect(recheck_sockets_of_saved_session, sender=Session, dispatch_uid="runboard-session-saved")
     post_save.connect(close_sockets_of_changed_user, sender=user_model, dispatch_uid="runboard-user-sockets")
     pre_delete.connect(close_sockets_of_deleted_user, sender=user_model, dispatch_uid="runboard-user-deleted")
     post_save.connect(close_sockets_of_token, sender=AccessToken, dispatch_uid="runboard-token-changed")

@@ -22,7 +22,7 @@ from dashboard.throttle.address import request_address
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
 
 from . import credentials, events, selectors, services
-from .push import CLOSE_TYPE, RELAY_TYPE
+from .push import CLOSE_TYPE, RECHECK_TYPE, RELAY_TYPE
 
 KEEPALIVE_SECONDS = 15.0
 RETRY_MS = 3000
@@ -47,10 +47,9 @@ def _browser_origin_ok(request: HttpRequest) -> bool:
 
 async def _signed_in(request: HttpRequest) -> tuple[Any, credentials.Credential] | None:
     header = request.headers.get("Authorization")
-    if header:
-        scheme, _, raw = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
+    # Only a Bearer token signs in; another scheme (Basic from a proxy in front) is not ours.
+    if header and header.partition(" ")[0].lower() == "bearer":
+        raw = header.partition(" ")[2]
         return await database_sync_to_async(token_attempt)(
             raw.strip(), address=request_address(request), sign_in=credentials.token_sign_in
         )
@@ -165,6 +164,16 @@ async def _stream(
                 continue
             message = receiving.result()
             receiving = asyncio.ensure_future(layer.receive(channel))
+            if message.get("type") == RECHECK_TYPE:
+                # The session was saved: its end date may have moved (either way).
+                problems = await database_sync_to_async(credentials.credential_problems)(
+                    {channel: credential}
+                )
+                if problems:
+                    yield _frame(json.dumps({"type": "closed", "code": problems[channel]}))
+                    return
+                expires_at = await database_sync_to_async(credentials.session_expiry)(credential.session_key)
+                continue
             if message.get("type") == CLOSE_TYPE:
                 yield _frame(json.dumps({"type": "closed", "code": message.get("code")}))
                 return

@@ -310,3 +310,43 @@ def test_a_credential_ended_behind_the_services_back_is_caught_by_the_heartbeat(
     while SocketConnection.objects.filter(token_id=token.pk).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not SocketConnection.objects.filter(token_id=token.pk).exists()
+
+
+def test_a_session_shortened_through_the_session_api_closes_its_connections_at_the_new_end(
+    live_server_url, web_b, make_user, watchers
+):
+    """Found by review: ``set_expiry`` moved the end date, but the connections kept the one
+    they opened with until the next heartbeat, and meanwhile received and acted."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    user = make_user()
+    cookie = session_cookie(user)
+    connections = [
+        watchers(Watcher(live_server_url, cookie=cookie)),
+        watchers(StreamWatcher(web_b, cookie=cookie)),
+    ]
+    store = SessionStore(cookie.split("=", 1)[1])
+    store.load()
+    store.set_expiry(2)
+    store.save()
+    assert_all_closed(connections, events.CLOSE_NOT_AUTHENTICATED, time.monotonic() + 2)
+
+
+def test_a_basic_authorization_header_from_a_proxy_in_front_leaves_the_session_sign_in_alone(
+    live_server_url, make_user
+):
+    """Found by review: behind a proxy using HTTP Basic auth, every socket closed with 4401."""
+    import requests
+
+    user = make_user()
+    cookie = session_cookie(user)
+    basic = {"Authorization": "Basic cHJveHk6cGFzcw==", "Cookie": cookie}
+    with connect(ws_url(live_server_url), origin=live_server_url, additional_headers=basic) as ws:
+        assert receive_json(ws)["type"] == "hello"
+    assert requests.get(f"{live_server_url}/api/v1/jobs/", headers=basic, timeout=10).status_code == 200
+    stream = EventSource(live_server_url, cookie=cookie, headers={"Authorization": basic["Authorization"]})
+    assert stream.response.status == 200
+    stream.close()
+    # Without Origin, a Basic header is not a token: a cookie still needs the browser's Origin.
+    with pytest.raises(Exception):  # noqa: B017 - websockets' InvalidStatus (HTTP 403)
+        connect(ws_url(live_server_url), additional_headers=basic, open_timeout=5)
