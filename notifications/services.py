@@ -128,14 +128,21 @@ def _lock_counters(user_ids: Iterable[int]) -> dict[int, int]:
 def _lock_counter(user_id: int) -> int:
     """Lock one user's counter row (creating it) and return its count: one upsert, whose row lock
     lasts until the transaction ends, where the database has them."""
+    found = _upsert_counter(user_id, add=0)
+    return _lock_counters([user_id])[user_id] if found is None else found
+
+
+def _upsert_counter(user_id: int, *, add: int) -> int | None:
+    """Add ``add`` to one user's counter (creating it) and return the new count in one statement
+    (an upsert with RETURNING, which also takes the row's lock); None where the database cannot."""
     if not _returning():
-        return _lock_counters([user_id])[user_id]
+        return None
     table, user, count = _state_sql()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} ({user}, {count}) VALUES (%s, 0) ON CONFLICT ({user}) "
-            f"DO UPDATE SET {count} = {table}.{count} RETURNING {count}",
-            [user_id],
+            f"INSERT INTO {table} ({user}, {count}) VALUES (%s, %s) ON CONFLICT ({user}) "
+            f"DO UPDATE SET {count} = {table}.{count} + %s RETURNING {count}",
+            [user_id, add, add],
         )
         return cursor.fetchone()[0]
 
@@ -158,19 +165,10 @@ def _bump_unread(user_ids: Sequence[int]) -> dict[int, int]:
 
 
 def _bump_unread_one(user_id: int) -> int:
-    """Add one unread to one user and return the new count in one statement (an upsert with
-    RETURNING, which also takes the counter's lock) instead of insert-if-missing, update and read:
-    notify() runs for every finished job."""
-    if not _returning():
-        return _bump_unread([user_id])[user_id]
-    table, user, count = _state_sql()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({user}, {count}) VALUES (%s, 1) ON CONFLICT ({user}) "
-            f"DO UPDATE SET {count} = {table}.{count} + 1 RETURNING {count}",
-            [user_id],
-        )
-        return cursor.fetchone()[0]
+    """Add one unread to one user and return the new count in one statement instead of
+    insert-if-missing, update and read: notify() runs for every finished job."""
+    found = _upsert_counter(user_id, add=1)
+    return _bump_unread([user_id])[user_id] if found is None else found
 
 
 def _recount(user_ids: Iterable[int]) -> dict[int, int]:
