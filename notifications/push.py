@@ -39,6 +39,8 @@ PUBLISH_TIMEOUT = 5.0
 # A process that exits (normally, or on SIGTERM) waits at most this long for what it published
 # to reach Redis, then logs what it gave up.
 EXIT_FLUSH_TIMEOUT = 5.0
+# A fork waits at most this long for the publisher thread to finish what it is doing.
+FORK_QUIESCE_TIMEOUT = 2.0
 
 
 def _forget_inherited_layers() -> None:
@@ -49,7 +51,19 @@ def _forget_inherited_layers() -> None:
     channel_layers.backends = {}
 
 
-os.register_at_fork(after_in_child=_forget_inherited_layers)
+def _quiesce_before_fork() -> None:
+    """A fork copies the publisher thread's locks but not the thread. Wait (bounded) until it is
+    idle, so it is not mid-way through something whose lock the child would inherit held: an
+    import above all (Python's per-module import locks survive a fork owned by the dead thread,
+    and the child's own publisher then hangs for ever on that module, publishing nothing). The
+    Celery worker's main process is the case: it publishes when a pool process dies (the job's
+    end) and at once forks the replacement."""
+    publisher = _publisher.peek()
+    if publisher is not None:
+        publisher.flush(FORK_QUIESCE_TIMEOUT)
+
+
+os.register_at_fork(before=_quiesce_before_fork, after_in_child=_forget_inherited_layers)
 
 
 def push_event(
@@ -97,6 +111,9 @@ class _Publisher:
         self.failed = 0
         self._pending: deque[Future[None]] = deque()
         self._loop = asyncio.new_event_loop()
+        # Make the layer (importing its backend) here, in the caller's thread, not lazily in the
+        # publisher thread, where a fork mid-import would leave the child's imports locked.
+        get_channel_layer()
         self._thread = threading.Thread(target=self._run, name="runboard-push", daemon=True)
         self._thread.start()
         # The thread is a daemon (it must never keep a process alive), so a short-lived process
@@ -117,10 +134,10 @@ class _Publisher:
             self._pending.popleft()
 
     async def _send(self, target: str, message: dict[str, Any], direct: bool) -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
         try:
+            layer = get_channel_layer()
+            if layer is None:
+                return
             send = layer.send if direct else layer.group_send
             await asyncio.wait_for(send(target, message), PUBLISH_TIMEOUT)
             self.published += 1
@@ -135,6 +152,8 @@ class _Publisher:
                 future.result(max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 return False
+            except Exception:  # a publish that failed is done: _send logged it
+                continue
         return True
 
     def _flush_at_exit(self) -> None:
