@@ -11,7 +11,7 @@ help:
 	@echo "make test   set up the same plus Chromium, then run the whole test suite"
 	@echo "make bench  run the benchmarks (real Redis, workers) and write bench/RESULTS.md"
 	@echo "make bench-quick  the same as short smoke runs (--quick; not figures to quote)"
-	@echo "make lint   ruff"
+	@echo "make lint   ruff (lint and format), import contracts, mypy"
 	@echo "make lock   refresh constraints.txt from the current virtualenv"
 
 $(BIN)/python:
@@ -20,7 +20,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	@touch $@
 
 setup: $(STAMP)
@@ -33,7 +33,7 @@ run: setup
 # benchmark smoke tests: they test processes, not the database, and already ran).
 test: setup
 	$(PYTHON) scripts/system_deps.py redis-server chromium
-	$(BIN)/ruff check .
+	@$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if PG=$$($(BIN)/python scripts/postgres_url.py); then \
 	  echo "PostgreSQL answers: running the database tests against it too"; \
@@ -70,9 +70,13 @@ bench-run:
 	$(BIN)/python -m bench.collect; \
 	if [ -n "$$failed" ]; then echo "Failed:$$failed"; exit 1; fi
 
+# What `make test` checks before the suite (and .pre-commit-config.yaml on each commit): lint,
+# formatting, the import contracts of .importlinter (every import points down), and types.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format .

@@ -1,4 +1,4 @@
-"""Throughput and memory of jobs.csv_profiler.profile_csv on a generated mixed CSV.
+"""Throughput and memory of jobs.kinds.csv_profile.profiler.profile_csv on a generated mixed CSV.
 
     .venv/bin/python bench/csv_profile.py [--size-mb 100] [--runs 3]
 
@@ -104,7 +104,7 @@ def generate(path: Path, size_bytes: int, seed: int = 20240601) -> int:
 
 def child(path: str) -> None:
     """Profile one file in this fresh process and print timings and peak RSS as JSON."""
-    from jobs.csv_profiler import profile_csv
+    from jobs.kinds.csv_profile.profiler import profile_csv
 
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()

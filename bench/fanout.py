@@ -5,7 +5,7 @@ bench/results/fanout.md and fanout.json.
 
 Real processes: redis-server, uvicorn (as the Procfile runs it), a Celery worker (2 processes, as
 the Procfile), the clients in their own process. N users are online, one signed-in socket each.
-Runboard: a staff user launches the real ``broadcast`` kind through ``jobs.services.job_create``
+Runboard: a staff user launches the real ``broadcast`` kind through ``jobs.launch.job_create``
 (queued, picked up by the worker, notifications written in batches of 500 and each pushed to its
 user's group after commit). Launch = ``time.time_ns()`` just before ``job_create``; each socket
 stamps the ``notification.new`` on receipt. Ceiling, interleaved round by round: the same number
@@ -50,8 +50,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         from django.contrib.auth import get_user_model
 
         from bench.ceiling import LayerSender, ceiling_group
+        from jobs.launch import job_create
         from jobs.models import Job
-        from jobs.services import job_create
         from notifications import events
 
         web = stack.web()

@@ -1,4 +1,5 @@
-"""What benchmarks run on the real worker, registered through RUNBOARD_KIND_MODULES (bench.settings).
+"""What benchmarks run on the real worker, registered through RUNBOARD_KIND_MODULES
+(bench.stack sets it to ``bench.kinds``).
 
 - ``bench_progress``: a real job kind (the real task, reporter, services and push path) that
   calls ``ctx.progress()`` as fast as it can, or once per ``step_ms``, with the wall-clock time of

@@ -57,8 +57,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with bench_stack() as stack:
         from django.contrib.auth import get_user_model
 
+        from jobs.launch import job_create
         from jobs.models import Job, JobState
-        from jobs.services import job_create
 
         web = stack.web()
         worker = stack.worker(concurrency=args.worker_concurrency)

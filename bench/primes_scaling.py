@@ -9,7 +9,7 @@ measures, interleaved: the sieve in-line in this process (``count_primes_below(n
 floor), then a fresh worker with ``--concurrency 1`` and a fresh worker with ``--concurrency 2``. Each
 worker is started, waited for (" ready."), warmed with a small chunked primes job (so every pool process
 has done its imports and started its push/pump threads and sieve caches), then one ``primes`` job is
-launched through ``jobs.services.job_create`` and timed from just before that call until its final
+launched through ``jobs.launch.job_create`` and timed from just before that call until its final
 ``job.update`` (state succeeded) arrives on the owner's group of the project's channel layer (a listener
 in this process; the DB is also polled as a fallback). The result is checked against pi(n). The worker
 is stopped (SIGTERM, warm shutdown) after each job.
@@ -46,13 +46,13 @@ from bench.common import row, summarize, write_results  # noqa: E402
 from bench.support import (  # noqa: E402
     BenchEnvironment,
     bench_environment,
+    children_of,
     cpu_seconds,
     own_cpu_seconds,
-    pid_listening_redis,
     system_busy_seconds,
     worker_environment,
 )
-from bench.support import CeleryWorker as Worker  # noqa: E402
+from scripts.harness import celery_worker  # noqa: E402
 
 # pi(n): primes below n, for the sizes this benchmark is usually run at; other n are checked against
 # the in-line count_primes_below(n) of the first run.
@@ -198,8 +198,8 @@ class JobRun:
 
 def run_primes_job(user: Any, events: FinalEvents, n: int, chunks: int) -> JobRun:
     """Launch one primes job and wait until its final state: measured from just before job_create."""
+    from jobs.launch import job_create
     from jobs.models import Job
-    from jobs.services import job_create
 
     launched_at = time.time()
     t0 = time.monotonic()
@@ -272,14 +272,14 @@ def measure_worker(
     events: FinalEvents, worker_env: dict[str, str], expected: int, redis_pid: int | None,
 )  -> Measurement:  # fmt: skip
     name = f"primes-bench-{processes}p-{run}-{os.getpid()}"
-    worker = Worker(name=name, concurrency=processes, env=worker_env, log_path=env.var_dir / f"{name}.log")
+    worker = celery_worker(name, worker_env, log_dir=env.var_dir, concurrency=processes, wait=False)
     try:
-        ready_s = worker.wait_ready()
+        ready_s = worker.wait_for_log(" ready.", timeout=60)
         warm = run_primes_job(user, events, WARM_N, WARM_CHUNKS)
         if warm.state != "succeeded":
             raise RuntimeError(f"warm-up job {warm.state}: {warm.result}")
         time.sleep(SETTLE)
-        pool = worker.pool_pids()
+        pool = children_of(worker.pid)
         if len(pool) != processes:
             raise RuntimeError(f"expected {processes} pool processes, found {pool}")
         ours = [worker.proc.pid, *pool] + ([redis_pid] if redis_pid else [])
@@ -319,12 +319,12 @@ def measure_worker(
 def measure(args: argparse.Namespace, env: BenchEnvironment) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
-    from jobs.primes import count_primes_below, count_primes_in_range, split_range
+    from jobs.kinds.primes.sieve import count_primes_below, count_primes_in_range, split_range
     from notifications.events import user_group
 
     user = get_user_model().objects.create_user(username="primes-bench", password="unused-pw-1")
     worker_env = worker_environment()
-    redis_pid = pid_listening_redis(env.redis.port)
+    redis_pid = env.redis.pid
     events = FinalEvents(user_group(user.pk)).start()
     expected = KNOWN_PI.get(args.n)
     # Once, up front: each chunk's range sieved in-line, to tell the chunks' own cost from interference.
@@ -492,7 +492,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], load_before: tuple
         f"Each worker is started, waited for, warmed with one `primes` job (n={WARM_N:,}, "
         f"{WARM_CHUNKS} chunks: every pool process does its imports, starts its push and pump threads and "
         f"builds its sieve caches), then one `primes` job (n={args.n:,}, {args.chunks} chunks) is "
-        "launched with `jobs.services.job_create` and timed from just before that call until its final "
+        "launched with `jobs.launch.job_create` and timed from just before that call until its final "
         "`job.update` (state succeeded) reached a listener on the owner's group of the project's channel "
         f"layer (source used: {', '.join(sources)}); then the worker gets SIGTERM. Every job's result "
         f"was checked: {results['expected']:,} primes below {args.n:,}. Machine: {cores} CPU cores "

@@ -296,8 +296,9 @@ def finish_reporter(reporter: Any, receiver: Receiver, job_id: Any, last: int) -
 def new_reporter(
     job_id: Any, receiver: Receiver, clock: Callable[[], float] | None = None
 ) -> tuple[Any, Any]:
+    from jobs.context import JobContext
     from jobs.models import Job
-    from jobs.progress import JobContext, ProgressReporter
+    from jobs.reporter import ProgressReporter
 
     receiver.drain()
     job = Job.objects.get(pk=job_id)
@@ -380,7 +381,7 @@ def interleaved(
     state the block left (a push an uninterrupted loop would not make) outside the timed blocks.
     Returns the wall time of every block, per variant, and the section's push/delivery figures.
     """
-    from jobs.progress import _pump
+    from jobs.reporter import _pump
 
     clock = BlockClock() if block_clock else None
     pause = 0.0 if block_clock else _pump().interval + 0.015
@@ -518,8 +519,9 @@ class _Counting:
 
 def stall_check(job_id: Any, db_path: Path, hold: float) -> dict[str, Any]:
     """The longest ctx.progress() call while another connection holds the SQLite write lock."""
+    from jobs.context import JobContext
     from jobs.models import Job
-    from jobs.progress import JobContext, ProgressReporter
+    from jobs.reporter import ProgressReporter
     from notifications import push
 
     held = threading.Event()

@@ -135,7 +135,7 @@ def watchers(stack: Any, web: Any, args: argparse.Namespace) -> list[dict[str, A
     from django.contrib.auth import get_user_model
 
     from dashboard.celery import app
-    from jobs.services import job_create
+    from jobs.launch import job_create
 
     staff = make_users(args.watchers, prefix="watcher", staff=True)
     (owner,) = make_users(1, prefix="jobowner")

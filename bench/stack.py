@@ -1,16 +1,16 @@
 """The whole stack for socket benchmarks, each part a real process on this machine.
 
 - a private ``redis-server`` and a throwaway migrated SQLite DB (bench.support.bench_environment),
-  with ``bench.settings`` (the project's settings plus the baselines' pieces);
+  with the project's test settings (``dashboard.settings.test``) and ``bench.kinds``;
 - the ASGI server exactly as the Procfile runs it (its ``web`` line: uvicorn with the HTTP limits
   protocol, ``--ws-max-size 65536 --ws-per-message-deflate false --proxy-headers``...) serving
   ``bench.asgi_bench:application``
   (the project's application plus the ceiling and celery-progress routes);
-- Celery workers as the Procfile runs them;
+- Celery workers as the Procfile runs them (all three from scripts/harness.py);
 - WebSocket load clients in a separate process (``python -m bench.clients``).
 
 The calling process (the scenario script) has Django set up on the same DB and Redis, so it can
-create users and sessions, launch jobs through ``jobs.services`` and push through
+create users and sessions, launch jobs through ``jobs.launch`` and push through
 ``notifications.push`` like a worker does.
 """
 
@@ -20,13 +20,12 @@ import contextlib
 import json
 import os
 import queue
-import resource
+import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,20 +36,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.support import BenchEnvironment, bench_environment, free_port  # noqa: E402
+from bench.support import BenchEnvironment, bench_environment  # noqa: E402
+from scripts.harness import Process, WebServer, celery_worker, process_env, raise_fd_limit  # noqa: E402
 
 LAYERS = {
     "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
     "core": "channels_redis.core.RedisChannelLayer",
 }
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def set_results_dir(path: str | None) -> None:
@@ -91,145 +83,17 @@ def met(ok: bool) -> str:
 # --- processes --------------------------------------------------------------------------------
 
 
-class Proc:
-    """A subprocess with its output in a log file under the run's scratch directory."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=raise_fd_limit
-        )
-        self.pid = self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not log {needle!r}:\n{self.log()[-3000:]}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far (from /proc/<pid>/stat; 1/CLK_TCK steps)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with opener.open(url, timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def procfile_web() -> str:
-    """The Procfile's ``web`` command line."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web: "):
-            return line.removeprefix("web: ")
-    raise RuntimeError("the Procfile has no web entry")
-
-
-class WebServer(Proc):
-    """uvicorn started with the Procfile's own ``web`` line, serving ``bench.asgi_bench`` instead of
-    ``dashboard.asgi`` (compression can be turned on to measure its cost)."""
-
-    def __init__(
-        self, env: dict[str, str], log_dir: Path, *, deflate: bool = False, name: str = "web"
-    ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
-        self.origin = self.url
-        command = procfile_web().replace("dashboard.asgi:application", "bench.asgi_bench:application")
-        assert "--ws-per-message-deflate false" in command
-        if deflate:
-            command = command.replace("--ws-per-message-deflate false", "--ws-per-message-deflate true")
-        env = {
-            **env,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        }
-        # exec: the process measured (CPU, RSS) and signalled is uvicorn itself, not a shell.
-        super().__init__(name, ["sh", "-c", "exec " + command], env, log_dir)
-        if not _wait_http(f"{self.url}/login/", self.proc, timeout=60):
-            self.stop()
-            raise RuntimeError(f"web server did not start:\n{self.log()[-3000:]}")
-
-
-class Worker(Proc):
-    def __init__(
-        self, env: dict[str, str], log_dir: Path, *, concurrency: int = 1, name: str = "worker"
-    ) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "dashboard",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(concurrency),
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"{name}-{os.getpid()}@%h",
-        ]
-        super().__init__(name, args, env, log_dir)
-        self.wait_for_log(" ready.", timeout=90)
-
-
 class Clients:
     """The load-client process (bench/clients.py), one JSON command and reply per line."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, name: str = "clients") -> None:
         self.name = name
-        self._stderr = (log_dir / f"{name}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.clients"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            bufsize=1,
-            preexec_fn=raise_fd_limit,
-        )
-        self.pid = self.proc.pid
+        self.process = Process(
+            name, [sys.executable, "-m", "bench.clients"], env=env, log_path=log_dir / f"{name}.log",
+            pipes=True, many_files=True,
+        )  # fmt: skip
+        self.proc = self.process.proc
+        self.pid = self.process.pid
         self._replies: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.call("ping", timeout=60)
@@ -275,12 +139,9 @@ class Clients:
         if self.proc.poll() is None:
             with contextlib.suppress(Exception):
                 self.call("exit", timeout=30)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._stderr.close()
+        self.process.stop(signal.SIGKILL)
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -342,12 +203,20 @@ class Stack:
     started: list[Any]
 
     def web(self, *, deflate: bool = False, name: str = "web") -> WebServer:
-        server = WebServer(self.child_env, self.log_dir, deflate=deflate, name=name)
+        """uvicorn from the Procfile's own ``web`` line, serving ``bench.asgi_bench`` in place of
+        ``dashboard.asgi`` (per-message compression can be turned on to measure its cost)."""
+        replace = {"dashboard.asgi:application": "bench.asgi_bench:application"}
+        if deflate:
+            replace["--ws-per-message-deflate false"] = "--ws-per-message-deflate true"
+        server = WebServer(self.child_env, log_dir=self.log_dir, name=name, replace=replace, many_files=True)
         self.started.append(server)
         return server
 
-    def worker(self, *, concurrency: int = 1, name: str = "worker") -> Worker:
-        worker = Worker(self.child_env, self.log_dir, concurrency=concurrency, name=name)
+    def worker(self, *, concurrency: int = 1, name: str = "worker") -> Process:
+        worker = celery_worker(
+            name, self.child_env, log_dir=self.log_dir, hostname=f"{name}-{os.getpid()}",
+            concurrency=concurrency, timeout=90, many_files=True,
+        )  # fmt: skip
         self.started.append(worker)
         return worker
 
@@ -361,7 +230,7 @@ class Stack:
         if part in self.started:
             self.started.remove(part)
 
-    def error_lines(self, part: Proc) -> list[str]:
+    def error_lines(self, part: Process | WebServer) -> list[str]:
         """Lines of a process's log that report an error or a traceback."""
         return [
             line
@@ -377,13 +246,10 @@ def bench_stack(*, layer: str = "pubsub", keep_logs: bool = False) -> Iterator[S
     raise_fd_limit()
     os.environ["RUNBOARD_KIND_MODULES"] = "bench.kinds"
     os.environ.pop("DJANGO_SETTINGS_MODULE", None)
-    with bench_environment(settings_module="bench.settings", channel_layer_backend=LAYERS[layer]) as env:
-        child_env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
-            "DJANGO_SETTINGS_MODULE": "bench.settings",
-        }
+    with bench_environment(channel_layer_backend=LAYERS[layer]) as env:
+        child_env = process_env(
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        )
         for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
             child_env.pop(name, None)
         log_dir = env.var_dir / "logs"

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.harness import CLK_TCK, RedisServer, process_env  # noqa: E402
 
 # Variables that would point Django at something other than the private Redis and temporary DB.
 _OVERRIDING_ENV = (
@@ -35,69 +33,6 @@ _OVERRIDING_ENV = (
     "CELERY_BROKER_URL",
     "CHANNEL_LAYER_PREFIX",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """A private ``redis-server`` (no persistence) on a free local port."""
-
-    def __init__(self, *, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._args = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", *extra_args,
-        ]  # fmt: skip
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        if shutil.which("redis-server") is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self._proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if not self._wait(timeout):
-            self.stop()
-            raise RuntimeError(f"redis-server did not start on port {self.port}")
-        return self
-
-    def _wait(self, timeout: float) -> bool:
-        import redis
-
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                if self._proc is not None and self._proc.poll() is not None:
-                    return False
-                try:
-                    if client.ping():
-                        return True
-                except (redis.RedisError, OSError):
-                    time.sleep(0.05)
-            return False
-        finally:
-            client.close()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def setup_django(
@@ -115,8 +50,6 @@ def setup_django(
     Must run before anything imports Django settings; the environment is set first because the
     settings read it at import time.
     """
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     for name in _OVERRIDING_ENV:
         os.environ.pop(name, None)
     if database_url is not None:
@@ -188,7 +121,7 @@ def bench_environment(*, database: str = "sqlite", **django_options: object) -> 
     """
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="runboard-bench-"))
-        redis_server = stack.enter_context(RedisServer())
+        redis_server = stack.enter_context(RedisServer(tmp))
         if database == "postgresql":
             server = postgres_server_url()
             if server is None:
@@ -216,67 +149,10 @@ def worker_environment(*, extra: dict[str, str] | None = None) -> dict[str, str]
     """
     from django.db import connection
 
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONUNBUFFERED": "1",
-        "LOG_LEVEL": "INFO",
-    }
+    env = process_env(LOG_LEVEL="INFO")
     if connection.vendor == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{connection.settings_dict['NAME']}"
     return {**env, **(extra or {})}
-
-
-class CeleryWorker:
-    """A real ``celery worker`` subprocess (prefork, as the Procfile runs it) with its log in a file."""
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        concurrency: int,
-        env: dict[str, str],
-        log_path: Path,
-        extra_args: Sequence[str] = (),
-        loglevel: str = "INFO",
-    ) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", loglevel,
-             "--concurrency", str(concurrency), "--without-mingle", "--without-gossip", "-n", f"{name}@%h",
-             *extra_args],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def log(self, offset: int = 0) -> str:
-        with self.log_path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-
-    def wait_ready(self, timeout: float = 60.0) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if " ready." in self.log():
-                return time.monotonic() - t0
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"worker did not get ready:\n{self.log()[-4000:]}")
-
-    def pool_pids(self) -> list[int]:
-        return children_of(self.proc.pid)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def proc_stat(pid: int) -> tuple[int, float] | None:
@@ -306,20 +182,6 @@ def children_of(ppid: int) -> list[int]:
             if stat is not None and stat[0] == ppid:
                 kids.append(int(entry.name))
     return sorted(kids)
-
-
-def pid_listening_redis(port: int) -> int | None:
-    """The redis-server process serving ``port`` (its cmdline shows ``redis-server 127.0.0.1:port``)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "redis-server" in cmdline and any(t.endswith(f":{port}") for t in cmdline.split()):
-            return int(entry.name)
-    return None
 
 
 def system_busy_seconds() -> float:

@@ -14,7 +14,7 @@ process).
 
 Rounds alternate, project and bare, the first of each pair swapping every pair:
 
-- **project**: N ``jobs.services.job_create(kind="simulate", params={"steps": 0})`` calls in this
+- **project**: N ``jobs.launch.job_create(kind="simulate", params={"steps": 0})`` calls in this
   process (validate, insert, push ``job.update``, enqueue on commit); the worker runs each job
   (``job_start``, reporter, the kind's one ``ctx.progress``, ``job_finish``, the completion
   ``Notification`` row and its ``notification.new`` push; Celery stores the task result in
@@ -63,15 +63,15 @@ from celery import shared_task  # noqa: E402
 from bench.common import row, summarize, write_results  # noqa: E402
 from bench.support import (  # noqa: E402
     BenchEnvironment,
-    CeleryWorker,
     bench_environment,
+    children_of,
     cpu_seconds,
     own_cpu_seconds,
-    pid_listening_redis,
     postgres_server_url,
     setup_django,
     worker_environment,
 )
+from scripts.harness import celery_worker  # noqa: E402
 
 NOOP_TASK = "bench.throughput.noop"
 POLL = 0.05
@@ -191,21 +191,23 @@ class Bench:
         self.args, self.env = args, env
         self.user = get_user_model().objects.create_user(username="throughput-bench", password="unused-pw-1")
         self.listener = Listener(env, user_group(self.user.pk))
-        self.worker = CeleryWorker(
-            name=f"throughput-{os.getpid()}",
+        self.worker = celery_worker(
+            "worker",
+            worker_environment(extra={"RUNBOARD_STALE_AFTER": "600"}),
+            log_dir=env.var_dir,
+            hostname=f"throughput-{os.getpid()}",
             concurrency=args.concurrency,
-            env=worker_environment(extra={"RUNBOARD_STALE_AFTER": "600"}),
-            log_path=env.var_dir / "worker.log",
             extra_args=["--include", "bench.throughput"],
+            wait=False,
         )
-        self.redis_pid = pid_listening_redis(env.redis.port)
+        self.redis_pid = env.redis.pid
 
     def stop(self) -> None:
         self.worker.stop()
         self.listener.stop()
 
     def _pids(self) -> list[int]:
-        pids = [self.worker.proc.pid, *self.worker.pool_pids(), self.listener.pid]
+        pids = [self.worker.proc.pid, *children_of(self.worker.pid), self.listener.pid]
         return pids + ([self.redis_pid] if self.redis_pid else [])
 
     def _wait(self, count: Any, n: int, timeout: float) -> float:
@@ -218,8 +220,8 @@ class Bench:
         raise RuntimeError(f"only {count()} of {n} done after {timeout:g} s; worker log:\n{log}")
 
     def project_round(self, index: int, n: int) -> Round:
+        from jobs.launch import job_create
         from jobs.models import Job
-        from jobs.services import job_create
         from notifications.models import Notification
 
         last_id = Notification.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -269,7 +271,7 @@ class Bench:
         cpu0: dict[int, float], cpu1: dict[int, float], own: float, **extra: Any,
     ) -> Round:  # fmt: skip
         used = {pid: cpu1.get(pid, 0.0) - cpu0.get(pid, 0.0) for pid in cpu1}
-        worker = [self.worker.proc.pid, *self.worker.pool_pids()]
+        worker = [self.worker.proc.pid, *children_of(self.worker.pid)]
         return Round(
             side=side, index=index, n=n, started=started, submitted=submitted, done_at=done_at,
             done_polled=polled, own_cpu=own, worker_cpu=sum(used.get(p, 0.0) for p in worker),
@@ -531,7 +533,7 @@ NOTES = [
     " bumps the unread counter in one upsert, takes no savepoint inside the job's transaction and skips "
     "the after-commit browser-push check for users without a subscription (21 statements per job's run "
     "before, 12 now). What would help further: (1) the reporter's first progress push comes right after "
-    "the `running` push (jobs/progress.py starts with a push due): starting its push interval at the "
+    "the `running` push (jobs/reporter.py starts with a push due): starting its push interval at the "
     "state change would drop one event (two group sends) per short job; (2) the final transition's "
     "read-back could carry the owner's preferences (one statement less); (3) django-celery-results' "
     "TaskResult is part of the design (the admin links it; tests check it), so `ignore_result` is not an"
@@ -555,7 +557,7 @@ def measure(args: argparse.Namespace, env: BenchEnvironment) -> dict[str, Any]:
     started = time.monotonic()
     profile = None
     try:
-        bench.worker.wait_ready()
+        bench.worker.wait_for_log(" ready.", timeout=60)
         bench.run("project", 0, args.warmup)
         bench.run("bare", 0, args.warmup)
         for pair in range(args.pairs):

@@ -200,8 +200,8 @@ def staleness_of(rows: list[list[Any]], end_ns: int | None) -> dict[str, float]:
 
 def staleness(stack: Stack, args: argparse.Namespace, web: Any) -> dict[str, Any]:
     from dashboard.celery import app
+    from jobs.launch import job_create
     from jobs.models import FINAL_STATES, Job
-    from jobs.services import job_create
 
     seconds = args.job_seconds
     stack.worker(concurrency=1, name="worker-staleness")

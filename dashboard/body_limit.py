@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.conf import settings
+from jobs.conf import app_settings
 
 ENVELOPE_BYTES = 1024 * 1024
 
@@ -24,7 +24,7 @@ Message = dict[str, Any]
 
 
 def body_limit() -> int:
-    return int(settings.RUNBOARD_UPLOAD_MAX_BYTES) + ENVELOPE_BYTES
+    return app_settings.UPLOAD_MAX_BYTES + ENVELOPE_BYTES
 
 
 class BodySizeLimit:

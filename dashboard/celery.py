@@ -4,7 +4,9 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_shutdown
+
+from notifications import push
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings.local")
 
@@ -34,4 +36,10 @@ def _survive_broker_restarts(**kwargs: Any) -> None:
         return connparams(self, asynchronous=asynchronous)
 
     _connparams.runboard_patched = True  # type: ignore[attr-defined]
-    kombu_redis.Channel._connparams = _connparams
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]  # the patch, on purpose
+
+
+@worker_process_shutdown.connect
+def _flush_pushes(**kwargs: Any) -> None:
+    # Let the last events of this pool process reach Redis before it exits.
+    push.flush(timeout=2.0)

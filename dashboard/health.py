@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dashboard.conf import app_settings
 from jobs.permissions import Power, has_power
 
 from . import ops
@@ -103,7 +104,7 @@ class RunboardCollector(Collector):
 
 
 def _metrics_token() -> str:
-    return getattr(settings, "RUNBOARD_METRICS_TOKEN", "") or os.environ.get("RUNBOARD_METRICS_TOKEN", "")
+    return app_settings.METRICS_TOKEN or os.environ.get("RUNBOARD_METRICS_TOKEN", "")
 
 
 def _may_read_metrics(request: HttpRequest) -> bool:

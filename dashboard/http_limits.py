@@ -39,10 +39,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from django.conf import settings
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from dashboard.conf import app_settings
 
 logger = logging.getLogger("runboard.http")
 
@@ -60,12 +61,12 @@ class Limits:
 @cache
 def limits() -> Limits:
     return Limits(
-        header_timeout=float(settings.RUNBOARD_HTTP_HEADER_TIMEOUT),
-        max_header_bytes=int(settings.RUNBOARD_HTTP_MAX_HEADER_BYTES),
-        body_timeout=float(settings.RUNBOARD_HTTP_BODY_TIMEOUT),
-        body_min_rate=float(settings.RUNBOARD_HTTP_BODY_MIN_RATE),
-        write_stall_timeout=float(settings.RUNBOARD_HTTP_WRITE_STALL_TIMEOUT),
-        max_pending_per_client=int(settings.RUNBOARD_HTTP_MAX_PENDING_PER_CLIENT),
+        header_timeout=app_settings.HTTP_HEADER_TIMEOUT,
+        max_header_bytes=app_settings.HTTP_MAX_HEADER_BYTES,
+        body_timeout=app_settings.HTTP_BODY_TIMEOUT,
+        body_min_rate=float(app_settings.HTTP_BODY_MIN_RATE),
+        write_stall_timeout=app_settings.HTTP_WRITE_STALL_TIMEOUT,
+        max_pending_per_client=app_settings.HTTP_MAX_PENDING_PER_CLIENT,
     )
 
 

@@ -22,8 +22,12 @@ from django.db import connection, connections
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from dashboard.celery import app
+from jobs.conf import app_settings
 from jobs.kinds.registry import all_kinds
 from jobs.models import FINAL_STATES, Job, JobState
+from notifications.models import NotificationState, SocketConnection
+from notifications.realtime.presence import socket_fresh_for
 
 # Each readiness check gets this long to answer (socket timeouts, the worker ping), and the whole
 # probe answers within READY_DEADLINE however a dependency hangs.
@@ -84,9 +88,9 @@ def failure_ratio(finished: Mapping[str, int]) -> float:
 
 
 def _stalled_queryset(stale_after: float | None, now: datetime | None) -> Any:
-    stale_after = settings.RUNBOARD_STALE_AFTER if stale_after is None else stale_after
+    stale_after = app_settings.STALE_AFTER if stale_after is None else stale_after
     cutoff = (now or timezone.now()) - timedelta(seconds=stale_after)
-    # The reaper's own condition (jobs.services.job_reap_stale), so the gauge shows what it will act on.
+    # The reaper's own condition (jobs.housekeeping.job_reap_stale), so the gauge shows what it will act on.
     return Job.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff)
 
 
@@ -169,16 +173,11 @@ def queue_depths(queues: Iterable[str] | None = None) -> dict[str, int]:
 
 def open_socket_count(*, now: datetime | None = None) -> int:
     """WebSockets some web process has seen lately (rows of dead processes age out)."""
-    from notifications.models import SocketConnection
-    from notifications.services import socket_fresh_for
-
     return SocketConnection.objects.filter(seen_at__gte=(now or timezone.now()) - socket_fresh_for()).count()
 
 
 def unread_notifications_total() -> int:
     """Unread notifications over all users (the maintained per-user counters, summed)."""
-    from notifications.models import NotificationState
-
     return NotificationState.objects.aggregate(total=Sum("unread_count"))["total"] or 0
 
 
@@ -234,7 +233,7 @@ def _channel_layer_hosts() -> list[dict[str, Any]] | None:
 
 def check_channel_layer() -> None:
     """Ping every Redis the channel layer publishes through (sync redis-py, bounded timeouts)."""
-    timeouts = {"socket_timeout": CHECK_TIMEOUT, "socket_connect_timeout": CHECK_TIMEOUT}
+    timeouts: dict[str, Any] = {"socket_timeout": CHECK_TIMEOUT, "socket_connect_timeout": CHECK_TIMEOUT}
     for host in _channel_layer_hosts() or []:
         host = {key: value for key, value in host.items() if key not in ("max_connections", *timeouts)}
         if "address" in host:
@@ -253,8 +252,6 @@ def check_channel_layer() -> None:
 
 
 def celery_app() -> Any:
-    from dashboard.celery import app
-
     return app
 
 

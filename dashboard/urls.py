@@ -4,15 +4,14 @@ from django.urls import include, path
 
 from dashboard.health import healthz, metrics, readyz
 from notifications.push_api import service_worker
-from notifications.sse import event_stream
+from notifications.realtime.sse import event_stream
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/v1/push/", include("notifications.push_urls")),
-    path("api/v1/", include("jobs.api_urls")),
-    path("api/v1/notifications/", include("notifications.api_urls")),
+    # Every route of the API, notifications and push included (dashboard/api.py).
+    path("api/v1/", include("dashboard.api")),
     path("events/", event_stream, name="events"),
     path("sw.js", service_worker, name="service-worker"),
     path("healthz", healthz, name="healthz"),

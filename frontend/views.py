@@ -8,8 +8,9 @@ from django.views.decorators.http import require_http_methods
 from jobs import selectors
 from jobs.kinds.registry import UnknownKind, all_kinds, get_kind
 from jobs.models import Job, JobState
+from jobs.permissions import signed_in_user
 from jobs.tokens import token_create, token_list, token_revoke
-from notifications.services import preference_get, preference_update
+from notifications.inbox import preference_get, preference_update
 
 from .forms import form_fields
 
@@ -24,8 +25,9 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @ensure_csrf_cookie
 def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
+    user = signed_in_user(request)
     try:
-        job = selectors.job_get_for_user(user=request.user, job_id=job_id)
+        job = selectors.job_get_for_user(user=user, job_id=job_id)
     except Job.DoesNotExist:
         raise Http404("No such job.") from None
     try:
@@ -36,7 +38,7 @@ def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     return render(
         request,
         "frontend/job_detail.html",
-        {"job": job, "kind": kind, "fields": fields, "payload": selectors.job_payload_for(job, request.user)},
+        {"job": job, "kind": kind, "fields": fields, "payload": selectors.job_payload_for(job, user)},
     )
 
 
@@ -54,18 +56,19 @@ PREFERENCE_FIELDS = [
 @ensure_csrf_cookie
 @require_http_methods(["GET", "POST"])
 def settings_page(request: HttpRequest) -> HttpResponse:
+    user = signed_in_user(request)
     new_token = None
     if request.method == "POST":
         if request.POST.get("form") == "preferences":
             # An unticked checkbox is simply absent from the form.
             preference_update(
-                user_id=request.user.pk, **{name: name in request.POST for name, _ in PREFERENCE_FIELDS}
+                user_id=user.pk, **{name: name in request.POST for name, _ in PREFERENCE_FIELDS}
             )
             messages.info(request, "Notification preferences saved.")
             return redirect("frontend:settings")
         if "revoke" in request.POST:
             try:
-                revoked = token_revoke(user=request.user, token_id=int(request.POST["revoke"]))
+                revoked = token_revoke(user=user, token_id=int(request.POST["revoke"]))
             except ValueError:
                 revoked = False
             messages.info(request, "Token revoked." if revoked else "No such token.")
@@ -74,13 +77,13 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         if not name:
             messages.error(request, "Give the token a name, so you know later what uses it.")
             return redirect("frontend:settings")
-        _, new_token = token_create(user=request.user, name=name)
-    preference = preference_get(user_id=request.user.pk)
+        _, new_token = token_create(user=user, name=name)
+    preference = preference_get(user_id=user.pk)
     return render(
         request,
         "frontend/settings.html",
         {
-            "tokens": token_list(user=request.user),
+            "tokens": token_list(user=user),
             "new_token": new_token,
             "preferences": [
                 {"name": name, "label": label, "checked": getattr(preference, name)}

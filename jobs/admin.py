@@ -1,17 +1,23 @@
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django_celery_results.models import TaskResult
 
-from . import schedules, services
+from . import schedules
+from .exceptions import Conflict, KindNotAllowed, RateLimited
 from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind, may_launch
+from .launch import job_cancel, job_create, job_retry
 from .models import AccessToken, Job, JobLogLine, JobSchedule, JobState, Upload
-from .permissions import Power, has_power
+from .permissions import Power, has_power, signed_in_user
 
 
 class KindFilter(admin.SimpleListFilter):
@@ -20,10 +26,10 @@ class KindFilter(admin.SimpleListFilter):
     title = "kind"
     parameter_name = "kind"
 
-    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [(kind.name, kind.title) for kind in all_kinds()]
 
-    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
         return queryset.filter(kind=self.value()) if self.value() else queryset
 
 
@@ -36,7 +42,7 @@ class JobAdmin(admin.ModelAdmin):
     actions = ["cancel_jobs", "retry_jobs"]
     list_select_related = ("owner",)
 
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         # Jobs are launched through the service (validation, enqueue), not typed in here.
         return False
 
@@ -55,38 +61,36 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="Celery task result")
     def task_result(self, job: Job) -> str:
-        from django_celery_results.models import TaskResult
-
         result = TaskResult.objects.filter(task_id=job.celery_task_id).first()
         if result is None:
             return "—"
         url = reverse("admin:django_celery_results_taskresult_change", args=[result.pk])
         return format_html('<a href="{}">{} ({})</a>', url, result.task_id, result.status)
 
-    def has_act_on_any_job_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_act_on_any_job_permission(self, request: HttpRequest) -> bool:
         return has_power(request.user, Power.ACT_ON_ANY_JOB)
 
     @admin.action(description="Cancel the selected jobs", permissions=["act_on_any_job"])
-    def cancel_jobs(self, request, queryset):  # type: ignore[no-untyped-def]
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         done = 0
         for job in queryset.exclude(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]):
             try:
-                services.job_cancel(user=request.user, job_id=job.pk)
+                job_cancel(user=signed_in_user(request), job_id=job.pk)
                 done += 1
-            except services.Conflict:
+            except Conflict:
                 pass
         self.message_user(request, f"Cancel requested for {done} job(s).")
 
     @admin.action(
         description="Retry the selected finished jobs (for their owners)", permissions=["act_on_any_job"]
     )
-    def retry_jobs(self, request, queryset):  # type: ignore[no-untyped-def]
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         done = 0
         for job in queryset.filter(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]):
             try:
-                services.job_retry(user=request.user, job_id=job.pk)
+                job_retry(user=signed_in_user(request), job_id=job.pk)
                 done += 1
-            except (services.KindNotAllowed, services.Conflict, services.RateLimited, InvalidParams) as exc:
+            except (KindNotAllowed, Conflict, RateLimited, InvalidParams) as exc:
                 self.message_user(request, f"{job}: {exc}", level=messages.ERROR)
         self.message_user(request, f"Retried {done} job(s).")
 
@@ -99,13 +103,17 @@ class JobScheduleForm(forms.ModelForm):
         model = JobSchedule
         fields = ["name", "kind", "params", "owner", "every_seconds", "crontab", "enabled"]
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         user = self.request.user if self.request is not None else None
-        self.fields["kind"].choices = [(kind.name, kind.title) for kind in all_kinds(user=user)]
+        # The field declared above: a ChoiceField (``fields`` is typed with the base Field).
+        cast(forms.ChoiceField, self.fields["kind"]).choices = [
+            (kind.name, kind.title) for kind in all_kinds(user=user)
+        ]
 
-    def clean(self):  # type: ignore[no-untyped-def]
+    def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # ModelForm.clean returns cleaned_data
         user = self.request.user if self.request is not None else None
         owner = data.get("owner")
         if (
@@ -130,28 +138,31 @@ class JobScheduleAdmin(admin.ModelAdmin):
     list_filter = ("enabled",)
     readonly_fields = ("periodic_task", "last_job", "created_at")
 
-    def get_form(self, request, obj=None, change=False, **kwargs):  # type: ignore[no-untyped-def]
+    def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
         return type(form.__name__, (form,), {"request": request})
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(self, request: HttpRequest, obj: JobSchedule, form: Any, change: bool) -> None:
         schedules.schedule_save(schedule=obj)
 
-    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+    def delete_model(self, request: HttpRequest, obj: JobSchedule) -> None:
         schedules.schedule_delete(schedule=obj)
 
-    def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
         for schedule in queryset:
             schedules.schedule_delete(schedule=schedule)
 
 
-class LaunchForUsersForm(admin.helpers.ActionForm):
+class LaunchForUsersForm(ActionForm):
     kind = forms.ChoiceField(required=False, choices=())
     params = forms.CharField(required=False, initial="{}", help_text="JSON parameters")
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = [("", "— kind —")] + [(kind.name, kind.title) for kind in all_kinds()]
+        # The field declared above: a ChoiceField (``fields`` is typed with the base Field).
+        cast(forms.ChoiceField, self.fields["kind"]).choices = [("", "— kind —")] + [
+            (kind.name, kind.title) for kind in all_kinds()
+        ]
 
 
 User = get_user_model()
@@ -165,11 +176,11 @@ class RunboardUserAdmin(UserAdmin):
     action_form = LaunchForUsersForm
     actions = ["launch_for_users"]
 
-    def has_act_on_any_job_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_act_on_any_job_permission(self, request: HttpRequest) -> bool:
         return has_power(request.user, Power.ACT_ON_ANY_JOB)
 
     @admin.action(description="Launch the chosen kind for the selected users", permissions=["act_on_any_job"])
-    def launch_for_users(self, request, queryset):  # type: ignore[no-untyped-def]
+    def launch_for_users(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         kind = request.POST.get("kind", "")
         try:
             if not may_launch(request.user, get_kind(kind)):
@@ -186,12 +197,12 @@ class RunboardUserAdmin(UserAdmin):
         launched = 0
         for user in queryset:
             try:
-                services.job_create(owner=user, kind=kind, params=params, rate_limit=False)
+                job_create(owner=user, kind=kind, params=params, rate_limit=False)
                 launched += 1
             except UnknownKind:
                 self.message_user(request, "Choose a job kind first.", level=messages.ERROR)
                 return
-            except (InvalidParams, services.KindNotAllowed) as exc:
+            except (InvalidParams, KindNotAllowed) as exc:
                 self.message_user(request, f"{user}: {exc}", level=messages.ERROR)
         self.message_user(request, f"Launched {kind} for {launched} user(s).")
 

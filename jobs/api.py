@@ -1,44 +1,70 @@
-"""JSON API under /api/v1/.
+"""JSON API under /api/v1/: the jobs routes, and what every route of the one API shares.
+
+The API is one ``ninja.NinjaAPI`` (built in ``dashboard/api.py``) made of routers: this module's
+(kinds and jobs), ``notifications/api.py`` and ``notifications/push_api.py``. Its OpenAPI document
+is generated from the schemas declared on the routes (``/api/v1/openapi.json``).
 
 Browser: the session cookie, with CSRF checked on every unsafe method. Scripts: a personal
 access token in ``Authorization: Bearer ...`` (no CSRF; a bad token is a 401 even with a
 session; too many from one address, a 429 with Retry-After). Another user's job is a 404 on every
-route.
+route. Every error is ``{"detail": "...", "fields": {...}}`` (``ErrorBody``; ``fields`` only when
+a field is to blame), whichever layer refuses the request.
+
+Request bodies are read by the views themselves (``read_json``: strict JSON, bounded), and query
+parameters from ``request.GET``: the schemas below document them, the views keep their exact
+messages and clamping.
 """
 
-from __future__ import annotations
-
 import json
+import typing
 import uuid
 from collections.abc import Callable
-from functools import wraps
-from typing import Any
+from functools import cache, wraps
+from typing import Annotated, Any, NotRequired, TypedDict
 
+import pydantic
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
-from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt
+from django.urls import register_converter, reverse
+from ninja import Query, Router
+from ninja.security import APIKeyCookie, HttpBearer
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from dashboard.throttle.address import request_address
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
+from notifications import events
 
-from . import selectors, services
-from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind, may_launch
+from . import launch, selectors
+from .exceptions import Conflict, InvalidUpload, KindNotAllowed, RateLimited
+from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind
 from .models import Job, JobState
-from .openapi import openapi_schema
+from .permissions import signed_in_user
 from .results import result_page, wire_size
 from .tokens import token_authenticate
 
 MAX_JSON_BODY = 256 * 1024
-View = Callable[..., HttpResponse]
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CSRF_FAILED = "CSRF check failed: send the X-CSRFToken header with the csrftoken cookie's value."
+
+
+# --- Errors ------------------------------------------------------------------------------------
+
+
+class ErrorBody(TypedDict):
+    """Every error of the API: what went wrong, and per field what to fix (only when a field is
+    to blame; ``params.<name>`` for a kind's parameter)."""
+
+    detail: str
+    fields: NotRequired[dict[str, list[str]]]
 
 
 def error_response(
     status: int, detail: str, fields: dict[str, list[str]] | None = None, **headers: str
 ) -> JsonResponse:
-    body: dict[str, Any] = {"detail": detail}
+    body: ErrorBody = {"detail": detail}
     if fields:
         body["fields"] = fields
     response = JsonResponse(body, status=status)
@@ -47,71 +73,96 @@ def error_response(
     return response
 
 
-def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
+class ApiError(Exception):
+    """Raised anywhere under a route (authentication included): answered as ``error_response``."""
+
+    def __init__(
+        self, status: int, detail: str, fields: dict[str, list[str]] | None = None, **headers: str
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.fields, self.headers = status, detail, fields, headers
+
+    def response(self) -> JsonResponse:
+        return error_response(self.status, self.detail, self.fields, **self.headers)
+
+
+# --- Authentication ------------------------------------------------------------------------------
+
+
+def _csrf_failure(request: HttpRequest) -> bool:
     check = CsrfViewMiddleware(lambda req: HttpResponse())
     check.process_request(request)
-    rejected = check.process_view(request, lambda req: HttpResponse(), (), {})
-    if rejected is not None:
-        return error_response(
-            403, "CSRF check failed: send the X-CSRFToken header with the csrftoken cookie's value."
-        )
-    return None
+    return check.process_view(request, lambda req: HttpResponse(), (), {}) is not None
 
 
-def api_view(*methods: str) -> Callable[[View], View]:
-    """Authenticate (token or session+CSRF), check the method, turn a missing job into 404."""
+class TokenAuth(HttpBearer):
+    """A personal access token (``rb_...``). Only the Bearer scheme is read: another
+    ``Authorization`` (Basic from a proxy in front) is not ours, and the session signs in."""
 
-    def decorate(view: View) -> View:
-        @csrf_exempt
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
-                return error_response(405, f"Method {request.method} not allowed.", Allow=", ".join(methods))
-            header = request.headers.get("Authorization", "")
-            # Only a Bearer token signs in; another scheme (Basic from a proxy in front) is not ours.
-            if header.partition(" ")[0].lower() == "bearer":
-                scheme, _, raw = header.partition(" ")
-                try:
-                    user = (
-                        token_attempt(
-                            raw.strip(), address=request_address(request), sign_in=token_authenticate
-                        )
-                        if scheme.lower() == "bearer"
-                        else None
-                    )
-                except TokenThrottled as throttled:
-                    return error_response(429, throttled.detail, Retry_After=str(throttled.retry_after))
-                if user is None:
-                    return error_response(
-                        401, "Invalid, expired or revoked token.", WWW_Authenticate="Bearer"
-                    )
-                request.user = user
-            elif not request.user.is_authenticated:
-                return error_response(401, "Authentication required.", WWW_Authenticate="Bearer")
-            elif request.method not in ("GET", "HEAD", "OPTIONS") and (failure := _csrf_failure(request)):
-                return failure
-            if any("\x00" in value for _, values in request.GET.lists() for value in values):
-                # No database stores it the same way (PostgreSQL refuses it): never a 500.
-                return error_response(400, "Invalid request: a query parameter contains a NUL character.")
-            if "job_id" in kwargs:
-                try:
-                    kwargs["job_id"] = str(uuid.UUID(kwargs["job_id"]))
-                except ValueError:
-                    return error_response(404, "No such job.")
+    def __call__(self, request: HttpRequest) -> Any:
+        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self.authenticate(request, raw.strip())
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        try:
+            user = token_attempt(token, address=request_address(request), sign_in=token_authenticate)
+        except TokenThrottled as throttled:
+            raise ApiError(429, throttled.detail, Retry_After=str(throttled.retry_after)) from None
+        if user is None:  # never falls back to the session
+            raise ApiError(401, "Invalid, expired or revoked token.", WWW_Authenticate="Bearer")
+        request.user = user
+        return user
+
+
+class SessionAuth(APIKeyCookie):
+    """The session cookie of a signed-in browser; unsafe methods need the CSRF token."""
+
+    param_name = settings.SESSION_COOKIE_NAME
+
+    def __init__(self) -> None:
+        super().__init__(csrf=True)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        return self.authenticate(request, None)
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        if not request.user.is_authenticated:
+            return None  # AuthenticationError: the 401 (dashboard/api.py)
+        if request.method not in SAFE_METHODS and _csrf_failure(request):
+            raise ApiError(403, CSRF_FAILED)
+        return request.user
+
+
+AUTH = [TokenAuth(), SessionAuth()]
+
+
+def checked(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Run on every operation once signed in: no NUL in the query, a job id that is a UUID (else
+    the API's 404), and a missing job or a refused change as their JSON errors."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if any("\x00" in value for _, values in request.GET.lists() for value in values):
+            # No database stores it the same way (PostgreSQL refuses it): never a 500.
+            raise ApiError(400, "Invalid request: a query parameter contains a NUL character.")
+        if "job_id" in kwargs:
             try:
-                return view(request, *args, **kwargs)
-            except Job.DoesNotExist:
-                return error_response(404, "No such job.")
-            except services.Conflict as exc:
-                return error_response(409, str(exc))
+                kwargs["job_id"] = str(uuid.UUID(kwargs["job_id"]))
+            except ValueError:
+                raise ApiError(404, "No such job.") from None
+        try:
+            return view(request, *args, **kwargs)
+        except Job.DoesNotExist:
+            raise ApiError(404, "No such job.") from None
+        except Conflict as exc:
+            raise ApiError(409, str(exc)) from None
 
-        return wrapper
-
-    return decorate
+    return wrapper
 
 
-def _param_fields(errors: dict[str, list[str]]) -> dict[str, list[str]]:
-    return {key if key == "params" else f"params.{key}": msgs for key, msgs in errors.items()}
+# --- Bodies ------------------------------------------------------------------------------------
 
 
 def _no_constant(name: str) -> Any:
@@ -149,7 +200,7 @@ def parse_json(raw: str | bytes) -> Any:
     return value
 
 
-def read_json(request: HttpRequest, *, max_bytes: int = MAX_JSON_BODY) -> tuple[Any, HttpResponse | None]:
+def read_json(request: HttpRequest, *, max_bytes: int = MAX_JSON_BODY) -> tuple[Any, JsonResponse | None]:
     """The request's JSON body, or the error response to send (413 too large, 400 malformed)."""
     if len(request.body) > max_bytes:
         return None, error_response(413, f"The request body is larger than {max_bytes} bytes.")
@@ -159,37 +210,284 @@ def read_json(request: HttpRequest, *, max_bytes: int = MAX_JSON_BODY) -> tuple[
         return None, error_response(400, f"Malformed JSON: {exc}")
 
 
+def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose view reads a JSON body shaped like ``model``."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
+
+
+# --- Schemas -----------------------------------------------------------------------------------
+
+
+@cache
+def schema_of(typed_dict: Any) -> type[BaseModel]:
+    """A pydantic model with the shape of a TypedDict (nested ones included), so a payload's shape
+    is written once (``notifications/events.py``) and documented from there. Named after it,
+    without ``Payload``: ``JobPayload`` is ``Job``."""
+    hints = typing.get_type_hints(typed_dict)
+    fields: dict[str, Any] = {
+        key: (_model_type(hint), ... if key in typed_dict.__required_keys__ else None)
+        for key, hint in hints.items()
+    }
+    name = typed_dict.__name__.removesuffix("Payload")
+    return pydantic.create_model(name, __doc__=typed_dict.__doc__, **fields)
+
+
+def _model_type(hint: Any) -> Any:
+    if typing.is_typeddict(hint):
+        return schema_of(hint)
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if not args or origin is None:
+        return hint
+    converted = tuple(_model_type(arg) for arg in args)
+    if origin in (list, dict):
+        return origin[converted]
+    return typing.Union[converted]  # noqa: UP007 (X | Y of a tuple of types)
+
+
+def errors(*statuses: int) -> dict[int, Any]:
+    return dict.fromkeys(statuses, schema_of(ErrorBody))
+
+
+# Query parameters: documented here (written out, so they are types mypy reads), read by the views
+# themselves from ``request.GET``.
+StateQuery = Annotated[
+    Any,
+    WithJsonSchema({"type": "array", "items": {"type": "string"}}),
+    Query(None, description="Only these states"),
+]
+KindQuery = Annotated[
+    Any,
+    WithJsonSchema({"type": "array", "items": {"type": "string"}}),
+    Query(None, description="Only these kinds"),
+]
+SearchQuery = Annotated[Any, WithJsonSchema({"type": "string"}), Query(None, description="Search")]
+CursorQuery = Annotated[
+    Any, WithJsonSchema({"type": "string"}), Query(None, description="From the previous page's `next`")
+]
+JobLimitQuery = Annotated[
+    Any,
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 200}),
+    Query(None, description="At most this many jobs (50)"),
+]
+AfterQuery = Annotated[
+    Any, WithJsonSchema({"type": "integer", "minimum": 0}), Query(None, description="A line's seq")
+]
+OffsetQuery = Annotated[Any, WithJsonSchema({"type": "integer", "minimum": 0}), Query(None, description="")]
+
+
+JobOut = schema_of(events.JobPayload)
+LogLineOut = schema_of(events.LogLinePayload)
+JobId = Annotated[str, WithJsonSchema({"type": "string", "format": "uuid"})]
+# Every route may answer these: a NUL in the query (400), not signed in or a bad token (401), too
+# many bad tokens from this address (429).
+COMMON = (400, 401, 429)
+
+
+class KindInfo(TypedDict):
+    name: str
+    title: str
+    description: str
+    params_schema: dict[str, Any]  # JSON Schema of the kind's parameters
+    accepts_upload: bool
+    upload_param: str | None
+    parallel: bool
+    soft_time_limit: int
+
+
+class KindList(TypedDict):
+    results: list[KindInfo]
+
+
+class JobPage(TypedDict):
+    """At most ``limit`` jobs and 256 KiB: a page may end early; ``next`` continues after it."""
+
+    results: list[events.JobPayload]
+    next: str | None
+
+
+class LogPage(TypedDict):
+    lines: list[events.LogLinePayload]
+
+
+class ResultPage(TypedDict):
+    key: str
+    offset: int
+    limit: int
+    total: int
+
+
+class JobResult(TypedDict):
+    """The job's whole result and error (one page of the kind's list with ``limit``)."""
+
+    id: str
+    state: str
+    result: Any  # null if none
+    result_bytes: int | None
+    error: str
+    page: ResultPage | None
+    next: str | None
+
+
+class JobCreate(BaseModel):
+    """Launch a job: ``params`` as the kind's ``Params_<kind>`` (the document's ``JobCreate``
+    lists each kind as its own variant)."""
+
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobRetry(BaseModel):
+    """Retry with the same parameters, or re-run with new ``params``."""
+
+    params: dict[str, Any] | None = None
+
+
+JOB_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["kind"],
+                    "properties": {
+                        "kind": {"type": "string"},
+                        "params": {"type": "string", "description": "The parameters as JSON text."},
+                        "file": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+        },
+    }
+}
+# Models the views read themselves: dashboard/api.py adds them to the document's components.
+REQUEST_MODELS: list[type[BaseModel]] = [JobRetry]
+
+
+def _param_fields(errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {key if key == "params" else f"params.{key}": msgs for key, msgs in errors.items()}
+
+
 def _job_response(job: Job, viewer: Any, status: int = 200) -> JsonResponse:
     return JsonResponse(selectors.job_payload_for(job, viewer), status=status)
 
 
-@api_view("GET")
+# --- Routes ------------------------------------------------------------------------------------
+
+
+class AnyText:
+    """Any non-empty text, line breaks and slashes included (the views check it is a job id)."""
+
+    regex = r"[\s\S]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: object) -> str:
+        return str(value)
+
+
+register_converter(AnyText, "anytext")
+
+# job_id is matched loosely and checked (``checked``), so a malformed id is the API's JSON 404 like
+# any unknown job, never Django's HTML page. The detail route comes last: it would otherwise
+# swallow the routes below it.
+JOB = "/jobs/{anytext:job_id}/"
+
+router = Router(tags=["jobs"])
+router.add_decorator(checked)
+
+
+@router.get("/kinds/", response={200: schema_of(KindList), **errors(*COMMON)}, url_name="kind-list",
+            summary="Job kinds you may launch, with their parameter JSON Schema")  # fmt: skip
 def kind_list(request: HttpRequest) -> JsonResponse:
-    kinds = all_kinds(user=request.user)
-    return JsonResponse(
+    results: list[KindInfo] = [
         {
-            "results": [
-                {
-                    "name": kind.name,
-                    "title": kind.title,
-                    "description": kind.description,
-                    "params_schema": kind.params_schema(),
-                    "accepts_upload": kind.upload_param is not None,
-                    "upload_param": kind.upload_param,
-                    "parallel": kind.run_chunk is not None,
-                    "soft_time_limit": kind.soft_time_limit,
-                }
-                for kind in kinds
-            ]
+            "name": kind.name,
+            "title": kind.title,
+            "description": kind.description,
+            "params_schema": kind.params_schema(),
+            "accepts_upload": kind.upload_param is not None,
+            "upload_param": kind.upload_param,
+            "parallel": kind.run_chunk is not None,
+            "soft_time_limit": kind.soft_time_limit,
         }
+        for kind in all_kinds(user=request.user)
+    ]
+    return JsonResponse({"results": results})
+
+
+@router.get(
+    "/jobs/",
+    response={200: schema_of(JobPage), **errors(*COMMON)},
+    url_name="job-list",
+    summary="Your jobs, newest first (a page is at most 256 KiB: it may end early)",
+)
+def job_list(
+    request: HttpRequest,
+    state: StateQuery,
+    kind: KindQuery,
+    q: SearchQuery,
+    cursor: CursorQuery,
+    limit: JobLimitQuery,
+) -> JsonResponse:
+    try:
+        limit = min(max(int(request.GET.get("limit", 50)), 1), 200)
+    except ValueError:
+        raise ApiError(400, "Invalid request.", {"limit": ["Must be an integer from 1 to 200."]}) from None
+    states = [s for s in request.GET.getlist("state") if s]
+    bad_states = set(states) - set(JobState.values)
+    if bad_states:
+        raise ApiError(
+            400, "Invalid request.", {"state": [f"Unknown state(s): {', '.join(sorted(bad_states))}."]}
+        )
+    user = signed_in_user(request)
+    try:
+        jobs = list(
+            selectors.job_list_for_user(
+                user=user,
+                limit=limit + 1,
+                states=states,
+                kinds=[k for k in request.GET.getlist("kind") if k],
+                search=request.GET.get("q", "").strip()[:100],
+                cursor=request.GET.get("cursor") or None,
+            )
+        )
+    except selectors.InvalidCursor:
+        raise ApiError(400, "Invalid request.", {"cursor": ["Invalid cursor."]}) from None
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    # A page is at most JOB_LIST_MAX_BYTES whatever its jobs hold: it ends early if need be, and
+    # `next` continues after its last job. The envelope's room is kept: `next` repeats the query.
+    envelope = 2 * len(request.get_full_path()) + 256
+    results, complete = selectors.job_payload_page(
+        jobs, max_bytes=selectors.JOB_LIST_MAX_BYTES - envelope, viewer=user
     )
+    next_url = None
+    if (more or not complete) and results:
+        params = request.GET.copy()
+        params["cursor"] = selectors.job_cursor(jobs[len(results) - 1])
+        next_url = f"{request.path}?{params.urlencode()}"
+    return JsonResponse({"results": results, "next": next_url})
 
 
-@api_view("GET", "POST")
-def job_collection(request: HttpRequest) -> HttpResponse:
-    if request.method == "GET":
-        return _job_list(request)
-    upload = None
+@router.post(
+    "/jobs/",
+    response={201: JobOut, **errors(*COMMON, 403, 413)},
+    url_name="job-list",
+    summary="Launch a job (JSON, or multipart: `kind`, `params` as JSON text, `file`)",
+    description="403: a kind that takes a permission you do not hold, or a failed CSRF check. "
+    "413: the upload is too large. 429: too many launches (or bad tokens); see Retry-After.",
+    openapi_extra=JOB_CREATE_BODY,
+)
+def job_create(request: HttpRequest) -> HttpResponse:
     if request.content_type == "multipart/form-data":
         try:
             request.POST, request.FILES  # noqa: B018 (parse now, to answer in JSON)
@@ -197,7 +495,7 @@ def job_collection(request: HttpRequest) -> HttpResponse:
             return error_response(413, f"The request's form fields are too large: {exc}")
         except (MultiPartParserError, SuspiciousOperation) as exc:
             return error_response(400, f"Malformed multipart body: {exc}")
-        kind = request.POST.get("kind", "")
+        kind: object = request.POST.get("kind", "")
         try:
             params = parse_json(request.POST.get("params") or "{}")
         except ValueError as exc:
@@ -224,119 +522,75 @@ def job_collection(request: HttpRequest) -> HttpResponse:
         return error_response(
             400, "Invalid request.", {"file": ["Attach the file to profile (multipart field 'file')."]}
         )
+    if file is not None and job_kind.upload_param is None:
+        return error_response(400, "Invalid request.", {"file": [f"{job_kind.title!r} takes no file."]})
+    user = signed_in_user(request)
     try:
-        if file is not None:
-            if job_kind.upload_param is None:
-                return error_response(
-                    400, "Invalid request.", {"file": [f"{job_kind.title!r} takes no file."]}
-                )
-            if not may_launch(request.user, job_kind):
-                raise services.KindNotAllowed(
-                    f"Launching {job_kind.title!r} takes a permission you do not have."
-                )
-            upload = services.upload_create(owner=request.user, file=file)
-        job = services.job_create(owner=request.user, kind=kind, params=params, upload=upload)
-    except services.InvalidUpload as exc:
+        job = launch.job_launch(owner=user, kind=kind, params=params, file=file)
+    except InvalidUpload as exc:
         return error_response(413 if exc.too_large else 400, str(exc), {"file": [str(exc)]})
-    except services.KindNotAllowed as exc:
-        _discard(upload)
+    except KindNotAllowed as exc:
         return error_response(403, str(exc))
-    except services.RateLimited as exc:
-        _discard(upload)
+    except RateLimited as exc:
         return error_response(429, str(exc), Retry_After=str(exc.retry_after))
     except InvalidParams as exc:
-        _discard(upload)
         return error_response(400, "Invalid parameters.", _param_fields(exc.errors))
-    response = _job_response(job, request.user, status=201)
+    response = _job_response(job, user, status=201)
     response["Location"] = reverse("api:job-detail", args=[job.id])
     return response
 
 
-def _discard(upload: Any) -> None:
-    # Nothing is kept from a refused launch.
-    if upload is not None:
-        services.upload_delete(upload=upload)
+@router.post(
+    f"{JOB}cancel/",
+    response={200: JobOut, **errors(*COMMON, 403, 404, 409)},
+    url_name="job-cancel",
+    summary="Cancel (queued: at once; running: cooperatively); 409 once finished",
+)
+def job_cancel(request: HttpRequest, job_id: JobId) -> JsonResponse:
+    user = signed_in_user(request)
+    return _job_response(launch.job_cancel(user=user, job_id=job_id), user)
 
 
-def _job_list(request: HttpRequest) -> JsonResponse:
-    try:
-        limit = min(max(int(request.GET.get("limit", 50)), 1), 200)
-    except ValueError:
-        return error_response(400, "Invalid request.", {"limit": ["Must be an integer from 1 to 200."]})
-    states = [s for s in request.GET.getlist("state") if s]
-    bad_states = set(states) - set(JobState.values)
-    if bad_states:
-        return error_response(
-            400, "Invalid request.", {"state": [f"Unknown state(s): {', '.join(sorted(bad_states))}."]}
-        )
-    try:
-        jobs = list(
-            selectors.job_list_for_user(
-                user=request.user,
-                limit=limit + 1,
-                states=states,
-                kinds=[k for k in request.GET.getlist("kind") if k],
-                search=request.GET.get("q", "").strip()[:100],
-                cursor=request.GET.get("cursor") or None,
-            )
-        )
-    except selectors.InvalidCursor:
-        return error_response(400, "Invalid request.", {"cursor": ["Invalid cursor."]})
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    # A page is at most JOB_LIST_MAX_BYTES whatever its jobs hold: it ends early if need be, and
-    # `next` continues after its last job. The envelope's room is kept: `next` repeats the query.
-    envelope = 2 * len(request.get_full_path()) + 256
-    results, complete = selectors.job_payload_page(
-        jobs, max_bytes=selectors.JOB_LIST_MAX_BYTES - envelope, viewer=request.user
-    )
-    next_url = None
-    if (more or not complete) and results:
-        query = request.GET.copy()
-        query["cursor"] = selectors.job_cursor(jobs[len(results) - 1])
-        next_url = f"{request.path}?{query.urlencode()}"
-    return JsonResponse({"results": results, "next": next_url})
-
-
-@api_view("GET")
-def job_detail(request: HttpRequest, job_id: str) -> JsonResponse:
-    return _job_response(selectors.job_get_for_user(user=request.user, job_id=job_id), request.user)
-
-
-@api_view("POST")
-def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
-    return _job_response(services.job_cancel(user=request.user, job_id=job_id), request.user)
-
-
-@api_view("POST")
-def job_retry(request: HttpRequest, job_id: str) -> HttpResponse:
-    """Retry with the same parameters, or re-run with ``{"params": {...}}``."""
+@router.post(
+    f"{JOB}retry/",
+    response={201: JobOut, **errors(*COMMON, 403, 404, 409, 413)},
+    url_name="job-retry",
+    summary='Retry a finished job, or re-run it with {"params": {...}}; 409 if not finished',
+    openapi_extra=json_body(JobRetry, required=False),
+)
+def job_retry(request: HttpRequest, job_id: JobId) -> HttpResponse:
     body, failure = read_json(request)
     if failure:
         return failure
     if not isinstance(body, dict):
         return error_response(400, "Expected a JSON object (optionally with 'params').")
     params = body.get("params")
+    user = signed_in_user(request)
     try:
-        job = services.job_retry(user=request.user, job_id=job_id, params=params)
-    except services.RateLimited as exc:
+        job = launch.job_retry(user=user, job_id=job_id, params=params)
+    except RateLimited as exc:
         return error_response(429, str(exc), Retry_After=str(exc.retry_after))
     except InvalidParams as exc:
         return error_response(400, "Invalid parameters.", _param_fields(exc.errors))
-    except services.KindNotAllowed as exc:
+    except KindNotAllowed as exc:
         return error_response(403, str(exc))
-    return _job_response(job, request.user, status=201)
+    return _job_response(job, user, status=201)
 
 
-@api_view("GET")
-def job_log(request: HttpRequest, job_id: str) -> JsonResponse:
-    """Lines after ``after``, oldest first: at most 1,000 and 256 KiB (ask again from the last)."""
+@router.get(
+    f"{JOB}log/",
+    response={200: schema_of(LogPage), **errors(*COMMON, 404)},
+    url_name="job-log",
+    summary="Log lines after `after`, oldest first: at most 1,000 and 256 KiB (ask again from the last)",
+)
+def job_log(request: HttpRequest, job_id: JobId, after: AfterQuery) -> JsonResponse:
     try:
         after = max(0, int(request.GET.get("after", 0)))
     except ValueError:
-        return error_response(400, "Invalid request.", {"after": ["Must be an integer."]})
-    lines = selectors.job_log_for_user(user=request.user, job_id=job_id, after=after)
-    page, size = [], 0
+        raise ApiError(400, "Invalid request.", {"after": ["Must be an integer."]}) from None
+    lines = selectors.job_log_for_user(user=signed_in_user(request), job_id=job_id, after=after)
+    page: list[dict[str, Any]] = []
+    size = 0
     for line in lines:
         shown = {"seq": line.seq, "text": line.text}
         size += wire_size(shown) + 2
@@ -346,13 +600,54 @@ def job_log(request: HttpRequest, job_id: str) -> JsonResponse:
     return JsonResponse({"lines": page})
 
 
+@router.get(
+    f"{JOB}download/",
+    response=errors(*COMMON, 404),
+    url_name="job-download",
+    summary="The file the job produced (owner only)",
+    openapi_extra={
+        "responses": {
+            "200": {
+                "description": "The file",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
+def job_download(request: HttpRequest, job_id: JobId) -> HttpResponse | FileResponse:
+    # Owner only, staff included: a produced file is the owner's data, not operational state.
+    job = Job.objects.get(pk=job_id, owner=signed_in_user(request))
+    if not job.result_file:
+        return error_response(404, "This job has no file (or it was removed by retention).")
+    try:
+        handle = job.result_file.open("rb")
+    except FileNotFoundError:
+        return error_response(404, "The file was removed by retention.")
+    name = (job.result or {}).get("file_name") if isinstance(job.result, dict) else None
+    return FileResponse(handle, as_attachment=True, filename=name or "result")
+
+
 RESULT_PAGE_MAX = 500
+ResultLimitQuery = Annotated[
+    Any,
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": RESULT_PAGE_MAX}),
+    Query(None, description="Page the kind's list (csv_profile: `columns`)"),
+]
 
 
-@api_view("GET")
-def job_result(request: HttpRequest, job_id: str) -> HttpResponse:
-    """The job's whole result and error, by reference (payloads only summarize them): for the
-    owner or staff, like the job. ``?limit=&offset=`` page the kind's ``result_items`` list."""
+@router.get(
+    f"{JOB}result/",
+    response={200: schema_of(JobResult), **errors(*COMMON, 404)},
+    url_name="job-result",
+    summary="The job's whole result and error, by reference (owner or staff)",
+)
+def job_result(
+    request: HttpRequest,
+    job_id: JobId,
+    offset: OffsetQuery,
+    limit: ResultLimitQuery,
+) -> HttpResponse:
+    """``?limit=&offset=`` page the kind's ``result_items`` list."""
     fields: dict[str, list[str]] = {}
     offset, limit = 0, None
     try:
@@ -368,7 +663,7 @@ def job_result(request: HttpRequest, job_id: str) -> HttpResponse:
             fields["limit"] = [f"Must be an integer from 1 to {RESULT_PAGE_MAX}."]
     if fields:
         return error_response(400, "Invalid request.", fields)
-    job = selectors.job_result_for_user(user=request.user, job_id=job_id)
+    job = selectors.job_result_for_user(user=signed_in_user(request), job_id=job_id)
     try:
         key = get_kind(job.kind).result_items
     except UnknownKind:
@@ -376,9 +671,9 @@ def job_result(request: HttpRequest, job_id: str) -> HttpResponse:
     result, page = result_page(job.result, key=key, offset=offset, limit=limit)
     next_url = None
     if page is not None and offset + page["limit"] < page["total"]:
-        query = request.GET.copy()
-        query["offset"] = str(offset + page["limit"])
-        next_url = f"{request.path}?{query.urlencode()}"
+        params = request.GET.copy()
+        params["offset"] = str(offset + page["limit"])
+        next_url = f"{request.path}?{params.urlencode()}"
     body = {
         "id": str(job.id),
         "state": job.state,
@@ -395,20 +690,8 @@ def job_result(request: HttpRequest, job_id: str) -> HttpResponse:
         return JsonResponse(body)
 
 
-@api_view("GET")
-def job_download(request: HttpRequest, job_id: str) -> HttpResponse:
-    # Owner only, staff included: a produced file is the owner's data, not operational state.
-    job = Job.objects.get(pk=job_id, owner=request.user)
-    if not job.result_file:
-        return error_response(404, "This job has no file (or it was removed by retention).")
-    try:
-        handle = job.result_file.open("rb")
-    except FileNotFoundError:
-        return error_response(404, "The file was removed by retention.")
-    name = (job.result or {}).get("file_name") if isinstance(job.result, dict) else None
-    return FileResponse(handle, as_attachment=True, filename=name or "result")
-
-
-def openapi(request: HttpRequest) -> JsonResponse:
-    """Public: describes the API (and the kinds this visitor may launch), holds no user data."""
-    return JsonResponse(openapi_schema(kinds=all_kinds(user=request.user)))
+@router.get(JOB, response={200: JobOut, **errors(*COMMON, 404)}, url_name="job-detail",
+            summary="One of your jobs")  # fmt: skip
+def job_detail(request: HttpRequest, job_id: JobId) -> JsonResponse:
+    user = signed_in_user(request)
+    return _job_response(selectors.job_get_for_user(user=user, job_id=job_id), user)

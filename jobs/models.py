@@ -7,10 +7,12 @@ from django.core.files.storage import FileSystemStorage
 from django.db import models
 from django.db.models import Q
 
+from jobs.conf import app_settings
+
 
 def private_storage() -> FileSystemStorage:
     """Files only ever served through an owner-checked view, never from a public URL."""
-    return FileSystemStorage(location=settings.RUNBOARD_PRIVATE_DIR, base_url=None)
+    return FileSystemStorage(location=app_settings.PRIVATE_DIR, base_url=None)
 
 
 class JobState(models.TextChoices):
@@ -46,7 +48,7 @@ class Job(models.Model):
     progress_current = models.BigIntegerField(default=0)
     progress_total = models.BigIntegerField(null=True, blank=True)
     progress_message = models.CharField(max_length=500, blank=True)
-    # Grows with every write of the row; pushes between writes extend it (see jobs.progress).
+    # Grows with every write of the row; pushes between writes extend it (see jobs.reporter).
     version = models.PositiveBigIntegerField(default=1)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -58,7 +60,7 @@ class Job(models.Model):
     # enqueued again by the reaper, so a lost message (a Redis restart without persistence, a
     # worker killed holding a deferred retry) never leaves it queued forever. Empty on a queued
     # job: its message never reached the broker (it was down): "waiting for the queue", sent
-    # again at the reaper's next tick (jobs.services._enqueue, job_requeue_lost).
+    # again at the reaper's next tick (jobs.dispatch._enqueue, jobs.housekeeping.job_requeue_lost).
     enqueued_at = models.DateTimeField(null=True, blank=True)
 
     celery_task_id = models.CharField(max_length=255, blank=True, db_index=True)

@@ -10,6 +10,7 @@ from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from .kinds.registry import InvalidParams, UnknownKind, get_kind
+from .launch import job_create
 from .models import Job, JobSchedule
 
 TASK_NAME = "jobs.run_schedule"
@@ -78,8 +79,6 @@ def schedule_delete(*, schedule: JobSchedule) -> None:
 
 def schedule_run(*, schedule_id: int) -> Job | None:
     """One run of a schedule: an ordinary job of its owner (validated again: kinds change)."""
-    from .services import job_create
-
     schedule = JobSchedule.objects.select_related("owner").filter(pk=schedule_id, enabled=True).first()
     if schedule is None or not schedule.owner.is_active:
         return None

@@ -9,10 +9,9 @@ import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Q, QuerySet
 from django.urls import get_script_prefix, reverse
 
@@ -23,10 +22,13 @@ from .models import Job, JobLogLine, JobState
 from .permissions import Power, has_power
 from .results import clip_text, json_preview, wire_size
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 logger = logging.getLogger(__name__)
 
 # Pushed versions are ``row version * VERSION_STEP + n``: the row's version counts database
-# writes, and n counts the in-memory pushes made since the last write (jobs.progress).
+# writes, and n counts the in-memory pushes made since the last write (jobs.reporter).
 VERSION_STEP = 1000
 
 # --- Size bounds (docs/protocol.md, "Size bounds") ---------------------------------------------
@@ -52,33 +54,33 @@ class InvalidCursor(ValueError):
     pass
 
 
-def job_visible_to(user: AbstractBaseUser) -> QuerySet[Job]:
+def job_visible_to(user: User) -> QuerySet[Job]:
     """The jobs ``user`` may see: their own, or every job with the "view all jobs" power."""
     if has_power(user, Power.VIEW_ALL_JOBS):
         return Job.objects.select_related("owner")
     return Job.objects.filter(owner=user).select_related("owner")
 
 
-def _jobs_with_power(user: AbstractBaseUser, power: Power) -> QuerySet[Job]:
+def _jobs_with_power(user: User, power: Power) -> QuerySet[Job]:
     """The user's own jobs, or, with ``power``, everyone's."""
     if has_power(user, power):
         return Job.objects.select_related("owner")
     return Job.objects.filter(owner=user).select_related("owner")
 
 
-def jobs_with_results_visible_to(user: AbstractBaseUser) -> QuerySet[Job]:
+def jobs_with_results_visible_to(user: User) -> QuerySet[Job]:
     """The jobs whose result and log ``user`` may read: their own, or every job with the "view
     all results" power (by id: listing them is "view all jobs")."""
     return _jobs_with_power(user, Power.VIEW_ALL_RESULTS)
 
 
-def job_for_action(*, user: AbstractBaseUser, job_id: UUID | str) -> Job:
+def job_for_action(*, user: User, job_id: UUID | str) -> Job:
     """A job ``user`` may cancel, retry or re-run: their own, or any with the "act on any job"
     power; raises Job.DoesNotExist otherwise (a 404, as for a job one cannot see)."""
     return _jobs_with_power(user, Power.ACT_ON_ANY_JOB).defer("result").get(pk=job_id)
 
 
-def results_visible(user: AbstractBaseUser, job: Job) -> bool:
+def results_visible(user: User, job: Job) -> bool:
     """Whether ``user`` may see ``job``'s result, log and error detail: its owner, or the
     "view all results" power."""
     return job.owner_id == user.pk or has_power(user, Power.VIEW_ALL_RESULTS)
@@ -86,7 +88,7 @@ def results_visible(user: AbstractBaseUser, job: Job) -> bool:
 
 def job_list_for_user(
     *,
-    user: AbstractBaseUser,
+    user: User,
     limit: int = SNAPSHOT_JOBS,
     states: Sequence[str] = (),
     kinds: Sequence[str] = (),
@@ -125,20 +127,20 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, UUID]:
         raise InvalidCursor("Invalid cursor.") from None
 
 
-def job_get_for_user(*, user: AbstractBaseUser, job_id: UUID | str) -> Job:
+def job_get_for_user(*, user: User, job_id: UUID | str) -> Job:
     """The user's job, its result not loaded (``job_result_for_user`` loads it); raises
     Job.DoesNotExist for anything else (another user's job is a 404)."""
     return job_visible_to(user).defer("result").get(pk=job_id)
 
 
-def job_result_for_user(*, user: AbstractBaseUser, job_id: UUID | str) -> Job:
+def job_result_for_user(*, user: User, job_id: UUID | str) -> Job:
     """The job with its whole result, for its owner or a holder of the "view all results" power;
     raises Job.DoesNotExist for anyone else."""
     return _jobs_with_power(user, Power.VIEW_ALL_RESULTS).get(pk=job_id)
 
 
 def job_log_for_user(
-    *, user: AbstractBaseUser, job_id: UUID | str, after: int = 0, limit: int = 1000
+    *, user: User, job_id: UUID | str, after: int = 0, limit: int = 1000
 ) -> list[JobLogLine]:
     """A job's log lines after ``after``: its owner's, or with "view all results" (a log may
     hold the job's data); raises Job.DoesNotExist otherwise."""
@@ -237,7 +239,7 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         "owner": clip("owner", job.owner.get_username(), NAME_BYTES),
         "state": job.state,
         "cancel_requested": job.cancel_requested_at is not None,
-        # Queued, but its message has not reached the broker yet (jobs.services._enqueue).
+        # Queued, but its message has not reached the broker yet (jobs.dispatch._enqueue).
         "waiting_for_queue": job.state == JobState.QUEUED and job.enqueued_at is None,
         "params": params,
         "progress": progress,
@@ -321,7 +323,7 @@ def _bounded(payload: JobPayload) -> JobPayload:
     return emptied
 
 
-def job_payload_for(job: Job, viewer: AbstractBaseUser) -> JobPayload:
+def job_payload_for(job: Job, viewer: User) -> JobPayload:
     """``job_payload`` as ``viewer`` may see it: without its result (summary, links) unless
     ``results_visible``."""
     payload = job_payload(job)
@@ -347,7 +349,7 @@ def _shows_result(payload: JobPayload) -> bool:
 
 
 def job_payload_page(
-    jobs: Iterable[Job], *, max_bytes: int = JOB_LIST_MAX_BYTES, viewer: AbstractBaseUser | None = None
+    jobs: Iterable[Job], *, max_bytes: int = JOB_LIST_MAX_BYTES, viewer: User | None = None
 ) -> tuple[list[JobPayload], bool]:
     """The payloads of ``jobs`` (as ``viewer`` may see them, see ``job_payload_for``), in order,
     while their JSON list fits in ``max_bytes`` wire bytes; and whether every job fitted (if not,

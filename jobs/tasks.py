@@ -1,22 +1,22 @@
-"""Thin Celery shells around the job services."""
+"""Thin Celery shells around the job services (dispatch sends them by name: jobs/dispatch.py)."""
 
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
-from celery.signals import task_failure, worker_process_shutdown
+from celery.signals import task_failure
 
-from notifications import push
-
-from . import services
+from .housekeeping import job_purge_expired_result_files, job_reap_stale, job_requeue_lost, retention_apply
+from .runner import job_handle_task_failure, job_run, job_run_chunk
+from .schedules import schedule_run
 
 JOB_TASKS = frozenset({"jobs.run_job", "jobs.run_job_chunk"})
 
 
 @shared_task(bind=True, name="jobs.run_job", acks_late=True, max_retries=None)
 def run_job(self: Task, job_id: str) -> str:
-    deferred = services.job_run(job_id=job_id)
+    deferred = job_run(job_id=job_id)
     if deferred is not None:
         # The owner is at their running-jobs cap: hand the slot to someone else's job.
         raise self.retry(countdown=deferred.retry_in)
@@ -25,30 +25,28 @@ def run_job(self: Task, job_id: str) -> str:
 
 @shared_task(name="jobs.run_job_chunk", acks_late=True)
 def run_job_chunk(job_id: str, index: int) -> None:
-    services.job_run_chunk(job_id=job_id, index=index)
+    job_run_chunk(job_id=job_id, index=index)
 
 
 @shared_task(name="jobs.reap_stale_jobs", ignore_result=True)
 def reap_stale_jobs() -> int:
-    return services.job_reap_stale() + services.job_requeue_lost()
+    return job_reap_stale() + job_requeue_lost()
 
 
 @shared_task(name="jobs.run_schedule", ignore_result=True)
 def run_schedule(schedule_id: int) -> str | None:
-    from .schedules import schedule_run
-
     job = schedule_run(schedule_id=schedule_id)
     return str(job.id) if job else None
 
 
 @shared_task(name="jobs.apply_retention", ignore_result=True)
 def apply_retention() -> dict[str, int]:
-    return services.retention_apply()
+    return retention_apply()
 
 
 @shared_task(name="jobs.purge_expired_result_files", ignore_result=True)
 def purge_expired_result_files() -> int:
-    return services.job_purge_expired_result_files()
+    return job_purge_expired_result_files()
 
 
 @task_failure.connect
@@ -66,10 +64,4 @@ def _end_job_of_dead_task(
         reason, lost = "Worker lost: its process died mid-job.", True
     else:
         reason, lost = f"Internal error: {exception or 'unknown'}", False
-    services.job_handle_task_failure(job_id=args[0], reason=reason, worker_lost=lost)
-
-
-@worker_process_shutdown.connect
-def _flush_pushes(**kwargs: Any) -> None:
-    # Let the last events of this pool process reach Redis before it exits.
-    push.flush(timeout=2.0)
+    job_handle_task_failure(job_id=args[0], reason=reason, worker_lost=lost)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import AccessToken
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 TOKEN_PREFIX = "rb_"
 
@@ -19,9 +22,7 @@ def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def token_create(
-    *, user: AbstractBaseUser, name: str, expires_in_days: float | None = None
-) -> tuple[AccessToken, str]:
+def token_create(*, user: User, name: str, expires_in_days: float | None = None) -> tuple[AccessToken, str]:
     """Returns the token row and the raw token, which is never stored and shown only now."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = AccessToken.objects.create(
@@ -34,16 +35,16 @@ def token_create(
     return token, raw
 
 
-def token_revoke(*, user: AbstractBaseUser, token_id: int) -> bool:
+def token_revoke(*, user: User, token_id: int) -> bool:
     deleted, _ = AccessToken.objects.filter(pk=token_id, user=user).delete()
     return bool(deleted)
 
 
-def token_list(*, user: AbstractBaseUser) -> QuerySet[AccessToken]:
+def token_list(*, user: User) -> QuerySet[AccessToken]:
     return AccessToken.objects.filter(user=user)
 
 
-def token_authenticate(raw: str) -> AbstractBaseUser | None:
+def token_authenticate(raw: str) -> User | None:
     """The active user a raw token belongs to, or None (unknown, expired or inactive)."""
     token = token_lookup(raw)
     return token.user if token is not None else None

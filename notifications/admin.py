@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from . import services
+from . import inbox
 from .models import Notification
 
 
@@ -27,10 +27,10 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Notification, form: Any, change: bool) -> None:
         if change:
-            editable = [f for f in form.changed_data if f in services.NOTIFICATION_EDITABLE_FIELDS]
-            services.notification_edit(notification_id=obj.pk, **{f: getattr(obj, f) for f in editable})
+            editable = [f for f in form.changed_data if f in inbox.NOTIFICATION_EDITABLE_FIELDS]
+            inbox.notification_edit(notification_id=obj.pk, **{f: getattr(obj, f) for f in editable})
             return
-        created = services.notify(
+        created = inbox.notify(
             recipient_id=obj.recipient_id,
             title=obj.title,
             body=obj.body,
@@ -42,7 +42,7 @@ class NotificationAdmin(admin.ModelAdmin):
         obj.pk, obj.created_at = created.pk, created.created_at
 
     def delete_model(self, request: HttpRequest, obj: Notification) -> None:
-        services.notifications_delete(queryset=Notification.objects.filter(pk=obj.pk))
+        inbox.notifications_delete(queryset=Notification.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        services.notifications_delete(queryset=queryset)
+        inbox.notifications_delete(queryset=queryset)

@@ -16,13 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.sessions.models import Session
 from django.db.models import Q
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
@@ -31,6 +31,9 @@ from jobs.permissions import Power, powers_by_user, powers_of
 from jobs.tokens import token_lookup
 
 from . import events
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,7 @@ def privileges_of(user: Any, powers: frozenset[Power] | None = None) -> str:
     return "a{:d}s{:d}u{:d}".format(*(bool(flag) for flag in flags)) + (f"p{held}" if held else "")
 
 
-def session_credential(user: AbstractBaseUser, session_key: str) -> Credential:
+def session_credential(user: User, session_key: str) -> Credential:
     """The credential of a connection signed in with the session ``session_key`` (sync: reads
     the user's powers; the session's expiry is read when the connection is recorded, see
     ``session_expiry``)."""
@@ -83,7 +86,7 @@ def session_credential(user: AbstractBaseUser, session_key: str) -> Credential:
     )
 
 
-def token_sign_in(raw: str) -> tuple[AbstractBaseUser, Credential] | None:
+def token_sign_in(raw: str) -> tuple[User, Credential] | None:
     """The user and credential of a raw personal access token, or None (sync)."""
     token = token_lookup(raw)
     if token is None:
@@ -119,8 +122,6 @@ def session_expiry(session_key: str) -> float | None:
     """When the session ends (epoch seconds), as its row says; None on backends without rows."""
     if not session_key or not _session_backend_is_db():
         return None
-    from django.contrib.sessions.models import Session
-
     expire = Session.objects.filter(session_key=session_key).values_list("expire_date", flat=True).first()
     return expire.timestamp() if expire is not None else 0.0
 
@@ -174,8 +175,6 @@ def _live_sessions(keys: Iterable[str], now: datetime) -> set[str]:
     if not keys:
         return set()
     if _session_backend_is_db():
-        from django.contrib.sessions.models import Session
-
         return set(
             Session.objects.filter(session_key__in=keys, expire_date__gt=now).values_list(
                 "session_key", flat=True
@@ -206,7 +205,8 @@ class _HandshakeRequest(HttpRequest):
 
 
 def _csrf_check() -> CsrfViewMiddleware:
-    return CsrfViewMiddleware(lambda request: None)  # type: ignore[arg-type,return-value]
+    # get_response is never called: only the middleware's origin check is used.
+    return CsrfViewMiddleware(lambda request: HttpResponse())
 
 
 def origin_trusted(*, headers: Mapping[str, str], scheme: str, server: tuple[str, int] | None = None) -> bool:
@@ -219,7 +219,8 @@ def origin_trusted(*, headers: Mapping[str, str], scheme: str, server: tuple[str
     if not origin or origin == "null":
         return False
     request = _HandshakeRequest(headers, {"ws": "http", "wss": "https"}.get(scheme, scheme), server)
-    return bool(_csrf_check()._origin_verified(request))
+    # A private method of Django's (the CSRF check's origin rule), absent from django-stubs.
+    return bool(_csrf_check()._origin_verified(request))  # type: ignore[attr-defined]
 
 
 def scope_headers(scope: Mapping[str, Any]) -> dict[str, str]:

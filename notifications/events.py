@@ -19,6 +19,12 @@ CLOSE_TOO_MANY_MESSAGES = 4429
 # been missed: reconnect with backoff and resume from the database.
 CLOSE_EVENTS_INTERRUPTED = 4503
 
+# The channel layer messages notifications.push sends to the consumers and SSE streams (their
+# ``type``: Channels calls the consumer's event_relay, socket_close, socket_recheck).
+RELAY_TYPE = "event.relay"  # an event, already serialized, to forward as it is
+CLOSE_TYPE = "socket.close"  # the credential ended or changed: close with "code"
+RECHECK_TYPE = "socket.recheck"  # the credential changed in a way only a fresh look can judge
+
 
 def user_group(user_id: int) -> str:
     return f"user.{user_id}"

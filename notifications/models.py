@@ -42,7 +42,7 @@ class NotificationState(models.Model):
     """Per-user counters kept by the services, so the unread count is one row read, however
     many years of notifications a user has (never a COUNT per event). ``unread_count`` equals
     the user's unread rows after every transaction: every write to those rows locks this row
-    first (notifications/services.py, "The unread count")."""
+    first (notifications/inbox.py, "The unread count")."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,

@@ -153,7 +153,7 @@ def _host_literal(host: str) -> IPAddress | None:
         if "%" in inner:
             raise _refuse(f"{host} has a zone index.")
         try:
-            address = ipaddress.IPv6Address(inner)
+            address: IPAddress = ipaddress.IPv6Address(inner)
         except ValueError:
             raise _refuse(f"{host} is not an IPv6 address.") from None
         if str(address) != inner:

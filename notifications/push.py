@@ -28,11 +28,12 @@ from dashboard.process_local import ProcessLocal
 
 from . import events
 
-logger = logging.getLogger(__name__)
+# The message types this sends (the consumers and SSE streams read them from events).
+from .events import CLOSE_TYPE as CLOSE_TYPE
+from .events import RECHECK_TYPE as RECHECK_TYPE
+from .events import RELAY_TYPE as RELAY_TYPE
 
-RELAY_TYPE = "event.relay"
-CLOSE_TYPE = "socket.close"
-RECHECK_TYPE = "socket.recheck"  # the credential changed in a way only a fresh look can judge
+logger = logging.getLogger(__name__)
 # A publish that cannot reach Redis in this time is dropped: the database stays the truth and
 # clients catch up from the snapshot on their next (re)connect.
 PUBLISH_TIMEOUT = 5.0

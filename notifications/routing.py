@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .consumers import EchoConsumer, NotificationConsumer
+from .realtime.consumer import EchoConsumer, NotificationConsumer
 
 websocket_urlpatterns = [
     path("ws/notifications/", NotificationConsumer.as_asgi()),

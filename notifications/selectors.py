@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
 from jobs.models import JobLogLine
@@ -21,6 +20,9 @@ from jobs.selectors import (
 
 from . import events
 from .models import Notification, NotificationPreference, NotificationState
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 LOG_TAIL = 200
 RECENT = 20
@@ -50,7 +52,7 @@ def notification_payload(notification: Notification) -> events.NotificationPaylo
     }
 
 
-def hello_for(user: AbstractBaseUser, *, powers: Iterable[Power] = ()) -> events.HelloEvent:
+def hello_for(user: User, *, powers: Iterable[Power] = ()) -> events.HelloEvent:
     """The first event of every connection (WebSocket or SSE); ``powers``: those the connection
     was granted (jobs/permissions.py), sent by codename."""
     return events.hello(
@@ -110,7 +112,7 @@ def notifications_page(
     return list(rows.order_by("-pk")[:limit])
 
 
-def snapshot_for_user(*, user: AbstractBaseUser, replayed_up_to: int | None = None) -> events.SnapshotEvent:
+def snapshot_for_user(*, user: User, replayed_up_to: int | None = None) -> events.SnapshotEvent:
     """Jobs, the unread count and, for a fresh client, the most recent notifications.
 
     After a resume the notifications were just replayed one by one (up to ``replayed_up_to``),
@@ -138,7 +140,7 @@ def snapshot_for_user(*, user: AbstractBaseUser, replayed_up_to: int | None = No
     )
 
 
-def log_tail_for_watcher(*, user: AbstractBaseUser, job_id: str) -> list[list[events.LogLinePayload]] | None:
+def log_tail_for_watcher(*, user: User, job_id: str) -> list[list[events.LogLinePayload]] | None:
     """The newest LOG_TAIL log lines of a job ``user`` may watch (its owner, or the "view all
     results" power: a log may hold the job's data), oldest first,
     in batches of one ``job.log`` event each (at most 16 KiB); None if they may not watch it."""

@@ -13,40 +13,41 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_de
 
 from jobs.models import AccessToken
 
-from . import events, services
+from . import events
+from .realtime import presence
 
 
 def close_sockets_on_logout(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
     session = getattr(request, "session", None)
     if session is not None and session.session_key:
-        services.sockets_close_for_session(session_key=session.session_key)
+        presence.sockets_close_for_session(session_key=session.session_key)
 
 
 def close_sockets_of_deleted_session(sender: Any, instance: Any, **kwargs: Any) -> None:
-    services.sockets_close_for_session(session_key=instance.session_key)
+    presence.sockets_close_for_session(session_key=instance.session_key)
 
 
 def recheck_sockets_of_saved_session(
     sender: Any, instance: Any, created: bool = False, **kwargs: Any
 ) -> None:
     if not created:
-        services.sockets_recheck_for_session(session_key=instance.session_key)
+        presence.sockets_recheck_for_session(session_key=instance.session_key)
 
 
 def close_sockets_of_changed_user(
     sender: Any, instance: Any, created: bool = False, update_fields: Any = None, **kwargs: Any
 ) -> None:
     if not created and set(update_fields or ()) != {"last_login"}:  # every login saves last_login
-        services.sockets_close_changed(user=instance)
+        presence.sockets_close_changed(user=instance)
 
 
 def close_sockets_of_deleted_user(sender: Any, instance: Any, **kwargs: Any) -> None:
-    services.sockets_close_for_user(user_id=instance.pk)
+    presence.sockets_close_for_user(user_id=instance.pk)
 
 
 def close_sockets_of_token(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
     if not created:
-        services.sockets_close_for_token(token_id=instance.pk)
+        presence.sockets_close_for_token(token_id=instance.pk)
 
 
 def close_sockets_on_membership_change(
@@ -56,12 +57,12 @@ def close_sockets_on_membership_change(
     clear, while the members can still be found)."""
     if action == "pre_clear" or (action in {"post_add", "post_remove"} and pk_set):
         for user_id in _affected(instance, model, pk_set):
-            services.sockets_close_for_user(user_id=user_id, code=events.CLOSE_PRIVILEGES_CHANGED)
+            presence.sockets_close_for_user(user_id=user_id, code=events.CLOSE_PRIVILEGES_CHANGED)
 
 
 def close_sockets_of_group_members(sender: Any, instance: Any, **kwargs: Any) -> None:
     for user_id in _members(instance):
-        services.sockets_close_for_user(user_id=user_id, code=events.CLOSE_PRIVILEGES_CHANGED)
+        presence.sockets_close_for_user(user_id=user_id, code=events.CLOSE_PRIVILEGES_CHANGED)
 
 
 def _affected(instance: Any, model: Any, pk_set: Any) -> list[int]:
@@ -102,8 +103,8 @@ def connect() -> None:
     post_delete.connect(close_sockets_of_token, sender=AccessToken, dispatch_uid="runboard-token-deleted")
     pre_delete.connect(close_sockets_of_group_members, sender=Group, dispatch_uid="runboard-group-deleted")
     for relation, uid in [
-        (user_model.groups.through, "runboard-user-groups"),  # type: ignore[attr-defined]
-        (user_model.user_permissions.through, "runboard-user-permissions"),  # type: ignore[attr-defined]
+        (user_model.groups.through, "runboard-user-groups"),
+        (user_model.user_permissions.through, "runboard-user-permissions"),
         (Group.permissions.through, "runboard-group-permissions"),
     ]:
         m2m_changed.connect(close_sockets_on_membership_change, sender=relation, dispatch_uid=uid)

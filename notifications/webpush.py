@@ -22,20 +22,24 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 from pywebpush import WebPushException, webpush
 
+from notifications.conf import app_settings
+
 from . import outbound, selectors
 from .models import Notification, PushSubscription
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +122,8 @@ def vapid_keys() -> tuple[str, str]:
     The public key is derived from the private one, so a mismatched pair is refused here rather than
     every push being rejected by the push services later.
     """
-    private_text = settings.RUNBOARD_VAPID_PRIVATE_KEY
-    public_text = settings.RUNBOARD_VAPID_PUBLIC_KEY
+    private_text = app_settings.VAPID_PRIVATE_KEY
+    public_text = app_settings.VAPID_PUBLIC_KEY
     source = "RUNBOARD_VAPID_PRIVATE_KEY"
     if not private_text:
         if public_text:
@@ -152,7 +156,7 @@ def vapid_keys() -> tuple[str, str]:
 
 
 def insecure_local_allowed() -> bool:
-    return bool(getattr(settings, "RUNBOARD_WEBPUSH_ALLOW_INSECURE_LOCAL", False)) or (
+    return bool(app_settings.WEBPUSH_ALLOW_INSECURE_LOCAL) or (
         os.environ.get("RUNBOARD_WEBPUSH_ALLOW_INSECURE_LOCAL") == "1"
     )
 
@@ -205,7 +209,7 @@ def validate_subscription(*, endpoint: Any, p256dh: Any, auth: Any) -> tuple[str
 
 @transaction.atomic
 def subscription_save(
-    *, user: AbstractBaseUser, endpoint: Any, p256dh: Any, auth: Any, user_agent: str = ""
+    *, user: User, endpoint: Any, p256dh: Any, auth: Any, user_agent: str = ""
 ) -> PushSubscription:
     """Store (or refresh) this browser's subscription for ``user``.
 
@@ -235,7 +239,7 @@ def subscription_save(
 
 
 @transaction.atomic
-def subscription_delete(*, user: AbstractBaseUser, endpoint: str) -> bool:
+def subscription_delete(*, user: User, endpoint: str) -> bool:
     """Forget one of the user's own subscriptions; False if they have none with this endpoint."""
     deleted, _ = PushSubscription.objects.filter(user_id=user.pk, endpoint=endpoint).delete()
     return deleted > 0
@@ -325,7 +329,7 @@ def _send_one(
             data=data,
             vapid_private_key=private_key,
             # A fresh dict each time: pywebpush writes aud and exp into it.
-            vapid_claims={"sub": settings.RUNBOARD_VAPID_SUBJECT},
+            vapid_claims={"sub": app_settings.VAPID_SUBJECT},
             ttl=TTL_SECONDS,
             timeout=SEND_TIMEOUT_SECONDS,
             headers={"Urgency": "normal"},

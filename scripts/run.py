@@ -2,81 +2,53 @@
 """`make run`: make sure Redis answers, migrate, create the demo login, start web + worker + beat.
 
 Uses REDIS_URL when a Redis answers there (default redis://127.0.0.1:6379/0); otherwise starts a
-private redis-server on a free port with its files under var/redis/. Ctrl-C stops everything it
-started.
+private redis-server on a free port with its files under var/redis/. Web, worker and beat are the
+Procfile's own lines (scripts/harness.py), their logs in var/log/ and, prefixed, on this terminal.
+Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
 from pathlib import Path
 
-import redis
-
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+from scripts import system_deps  # noqa: E402
+from scripts.harness import (  # noqa: E402
+    Process,
+    RedisServer,
+    WebServer,
+    celery_beat,
+    celery_worker,
+    free_port,
+    port_is_free,
+    process_env,
+    redis_answers,
+    wait_for_http,
+)
+
 VAR = ROOT / "var"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import system_deps  # noqa: E402
 
 
 def say(message: str) -> None:
     print(f"runboard | {message}", flush=True)
 
 
-def redis_answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
-    except (redis.RedisError, OSError, ValueError):
-        return False
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # As servers do: a port whose old connections linger in TIME_WAIT is still usable.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(start: int) -> int:
-    for port in range(start, start + 200):
-        if port_is_free(port):
-            return port
-    raise SystemExit(f"No free port found from {start}.")
-
-
-def start_private_redis() -> tuple[subprocess.Popen[bytes], str]:
+def start_private_redis() -> RedisServer:
     if not system_deps.ensure("redis-server"):
         raise SystemExit(1)
-    data_dir = VAR / "redis"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port(6390)
-    proc = subprocess.Popen(
-        [
-            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--save", "60 1", "--appendonly", "no", "--logfile", str(data_dir / "redis.log"),
-        ]
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        if redis_answers(url):
-            return proc, url
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise SystemExit(f"redis-server did not start; see {data_dir / 'redis.log'}")
+    try:
+        return RedisServer(VAR / "redis", port=free_port(6390), save="60 1")
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
 
 
 def manage(*args: str, env: dict[str, str]) -> str:
@@ -87,34 +59,50 @@ def manage(*args: str, env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.3)
-    return False
+def follow(processes: dict[str, Process], stop: threading.Event) -> None:
+    """Print each process's new log lines with its name in front, as honcho does."""
+    width = max(map(len, processes))
+    offsets = dict.fromkeys(processes, 0)
+    while True:
+        for name, process in processes.items():
+            with process.log_path.open("rb") as f:
+                f.seek(offsets[name])
+                text = f.read()
+            end = text.rfind(b"\n") + 1
+            offsets[name] += end
+            for line in text[:end].decode(errors="replace").splitlines():
+                print(f"{name:<{width}} | {line}", flush=True)
+        if stop.is_set():
+            return
+        time.sleep(0.2)
 
 
 def main() -> int:
-    env = dict(os.environ)
+    env = process_env(dict(os.environ))
     env.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings.local")
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     VAR.mkdir(exist_ok=True)
 
-    redis_proc = None
+    redis_server = None
     redis_url = env.get("REDIS_URL", DEFAULT_REDIS_URL)
-    if redis_answers(redis_url):
+    if redis_answers(redis_url, timeout=1):
         say(f"Using the Redis at {redis_url}")
     else:
         say(f"No Redis answers at {redis_url}; starting a private redis-server")
-        redis_proc, redis_url = start_private_redis()
+        redis_server = start_private_redis()
+        redis_url = redis_server.url
         say(f"Started redis-server at {redis_url} (files in var/redis/)")
     env["REDIS_URL"] = redis_url
 
-    honcho = None
+    processes: dict[str, Process] = {}
+    followed = threading.Event()
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        # Ctrl-C reaches the whole process group; a signal sent to this process alone must
+        # still stop everything. Either way the loop below stops web, worker and beat.
+        nonlocal stopping
+        stopping = True
+
     try:
         say("Applying migrations")
         manage("migrate", "--noinput", "-v", "0", env=env)
@@ -126,41 +114,40 @@ def main() -> int:
         if not port_is_free(port):
             busy, port = port, free_port(port + 1)
             say(f"Port {busy} is busy; using {port}")
-        env["HOST"] = env.get("HOST", "127.0.0.1")
-        honcho = subprocess.Popen(
-            [str(BIN / "honcho"), "-f", "Procfile", "start", "-p", str(port), "web", "worker", "beat"],
-            cwd=ROOT, env=env,
-        )  # fmt: skip
-
-        stopping = False
-
-        def stop(signum: int, frame: object) -> None:
-            # Ctrl-C reaches the whole process group, honcho included; a signal sent to this
-            # process alone must still stop it. Either way honcho stops web, worker and beat.
-            nonlocal stopping
-            stopping = True
-            honcho.send_signal(signal.SIGTERM)
-
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        logs, level = VAR / "log", env.get("LOG_LEVEL", "INFO")
+        web = WebServer(env, log_dir=logs, port=port, host=env.get("HOST", "127.0.0.1"), start=False)
+        processes["web"] = web.launch()
+        processes["worker"] = celery_worker(
+            "worker", env, log_dir=logs, hostname=f"worker-{os.getpid()}", gossip=True, wait=False,
+            concurrency=int(env.get("WORKER_CONCURRENCY", "2")), loglevel=level,
+        )  # fmt: skip
+        processes["beat"] = celery_beat("beat", env, log_dir=logs, loglevel=level, wait=False)
+        threading.Thread(target=follow, args=(processes, followed), daemon=True).start()
+
         url = f"http://127.0.0.1:{port}/"
-        if wait_for_http(f"{url}login/", honcho):
+        if wait_for_http(f"{url}login/", timeout=60, proc=web.proc) and not stopping:
             bar = "=" * 64
             print(
                 f"\n{bar}\n  Runboard is up: {url}\n  {login}\n  Ctrl-C stops everything.\n{bar}\n",
                 flush=True,
             )
-        code = honcho.wait()
-        return 0 if stopping else code
-    except KeyboardInterrupt:  # Ctrl-C before honcho started
+        while not stopping:
+            ended = [name for name, process in processes.items() if not process.running]
+            if ended:
+                say(f"{ended[0]} exited ({processes[ended[0]].proc.returncode}); stopping the rest")
+                return processes[ended[0]].proc.returncode or 1
+            time.sleep(0.3)
+        return 0
+    except KeyboardInterrupt:  # Ctrl-C before the handlers were set
         return 130
     finally:
-        if honcho and honcho.poll() is None:
-            honcho.terminate()
-            honcho.wait(timeout=30)
-        if redis_proc and redis_proc.poll() is None:
-            redis_proc.terminate()
-            redis_proc.wait(timeout=10)
+        for process in reversed(processes.values()):
+            process.stop(timeout=30)
+        followed.set()
+        if redis_server is not None:
+            redis_server.stop(timeout=10)
             say("Stopped the private redis-server")
 
 

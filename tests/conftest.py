@@ -8,9 +8,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,8 +18,8 @@ from django.conf import settings
 from django.test import Client
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support.net import free_port, wait_for_http
-from tests.support.procfile import web_command
+from scripts.harness import Process, WebServer, process_env
+from scripts.harness import celery_worker as start_celery_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 _usernames = itertools.count(1)
@@ -82,49 +79,24 @@ def _database_url() -> str:
 @pytest.fixture(scope="session")
 def server_env(django_db_setup: None) -> dict[str, str]:
     """Environment for processes that must share this session's Redis and test database."""
-    bin_dir = str(Path(sys.executable).parent)
-    return {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DJANGO_SETTINGS_MODULE": "dashboard.settings.test",
-        "DATABASE_URL": _database_url(),
-        "PYTHONUNBUFFERED": "1",
-        # The fake push service (tests/notifications/push_service.py) is on http://127.0.0.1, which
-        # the worker may send to only with this documented local-testing escape hatch (off by default).
-        "RUNBOARD_WEBPUSH_ALLOW_INSECURE_LOCAL": "1",
-    }
+    # The fake push service (tests/notifications/push_service.py) is on http://127.0.0.1, which
+    # the worker may send to only with this documented local-testing escape hatch (off by default).
+    return process_env(
+        DJANGO_SETTINGS_MODULE="dashboard.settings.test",
+        DATABASE_URL=_database_url(),
+        RUNBOARD_WEBPUSH_ALLOW_INSECURE_LOCAL="1",
+    )
 
 
-class ManagedProcess:
+def _log_dir() -> Path:
+    return Path(os.environ["RUNBOARD_VAR_DIR"])
+
+
+class ManagedProcess(Process):
+    """``args`` run with their log in the session's scratch folder (scripts/harness.py)."""
+
     def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.log_path = Path(os.environ["RUNBOARD_VAR_DIR"]) / f"{name}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not log {needle!r}:\n{self.log()[-4000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        super().__init__(name, args, env=env, log_path=_log_dir() / f"{name}.log")
 
 
 _worker_started = False
@@ -163,46 +135,21 @@ def _quiet_worker_before_flush(request: pytest.FixtureRequest) -> Iterator[None]
 
 
 @pytest.fixture(scope="session")
-def celery_worker(server_env: dict[str, str]) -> Iterator[ManagedProcess]:
+def celery_worker(server_env: dict[str, str]) -> Iterator[Process]:
     """A real Celery worker (prefork, 2 processes) consuming this session's Redis."""
     global _worker_started
-    worker = ManagedProcess(
-        "worker",
-        [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "INFO",
-         "--concurrency", "2", "--without-mingle", "--without-gossip", "-n", f"test-{os.getpid()}@%h"],
-        server_env,
-    )  # fmt: skip
-    worker.wait_for_log(" ready.", timeout=60)
+    worker = start_celery_worker("worker", server_env, log_dir=_log_dir(), hostname=f"test-{os.getpid()}")
     _worker_started = True
     yield worker
     worker.stop()
 
 
-class LiveServer:
+class LiveServer(WebServer):
     """The real ASGI server, started with the Procfile's own ``web`` command, on a free port;
-    restartable on it."""
+    restartable on it (``web``: the current process)."""
 
     def __init__(self, env: dict[str, str], name: str = "web") -> None:
-        self.env = env
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.starts = 0
-        self.start()
-
-    def start(self) -> None:
-        self.starts += 1
-        self.web = ManagedProcess(
-            f"{self.name}-{self.starts}",
-            web_command(),
-            {**self.env, "HOST": "127.0.0.1", "PORT": str(self.port)},
-        )
-        if not wait_for_http(f"{self.url}/login/", timeout=60, proc=self.web.proc):
-            self.web.stop()
-            raise RuntimeError(f"web server did not start:\n{self.web.log()[-4000:]}")
-
-    def stop(self) -> None:
-        self.web.stop()
+        super().__init__(env, log_dir=_log_dir(), name=name)
 
 
 @pytest.fixture(scope="session")

@@ -6,39 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
-import time
 
 import pytest
 
-from tests.support.net import free_port, wait_for_redis
+from scripts.harness import RedisServer
 
-_redis: subprocess.Popen[bytes] | None = None
+_redis: RedisServer | None = None
 _scratch: str | None = None
-
-
-def start_redis_server(
-    directory: str, *, port: int | None = None, extra_args: tuple[str, ...] = (), log_name: str = "redis.log"
-) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server (no persistence unless ``extra_args`` ask for it) on ``port`` or a free one,
-    answering PING; returns the process and its URL. Also used by tests that restart Redis."""
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:
-        raise RuntimeError("redis-server is not installed; `make test` installs it")
-    for _attempt in range(1 if port else 5):
-        chosen = port or free_port()
-        proc = subprocess.Popen(
-            [redis_server, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", directory, "--logfile", os.path.join(directory, log_name), *extra_args],
-        )  # fmt: skip
-        url = f"redis://127.0.0.1:{chosen}/0"
-        if wait_for_redis(url, timeout=10, proc=proc):
-            return proc, url
-        proc.kill()
-        proc.wait()
-        time.sleep(0.2)
-    raise RuntimeError(f"could not start redis-server; see {directory}/{log_name}")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -46,17 +21,16 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: object, a
     global _redis, _scratch
     if early_config.known_args_namespace.help or getattr(early_config.known_args_namespace, "version", False):
         return
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:
+    if shutil.which("redis-server") is None:
         raise pytest.UsageError(
             "redis-server is not installed; `make test` installs it, or: sudo apt-get install redis-server"
         )
     _scratch = tempfile.mkdtemp(prefix="runboard-test-")
     try:
-        _redis, url = start_redis_server(_scratch)
+        _redis = RedisServer(_scratch)
     except RuntimeError as exc:
         raise pytest.UsageError(str(exc)) from None
-    os.environ["REDIS_URL"] = url
+    os.environ["REDIS_URL"] = _redis.url
     os.environ["RUNBOARD_VAR_DIR"] = os.path.join(_scratch, "var")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings.test")
     # Kinds defined by the tests (time limits, a kind that appears everywhere by registering).
@@ -71,11 +45,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _redis is not None and _redis.poll() is None:
-        _redis.terminate()
-        try:
-            _redis.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            _redis.kill()
+    if _redis is not None:
+        _redis.stop(timeout=10)
     if _scratch and not os.environ.get("RUNBOARD_KEEP_SCRATCH"):
         shutil.rmtree(_scratch, ignore_errors=True)

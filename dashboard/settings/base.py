@@ -1,31 +1,94 @@
-"""Settings shared by every environment; values come from the environment with safe local defaults."""
+"""Settings shared by every environment; values come from the environment with safe local defaults.
 
-import os
+The environment is parsed with django-environ (``env``, made strict below). The ``RUNBOARD_*``
+settings the apps read are declared, with their defaults, types and meanings, in jobs/conf.py,
+notifications/conf.py and dashboard/conf.py (docs/settings.md); they are set here only from the
+environment variable of the same name, when it is set.
+"""
+
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-import dj_database_url
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from dashboard.conf import DashboardSettings, declared_settings, settings_from_environment
+from jobs.conf import JobsSettings
+from notifications.conf import NotificationsSettings
+
+
+class StrictEnv(environ.Env):
+    """django-environ with two lenient casts made strict, and a bad value naming its variable.
+
+    django-environ parses a float by deleting every character but digits, ``,``, ``.`` and ``-``
+    (``1e3`` would be 13.0) and reads any unknown word as ``False`` (``ture`` would switch a
+    feature off): here a float is Python's ``float()``, a bool one of the listed words, and
+    anything else stops the process with ImproperlyConfigured instead of running misconfigured.
+    """
+
+    BOOLEAN_FALSE_STRINGS = ("false", "off", "no", "n", "0")
+
+    @classmethod
+    def parse_value(cls, value: Any, cast: Any) -> Any:
+        if cast is float:
+            return float(value)
+        if cast is bool:
+            word = str(value).strip().lower()
+            if word in cls.BOOLEAN_TRUE_STRINGS or word in cls.BOOLEAN_FALSE_STRINGS:
+                return word in cls.BOOLEAN_TRUE_STRINGS
+            raise ValueError(f"{value!r} is not one of true/false, yes/no, on/off, 1/0")
+        return super().parse_value(value, cast)
+
+    def get_value(
+        self, var: str, cast: Any = None, default: Any = environ.Env.NOTSET, parse_default: bool = False
+    ) -> Any:
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"Environment variable {var}: {exc}") from exc
+
+
+env = StrictEnv()
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = Path(os.environ.get("RUNBOARD_VAR_DIR", BASE_DIR / "var"))
-
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+VAR_DIR = Path(env.str("RUNBOARD_VAR_DIR", default=str(BASE_DIR / "var")))
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
+    """A comma-separated variable: items stripped of spaces, empty ones dropped."""
+    return [item for item in env.list(name, cast=str.strip, default=default) if item]
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-local-development-key-change-me")
-DEBUG = env_bool("DJANGO_DEBUG", False)
+# --- Runboard's own settings ---------------------------------------------------------------------
+# Every RUNBOARD_* setting is declared once, with its default, type and meaning, in jobs/conf.py,
+# notifications/conf.py and dashboard/conf.py (docs/settings.md). Here each is set only when its
+# environment variable of the same name is, parsed to the declared type (a bad value stops the
+# process, naming the variable); otherwise the app's declared default applies. Strings are taken
+# as they are (django-environ would read a leading "$" as a reference to another variable).
+_CONF_CLASSES = (JobsSettings, NotificationsSettings, DashboardSettings)
+_READERS: dict[str, Any] = {
+    "float": env.float,
+    "int": env.int,
+    "bool": env.bool,
+    "str": env.ENVIRON.__getitem__,
+    "Path": env.ENVIRON.__getitem__,
+    "list[str]": lambda name: env_list(name, []),
+}
+globals().update(settings_from_environment(env.ENVIRON, _READERS, *_CONF_CLASSES))
+
+
+def _runboard(name: str) -> Any:
+    """A RUNBOARD_* value this module builds other settings from: the environment's, or the
+    declared default."""
+    setting = f"RUNBOARD_{name}"
+    return globals().get(setting, declared_settings(*_CONF_CLASSES)[setting].default)
+
+
+# Read as is: django-environ takes a value starting with "$" for a reference to another variable,
+# and Django's generated keys may start with one.
+SECRET_KEY = env.ENVIRON.get("DJANGO_SECRET_KEY", "insecure-local-development-key-change-me")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
@@ -81,13 +144,10 @@ TEMPLATES = [
     },
 ]
 
-# SQLite by default; DATABASE_URL (e.g. postgres://...) for anything shared.
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
-    )
-}
+# SQLite by default; DATABASE_URL (e.g. postgres://...) for anything shared. django-environ parses
+# it (a Unix socket host is written as a path: postgres:////var/run/postgresql/runboard).
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat write concurrently: wait for locks instead of failing, take the write
     # lock up front (no deadlocking upgrades) and use WAL so readers don't block the writer.
@@ -117,8 +177,9 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_FAILURE_LIMIT = int(os.environ.get("RUNBOARD_LOGIN_FAILURE_LIMIT", "10"))
-AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("RUNBOARD_LOGIN_COOLOFF", "900")))
+# RUNBOARD_LOGIN_* are environment variables only (dashboard.conf.ENVIRONMENT_ONLY), not settings.
+AXES_FAILURE_LIMIT = env.int("RUNBOARD_LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(seconds=env.float("RUNBOARD_LOGIN_COOLOFF", default=900.0))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: per account, per address
 # REMOTE_ADDR (IPv6 as its /64): behind a proxy, uvicorn --proxy-headers has already made it the
 # client's address for proxies in FORWARDED_ALLOW_IPS; X-Forwarded-For is never read here.
@@ -131,9 +192,6 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_RESET_ON_SUCCESS = False
 # No row per successful login: nothing here reads them and nothing would expire them.
 AXES_DISABLE_ACCESS_LOG = True
-# Bearer tokens (API, WebSocket, SSE): failures per client address (dashboard/throttle/tokens.py).
-RUNBOARD_TOKEN_FAILURE_LIMIT = int(os.environ.get("RUNBOARD_TOKEN_FAILURE_LIMIT", "20"))
-RUNBOARD_TOKEN_COOLOFF = float(os.environ.get("RUNBOARD_TOKEN_COOLOFF", "900"))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -148,18 +206,19 @@ STORAGES = {
 }
 
 # --- Redis, Channels, Celery -------------------------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
 # The PubSub layer was measured to deliver 100% at ~1 ms p50 where the default layer dropped
 # messages under load (design.md §5). redis-py's async pool defaults to 100 connections, which
 # made simultaneous connects fail: raise it.
-CHANNEL_LAYER_BACKEND = os.environ.get(
-    "CHANNEL_LAYER_BACKEND", "channels_redis.pubsub.RedisPubSubChannelLayer"
+CHANNEL_LAYER_BACKEND = env.str(
+    "CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"
 )
 # Several comma-separated URLs shard the layer: groups are spread over them by a consistent hash.
 CHANNEL_LAYER_REDIS_URLS = env_list(
-    "CHANNEL_LAYER_REDIS_URLS", [os.environ.get("CHANNEL_LAYER_REDIS_URL", REDIS_URL)]
+    "CHANNEL_LAYER_REDIS_URLS", [env.str("CHANNEL_LAYER_REDIS_URL", default=REDIS_URL)]
 )
+CHANNEL_LAYER_MAX_CONNECTIONS = env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": CHANNEL_LAYER_BACKEND,
@@ -167,7 +226,7 @@ CHANNEL_LAYERS = {
             "hosts": [
                 {
                     "address": url,
-                    "max_connections": int(os.environ.get("CHANNEL_LAYER_MAX_CONNECTIONS", "1000")),
+                    "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS,
                     "socket_connect_timeout": 5,
                     # redis-py 8 defaults to a 5 s read timeout, which breaks the default layer's
                     # blocking receive (django/channels_redis#422); reads are bounded elsewhere.
@@ -175,36 +234,29 @@ CHANNEL_LAYERS = {
                 }
                 for url in CHANNEL_LAYER_REDIS_URLS
             ],
-            "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "runboard"),
+            "prefix": env.str("CHANNEL_LAYER_PREFIX", default="runboard"),
         },
     }
 }
 # Only the default RedisChannelLayer expires groups (the PubSub layer's subscriptions last as long
 # as the connection); sockets renew theirs well within it (notifications/consumers.py).
-if os.environ.get("CHANNEL_LAYER_GROUP_EXPIRY"):
-    CHANNEL_LAYERS["default"]["CONFIG"]["group_expiry"] = int(os.environ["CHANNEL_LAYER_GROUP_EXPIRY"])
-# How often each web process checks its channel layer end to end; a failed check, or the layer's
-# Redis connection coming back after a drop, closes that process's sockets with 4503 so clients
-# reconnect and resume from the database instead of silently missing events.
-RUNBOARD_LAYER_CHECK_INTERVAL = float(os.environ.get("RUNBOARD_LAYER_CHECK_INTERVAL", "5"))
-RUNBOARD_SOCKET_HEARTBEAT = float(os.environ.get("RUNBOARD_SOCKET_HEARTBEAT", "25"))
+if env.str("CHANNEL_LAYER_GROUP_EXPIRY", default=""):
+    CHANNEL_LAYERS["default"]["CONFIG"]["group_expiry"] = env.int("CHANNEL_LAYER_GROUP_EXPIRY")
 
-# The longest hard time limit any job kind may ask for; the broker's visibility timeout is
-# derived from it so a long job is never redelivered while it still runs (design.md §6).
-RUNBOARD_MAX_JOB_TIME_LIMIT = int(os.environ.get("RUNBOARD_MAX_JOB_TIME_LIMIT", "3600"))
+# The broker's visibility timeout is derived from the longest hard time limit a job kind may ask
+# for, so a long job is never redelivered while it still runs (design.md §6).
 
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Lowering it (CELERY_VISIBILITY_TIMEOUT) makes Redis redeliver running jobs' messages: harmless,
 # since a job only starts from `queued`, and used by the tests to prove exactly that.
-_visibility_timeout = os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(RUNBOARD_MAX_JOB_TIME_LIMIT + 600))
-CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, float] = {"visibility_timeout": int(_visibility_timeout)}
-if os.environ.get("CELERY_UNACKED_RESTORE_INTERVAL"):
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, float] = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=_runboard("MAX_JOB_TIME_LIMIT") + 600)
+}
+if env.str("CELERY_UNACKED_RESTORE_INTERVAL", default=""):
     # How often workers look for messages past their visibility timeout (kombu's default: a
     # scan every 100 s); the tests lower both to see a redelivery within seconds.
-    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = float(
-        os.environ["CELERY_UNACKED_RESTORE_INTERVAL"]
-    )
+    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = env.float("CELERY_UNACKED_RESTORE_INTERVAL")
     CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = 1
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
@@ -220,44 +272,19 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # and the built-in ones below are installed there when beat starts.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Task results (django-celery-results) older than this are removed by Celery's backend cleanup.
-CELERY_RESULT_EXPIRES = int(os.environ.get("CELERY_RESULT_EXPIRES", str(7 * 24 * 3600)))
+CELERY_RESULT_EXPIRES = env.int("CELERY_RESULT_EXPIRES", default=7 * 24 * 3600)
 
 # --- Runboard ----------------------------------------------------------------------------------
-# Coalescing of progress (design.md §3.3): at most one push per PUSH_INTERVAL per job, a DB write
-# of progress at most once per HEARTBEAT_INTERVAL, and a liveness write at least every
-# HEARTBEAT_MAX_SILENCE even when a job reports nothing.
-RUNBOARD_PUSH_INTERVAL = float(os.environ.get("RUNBOARD_PUSH_INTERVAL", "0.1"))
-RUNBOARD_HEARTBEAT_INTERVAL = float(os.environ.get("RUNBOARD_HEARTBEAT_INTERVAL", "1.0"))
-RUNBOARD_HEARTBEAT_MAX_SILENCE = float(os.environ.get("RUNBOARD_HEARTBEAT_MAX_SILENCE", "5.0"))
-# A running job whose heartbeat is older than this is considered to have lost its worker.
-RUNBOARD_STALE_AFTER = float(os.environ.get("RUNBOARD_STALE_AFTER", "30"))
-RUNBOARD_REAPER_INTERVAL = float(os.environ.get("RUNBOARD_REAPER_INTERVAL", "10"))
-# A queued job with no sign of its broker message for this long is enqueued again by the reaper
-# (its message was lost: Redis restarted without persistence, or a worker died holding it).
-RUNBOARD_REQUEUE_AFTER = float(os.environ.get("RUNBOARD_REQUEUE_AFTER", "600"))
 
-# Uploaded inputs and produced result files; never served directly.
-RUNBOARD_PRIVATE_DIR = Path(os.environ.get("RUNBOARD_PRIVATE_DIR", VAR_DIR / "private"))
-RUNBOARD_UPLOAD_MAX_BYTES = int(os.environ.get("RUNBOARD_UPLOAD_MAX_BYTES", str(100 * 1024 * 1024)))
+# Uploaded inputs and produced result files, never served directly: under the local state
+# directory, wherever RUNBOARD_VAR_DIR moves it (the app's own default is the checkout's var/).
+RUNBOARD_PRIVATE_DIR = Path(env.str("RUNBOARD_PRIVATE_DIR", default=str(VAR_DIR / "private")))
 # Django refuses larger multipart bodies before our view can answer; keep it just above ours.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # --- HTTP limits (dashboard/http_limits.py, the protocol the Procfile's uvicorn runs) ------------
 # uvicorn has no header or body read timeout of its own; these bound what a slow client can hold.
-# Seconds from a connection's opening (or a later request's first byte) to the end of its headers.
-RUNBOARD_HTTP_HEADER_TIMEOUT = float(os.environ.get("RUNBOARD_HTTP_HEADER_TIMEOUT", "10"))
-# Bytes of request line and headers (httptools has no cap of its own); then 431.
-RUNBOARD_HTTP_MAX_HEADER_BYTES = int(os.environ.get("RUNBOARD_HTTP_MAX_HEADER_BYTES", "65536"))
-# A body gets RUNBOARD_HTTP_BODY_TIMEOUT seconds plus 1 s per RUNBOARD_HTTP_BODY_MIN_RATE bytes
-# received: any upload at >= 16 KiB/s finishes, a stalled or trickling one is cut (then 408).
-RUNBOARD_HTTP_BODY_TIMEOUT = float(os.environ.get("RUNBOARD_HTTP_BODY_TIMEOUT", "15"))
-RUNBOARD_HTTP_BODY_MIN_RATE = int(os.environ.get("RUNBOARD_HTTP_BODY_MIN_RATE", str(16 * 1024)))
-# Seconds a client may leave a response (SSE stream, download) unread before it is disconnected.
-RUNBOARD_HTTP_WRITE_STALL_TIMEOUT = float(os.environ.get("RUNBOARD_HTTP_WRITE_STALL_TIMEOUT", "60"))
-# Fresh connections still sending their first headers, per client address (not for proxies
-# trusted by uvicorn's FORWARDED_ALLOW_IPS, which carry many clients).
-RUNBOARD_HTTP_MAX_PENDING_PER_CLIENT = int(os.environ.get("RUNBOARD_HTTP_MAX_PENDING_PER_CLIENT", "32"))
 
 # --- Content-Security-Policy (django-csp; docs/operations.md "Content-Security-Policy") ---------
 # Scripts only from our own files (ES modules, no inline script or handler, no eval); data for a
@@ -275,32 +302,13 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     },
 }
-RUNBOARD_LOG_LINES_KEPT = int(os.environ.get("RUNBOARD_LOG_LINES_KEPT", "1000"))
-# The largest result a job may store (bytes of compact JSON); a larger one fails the job. Results
-# are only ever served by reference over HTTP (payloads carry a 1 KiB summary), so this bounds
-# the database and that response, not the realtime path.
-RUNBOARD_RESULT_MAX_BYTES = int(os.environ.get("RUNBOARD_RESULT_MAX_BYTES", str(16 * 1024 * 1024)))
-# Fairness: running jobs per user (the rest wait queued) and launches per user per minute.
-RUNBOARD_MAX_RUNNING_PER_USER = int(os.environ.get("RUNBOARD_MAX_RUNNING_PER_USER", "2"))
-RUNBOARD_LAUNCHES_PER_MINUTE = int(os.environ.get("RUNBOARD_LAUNCHES_PER_MINUTE", "30"))
-# Extra modules that register job kinds (a deployment's own kinds), comma-separated.
-RUNBOARD_KIND_MODULES = env_list("RUNBOARD_KIND_MODULES", [])
-RUNBOARD_RESULT_FILE_RETENTION_DAYS = float(os.environ.get("RUNBOARD_RESULT_FILE_RETENTION_DAYS", "7"))
-# Retention of finished jobs (with their logs and uploads) and of read notifications.
-RUNBOARD_JOB_RETENTION_DAYS = float(os.environ.get("RUNBOARD_JOB_RETENTION_DAYS", "90"))
-RUNBOARD_NOTIFICATION_RETENTION_DAYS = float(os.environ.get("RUNBOARD_NOTIFICATION_RETENTION_DAYS", "90"))
 
-# Browser push (Web Push with VAPID). Unset keys fall back to var/vapid.json, which
-# `manage.py generate_vapid_keys` writes (and `make run` runs) for local use.
-RUNBOARD_VAPID_PUBLIC_KEY = os.environ.get("RUNBOARD_VAPID_PUBLIC_KEY", "")
-RUNBOARD_VAPID_PRIVATE_KEY = os.environ.get("RUNBOARD_VAPID_PRIVATE_KEY", "")
-RUNBOARD_VAPID_SUBJECT = os.environ.get("RUNBOARD_VAPID_SUBJECT", "mailto:admin@localhost")
 
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {
         "task": "jobs.reap_stale_jobs",
-        "schedule": RUNBOARD_REAPER_INTERVAL,
-        "options": {"expires": RUNBOARD_REAPER_INTERVAL},
+        "schedule": _runboard("REAPER_INTERVAL"),
+        "options": {"expires": _runboard("REAPER_INTERVAL")},
     },
     "purge-expired-result-files": {
         "task": "jobs.purge_expired_result_files",
@@ -316,7 +324,7 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
@@ -327,10 +335,10 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
-            "formatter": os.environ.get("LOG_FORMAT", "plain"),
+            "formatter": env.str("LOG_FORMAT", default="plain"),
         }
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
     },

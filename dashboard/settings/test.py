@@ -1,9 +1,10 @@
 """Settings for the test suite: fast hashing, a file SQLite DB the worker and web processes share."""
 
 from .base import *  # noqa: F403
-from .base import DATABASES, VAR_DIR
+from .base import DATABASES, INSTALLED_APPS, VAR_DIR
 
 DEBUG = False
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.extra_kinds"]  # a job kind from another app
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+
+from dashboard.conf import app_settings
 
 from .address import client_address
 from .models import TokenFailure
@@ -41,7 +42,7 @@ def _key(address: str | None) -> str:
 
 
 def _cool_off() -> timedelta:
-    return timedelta(seconds=settings.RUNBOARD_TOKEN_COOLOFF)
+    return timedelta(seconds=app_settings.TOKEN_COOLOFF)
 
 
 def _seconds_until(moment: datetime, now: datetime) -> int:
@@ -54,7 +55,7 @@ def token_pause_remaining(*, address: str | None) -> int:
     last = (
         TokenFailure.objects.filter(
             address=_key(address),
-            failures__gte=settings.RUNBOARD_TOKEN_FAILURE_LIMIT,
+            failures__gte=app_settings.TOKEN_FAILURE_LIMIT,
             last_failure_at__gt=now - _cool_off(),
         )
         .values_list("last_failure_at", flat=True)
@@ -80,7 +81,7 @@ def token_failure_record(*, address: str | None) -> int:
         # mode): nobody else counted in between.
         TokenFailure.objects.filter(pk=row.pk).update(failures=F("failures") + 1, last_failure_at=now)
         failures = row.failures + 1
-    if failures >= settings.RUNBOARD_TOKEN_FAILURE_LIMIT:
+    if failures >= app_settings.TOKEN_FAILURE_LIMIT:
         return _seconds_until(now + cool_off, now)
     return 0
 

@@ -1,1 +1,2 @@
-"""Job kinds: one module per kind, each registering itself with ``registry.register``."""
+"""Job kinds: one module (or package, with its work library) per kind, each registering itself
+with ``registry.register``. Other apps add kinds in their own ``jobkinds`` module."""

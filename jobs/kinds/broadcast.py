@@ -7,8 +7,8 @@ from typing import Literal
 from django.contrib.auth import get_user_model
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.progress import JobContext
-from notifications.services import BATCH_SIZE, notify_many
+from jobs.context import KindContext
+from notifications.inbox import BATCH_SIZE, notify_many
 
 from ..permissions import Power
 from .registry import JobKind, register
@@ -25,7 +25,7 @@ class BroadcastParams(BaseModel):
     )
 
 
-def run(ctx: JobContext, params: BroadcastParams) -> dict[str, int]:
+def run(ctx: KindContext, params: BroadcastParams) -> dict[str, int]:
     users = get_user_model().objects.filter(is_active=True)
     if params.group:
         users = users.filter(groups__name=params.group)

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobs.context import KindContext
 from jobs.models import Job
-from jobs.progress import JobContext
 
 from .registry import JobKind, register
 
@@ -25,7 +25,7 @@ class ExportParams(BaseModel):
     )
 
 
-def run(ctx: JobContext, params: ExportParams) -> dict[str, int | str]:
+def run(ctx: KindContext, params: ExportParams) -> dict[str, int | str]:
     jobs = Job.objects.filter(owner_id=ctx.owner_id).exclude(pk=ctx.job_id).order_by("-created_at")
     if params.state != "any":
         jobs = jobs.filter(state=params.state)

@@ -1,4 +1,5 @@
-"""The one registry of job kinds. A kind is a module in this package that calls ``register``."""
+"""The one registry of job kinds. A kind is a module (or package) in this package, or an installed
+app's ``jobkinds`` module, that calls ``register``."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import autodiscover_modules
 from pydantic import BaseModel, ValidationError
 
-from ..permissions import Power, has_power
+from jobs.conf import app_settings
 
-if TYPE_CHECKING:
-    from jobs.progress import JobContext
+from ..context import KindContext
+from ..permissions import Power, has_power
 
 
 class UnknownKind(LookupError):
@@ -50,7 +51,7 @@ class JobKind:
     title: str
     description: str
     params_model: type[BaseModel]
-    run: Callable[[JobContext, Any], Any]
+    run: Callable[[KindContext, Any], Any]
     soft_time_limit: int = 300
     time_limit: int = 330
     queue: str = "default"
@@ -64,7 +65,7 @@ class JobKind:
     max_running_per_user: int | None = None
     # Set when the kind takes an uploaded file: the parameter that holds the upload's id.
     upload_param: str | None = None
-    run_chunk: Callable[[JobContext, Any, dict[str, Any]], Any] | None = None
+    run_chunk: Callable[[KindContext, Any, dict[str, Any]], Any] | None = None
     combine: Callable[[Any, list[Any]], Any] | None = None
     summarize: Callable[[Any], Any] | None = None
     result_items: str | None = None
@@ -101,10 +102,10 @@ def register(kind: JobKind) -> JobKind:
         raise ImproperlyConfigured(f"Job kind {kind.name!r} is registered twice.")
     if (kind.run_chunk is None) != (kind.combine is None):
         raise ImproperlyConfigured(f"Job kind {kind.name!r}: run_chunk and combine go together.")
-    if not 0 < kind.soft_time_limit < kind.time_limit <= settings.RUNBOARD_MAX_JOB_TIME_LIMIT:
+    if not 0 < kind.soft_time_limit < kind.time_limit <= app_settings.MAX_JOB_TIME_LIMIT:
         raise ImproperlyConfigured(
             f"Job kind {kind.name!r}: need 0 < soft_time_limit < time_limit <= "
-            f"RUNBOARD_MAX_JOB_TIME_LIMIT ({settings.RUNBOARD_MAX_JOB_TIME_LIMIT}s), "
+            f"RUNBOARD_MAX_JOB_TIME_LIMIT ({app_settings.MAX_JOB_TIME_LIMIT}s), "
             "or the broker could redeliver it while it still runs."
         )
     _kinds[kind.name] = kind
@@ -135,11 +136,13 @@ def may_launch(user: Any, kind: JobKind) -> bool:
 
 
 def autodiscover() -> None:
-    """Import every module of this package, and those named in RUNBOARD_KIND_MODULES, so each
-    kind registers itself (in the web, worker and beat processes alike)."""
+    """Import every module of this package, those named in RUNBOARD_KIND_MODULES, and every
+    installed app's ``jobkinds`` module (as the admin finds ``admin`` modules), so each kind
+    registers itself (in the web, worker and beat processes alike)."""
     package = importlib.import_module(__package__)
     for module in pkgutil.iter_modules(package.__path__):
         if module.name != "registry":
             importlib.import_module(f"{__package__}.{module.name}")
-    for name in settings.RUNBOARD_KIND_MODULES:
+    for name in app_settings.KIND_MODULES:
         importlib.import_module(name)
+    autodiscover_modules("jobkinds")

@@ -4,7 +4,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from jobs.progress import JobContext
+from jobs.context import KindContext
 
 from .registry import JobKind, register
 
@@ -49,7 +49,7 @@ class SimulatedFailure(RuntimeError):
     pass
 
 
-def run(ctx: JobContext, params: SimulateParams) -> dict[str, int]:
+def run(ctx: KindContext, params: SimulateParams) -> dict[str, int]:
     ctx.progress(0, params.steps, "Starting")
     for step in range(1, params.steps + 1):
         if params.fail_at_step == step:

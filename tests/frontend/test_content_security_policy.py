@@ -13,7 +13,7 @@ from django_celery_beat.models import CrontabSchedule
 from playwright.sync_api import expect
 
 from jobs.models import JobState
-from notifications import services as notifications
+from notifications import inbox as notifications
 from tests.conftest import session_cookie
 from tests.jobs.factories import make_job
 

@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from jobs import services
-from jobs.csv_profiler import profile_csv
+from jobs import states
+from jobs.kinds.csv_profile.profiler import profile_csv
 from jobs.models import Job, JobState
 from tests.frontend.test_dashboard_browser import log_in
 from tests.jobs.factories import make_job
@@ -26,7 +26,7 @@ def finished_profile(owner, columns: int) -> Job:
         owner=owner, kind="csv_profile", params={"upload_id": str(uuid.uuid4())}, state=JobState.RUNNING,
         started_at=timezone.now(), heartbeat_at=timezone.now(),
     )  # fmt: skip
-    services.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result=result)
+    states.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result=result)
     return job
 
 
@@ -55,7 +55,7 @@ def test_a_wide_profile_shows_its_first_columns_and_the_rest_on_demand(page, mak
 def test_a_small_result_still_shows_from_the_payload(page, make_user):
     owner = make_user()
     job = make_job(owner=owner, state=JobState.RUNNING)
-    services.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result={"steps": 7})
+    states.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result={"steps": 7})
     log_in(page, owner)
     page.goto(f"/jobs/{job.id}/")
 
@@ -65,7 +65,7 @@ def test_a_small_result_still_shows_from_the_payload(page, make_user):
 def test_a_long_error_is_cut_in_the_row_and_shown_whole_on_demand(page, make_user):
     owner = make_user()
     job = make_job(owner=owner, state=JobState.RUNNING)
-    services.job_finish(job_id=job.id, state=JobState.FAILED, error="boom " * 500 + "THE END")
+    states.job_finish(job_id=job.id, state=JobState.FAILED, error="boom " * 500 + "THE END")
     log_in(page, owner)
     page.goto(f"/jobs/{job.id}/")
 

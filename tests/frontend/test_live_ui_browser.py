@@ -6,8 +6,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from jobs import services
-from notifications import services as notification_services
+from jobs import housekeeping, launch
+from notifications import inbox as notification_services
 from tests.frontend.test_dashboard_browser import log_in, open_launch_form
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -47,7 +47,7 @@ def test_retry_a_failed_job_from_its_row(page, make_user, celery_worker):
 
 def test_the_log_follows_until_the_reader_scrolls_up(page, make_user, celery_worker):
     user = make_user()
-    job = services.job_create(owner=user, kind="simulate", params={"steps": 80, "step_ms": 60})
+    job = launch.job_create(owner=user, kind="simulate", params={"steps": 80, "step_ms": 60})
     log_in(page, user)
     page.goto(f"/jobs/{job.id}/")
 
@@ -89,7 +89,7 @@ def test_markup_in_job_text_and_notifications_shows_as_text(page, make_user, cel
     user = make_user()
     log_in(page, user)
     # The text is the job's parameter, its progress message, its log line and its error at once.
-    job = services.job_create(owner=user, kind="test_echo", params={"text": "fail:" + XSS})
+    job = launch.job_create(owner=user, kind="test_echo", params={"text": "fail:" + XSS})
     notification_services.notify(recipient_id=user.pk, title="T" + XSS, body="B" + XSS)
 
     # The dashboard: the row (live), the toast and the notification centre.
@@ -171,7 +171,7 @@ def test_history_filters_search_and_pages_through_older_jobs(page, make_user):
 
 
 def test_a_job_waiting_for_the_queue_says_so_until_the_reaper_sends_it(page, make_user, monkeypatch):
-    from jobs import tasks
+    from dashboard.celery import app as celery_app
     from tests.jobs.factories import make_job
 
     user = make_user()
@@ -185,6 +185,6 @@ def test_a_job_waiting_for_the_queue_says_so_until_the_reaper_sends_it(page, mak
     expect(page.locator("#connection")).to_have_text("Live")
 
     # The broker is back: the reaper's next pass sends the job, and the page hears it live.
-    monkeypatch.setattr(tasks.run_job, "apply_async", lambda *args, **options: None)
-    assert services.job_requeue_lost() == 1
+    monkeypatch.setattr(celery_app, "send_task", lambda *args, **options: None)
+    assert housekeeping.job_requeue_lost() == 1
     expect(message).to_have_text("Waiting for a worker…")

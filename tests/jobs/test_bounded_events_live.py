@@ -14,7 +14,7 @@ import threading
 import pytest
 import redis
 
-from jobs import services
+from jobs import states
 from jobs.models import JobState
 from notifications import push
 from tests.conftest import receive_until
@@ -67,7 +67,7 @@ def test_a_giant_result_publishes_only_small_events_and_no_users_socket_is_dropp
     giant = {"cells": ["x" * 3000] * 12_000}  # 36 MB of JSON: over Redis' 32 MB hard limit
     tap = RedisTap(os.environ["REDIS_URL"])
     try:
-        services.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result=giant)
+        states.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result=giant)
         assert push.flush(30)
 
         for name in ("owner", "operator"):  # the owner's group and the staff group

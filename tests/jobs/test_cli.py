@@ -25,7 +25,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from jobs import services
+from jobs import launch
 from jobs.management.commands.launch_job import progress_line
 from jobs.models import Job, JobLogLine, JobState, Upload
 from tests.jobs.factories import make_job
@@ -74,7 +74,7 @@ def cancel_and_wait(user: Any, job: Job) -> None:
     """Free the worker process for the next test."""
     job.refresh_from_db()
     if not job.is_final:
-        services.job_cancel(user=user, job_id=job.id)
+        launch.job_cancel(user=user, job_id=job.id)
     wait_for(lambda: Job.objects.get(pk=job.id).is_final)
 
 
@@ -145,7 +145,7 @@ def test_follow_exits_3_when_the_job_is_cancelled(celery_worker, server_env, mak
             "--param", "steps=100", "--param", "step_ms=100", stdout=out,
         )  # fmt: skip
         job = wait_for(lambda: running_job_of(user))
-        services.job_cancel(user=user, job_id=job.id)
+        launch.job_cancel(user=user, job_id=job.id)
         _, err = proc.communicate(timeout=30)
         out.seek(0)
         stdout = out.read()

@@ -11,7 +11,7 @@ import tracemalloc
 
 import pytest
 
-from jobs.csv_profiler import CsvProfileError, ProfileStopped, profile_csv
+from jobs.kinds.csv_profile.profiler import CsvProfileError, ProfileStopped, profile_csv
 
 
 def profile(text: str | bytes, **options):
@@ -416,7 +416,7 @@ def test_a_ragged_record_spanning_lines_is_reported_on_its_first_line():
 
 
 def test_a_line_without_end_is_rejected_with_its_line(monkeypatch):
-    from jobs import csv_profiler
+    from jobs.kinds.csv_profile import profiler as csv_profiler
 
     monkeypatch.setattr(csv_profiler, "MAX_LINE_CHARS", 1_000)
     error = failure("a,b\n1,2\n" + "x" * 5_000, chunk_size=256)
@@ -544,7 +544,7 @@ def test_memory_stays_flat_as_the_file_grows():
 
 
 def test_sketches_stay_bounded_with_many_distinct_values():
-    from jobs import csv_profiler
+    from jobs.kinds.csv_profile import profiler as csv_profiler
 
     column_state = csv_profiler._Column("v", 1_000)
     for start in range(0, 200_000, 5_000):

@@ -12,10 +12,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from jobs import services, tasks
+from dashboard.celery import app as celery_app
+from jobs import launch, runner, states
 from jobs.models import Job, JobState
 from notifications import events, push
-from notifications import services as notification_services
+from notifications import inbox as notification_services
 from notifications.models import Notification, NotificationPreference, NotificationState, PushSubscription
 from tests.jobs.factories import make_job
 
@@ -55,13 +56,13 @@ def test_a_zero_step_jobs_whole_life_takes_a_bounded_number_of_statements(make_u
     worker); the broker is the only thing left out."""
     owner = make_user()
     with (
-        mock.patch.object(tasks.run_job, "apply_async") as enqueue,
+        mock.patch.object(celery_app, "send_task") as enqueue,
         CaptureQueriesContext(connection) as create,
     ):
-        job = services.job_create(owner=owner, kind="simulate", params={"steps": 0}, rate_limit=False)
+        job = launch.job_create(owner=owner, kind="simulate", params={"steps": 0}, rate_limit=False)
     enqueue.assert_called_once()
     with CaptureQueriesContext(connection) as run:
-        assert services.job_run(job_id=job.id) is None
+        assert runner.job_run(job_id=job.id) is None
 
     assert Job.objects.get(pk=job.id).state == JobState.SUCCEEDED
     assert Notification.objects.filter(job_id=job.id).count() == 1
@@ -99,8 +100,8 @@ def test_a_job_publishes_only_after_each_commit_and_notifies_its_owner_once(
     # nothing left to push, so every event must come through the captured commit callbacks.
     job = Job.objects.create(owner=owner, kind="simulate", params={"steps": 0})
     with django_capture_on_commit_callbacks() as callbacks:
-        services.job_run(job_id=job.id)
-        assert services.job_run(job_id=job.id) is None  # a duplicate delivery changes nothing
+        runner.job_run(job_id=job.id)
+        assert runner.job_run(job_id=job.id) is None  # a duplicate delivery changes nothing
     assert published.sent == []  # nothing reached Redis before the transactions committed
     for callback in callbacks:
         callback()
@@ -125,7 +126,7 @@ def test_a_started_job_is_returned_exactly_as_the_database_now_holds_it(
     job = make_job(owner=make_user(), attempts=1)
 
     with django_capture_on_commit_callbacks(execute=True):
-        started = services.job_start(job_id=job.id)
+        started = states.job_start(job_id=job.id)
 
     fresh = Job.objects.get(pk=job.id)
     for field in ("state", "version", "started_at", "heartbeat_at", "attempts", "progress_message"):
@@ -146,7 +147,7 @@ def test_workers_racing_to_start_one_owners_jobs_never_exceed_the_running_cap(ma
     def start(i: int) -> None:
         try:
             barrier.wait(timeout=10)
-            results[i] = services.job_start(job_id=jobs[i].id)
+            results[i] = states.job_start(job_id=jobs[i].id)
         except Exception as exc:  # reported below, not lost in the thread
             results[i] = exc
         finally:
@@ -160,7 +161,7 @@ def test_workers_racing_to_start_one_owners_jobs_never_exceed_the_running_cap(ma
 
     assert not [r for r in results.values() if isinstance(r, Exception)], results
     started = [r for r in results.values() if isinstance(r, Job)]
-    deferred = [r for r in results.values() if isinstance(r, services.Deferred)]
+    deferred = [r for r in results.values() if isinstance(r, states.Deferred)]
     assert (len(started), len(deferred)) == (2, 4), results
     assert Job.objects.filter(owner=owner, state=JobState.RUNNING).count() == 2
 

@@ -7,7 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from jobs import services
+from jobs import housekeeping, launch
 from jobs.models import Job, JobChunk, Upload
 from tests.conftest import receive_until
 from tests.jobs.live import signed_in_socket, until_final, wait_for_job
@@ -33,7 +33,7 @@ def test_primes_runs_in_parallel_chunks_with_one_aggregate_reaching_exactly_100_
 ):
     user = make_user()
     ws = signed_in_socket(ws_connect, user)
-    job = services.job_create(owner=user, kind="primes", params={"n": 2_000_000, "chunks": 4})
+    job = launch.job_create(owner=user, kind="primes", params={"n": 2_000_000, "chunks": 4})
 
     updates = until_final(ws, job.id, timeout=60)
     final = updates[-1]
@@ -56,10 +56,10 @@ def test_primes_runs_in_parallel_chunks_with_one_aggregate_reaching_exactly_100_
 def test_export_gives_a_download_only_its_owner_can_use(celery_worker, ws_connect, make_user):
     owner, other = make_user(), make_user()
     ws = signed_in_socket(ws_connect, owner)
-    earlier = services.job_create(owner=owner, kind="simulate", params={"steps": 1, "step_ms": 0})
+    earlier = launch.job_create(owner=owner, kind="simulate", params={"steps": 1, "step_ms": 0})
     until_final(ws, earlier.id)
-    services.job_create(owner=other, kind="simulate", params={"steps": 1, "step_ms": 0})
-    export = services.job_create(owner=owner, kind="export_jobs", params={})
+    launch.job_create(owner=other, kind="simulate", params={"steps": 1, "step_ms": 0})
+    export = launch.job_create(owner=owner, kind="export_jobs", params={})
 
     final = until_final(ws, export.id)[-1]
     assert final["state"] == "succeeded" and final["download_url"]
@@ -75,7 +75,7 @@ def test_export_gives_a_download_only_its_owner_can_use(celery_worker, ws_connec
     assert logged_in(other).get(final["download_url"]).status_code == 404
     assert Client().get(final["download_url"]).status_code == 401
 
-    assert services.job_purge_expired_result_files(older_than_days=-1) == 1
+    assert housekeeping.job_purge_expired_result_files(older_than_days=-1) == 1
     assert logged_in(owner).get(final["download_url"]).status_code == 404
 
 
@@ -84,7 +84,7 @@ def test_a_broadcast_reaches_every_online_recipient_live(celery_worker, ws_conne
     listeners = [make_user() for _ in range(3)]
     sockets = [signed_in_socket(ws_connect, user) for user in listeners]
 
-    job = services.job_create(
+    job = launch.job_create(
         owner=admin, kind="broadcast", params={"title": "Maintenance at 18:00", "body": "<b>short</b>"}
     )
 

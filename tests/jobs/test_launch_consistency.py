@@ -24,7 +24,8 @@ from django.test import Client
 from django.utils import timezone
 
 from dashboard.celery import app as celery_app
-from jobs import services, tasks
+from jobs import housekeeping, runner, states
+from jobs.launch import job_create
 from jobs.models import Job, JobState
 from jobs.selectors import job_payload
 from notifications.models import Notification
@@ -42,22 +43,24 @@ class Broker:
         self.attempts = 0
         self.sent: list[str] = []
 
-    def apply_async(self, *args: Any, **options: Any) -> None:
+    def send_task(self, name: str, *args: Any, **options: Any) -> Any:
+        if name != "jobs.run_job":
+            return original_send_task(name, *args, **options)
         self.attempts += 1
         if not self.down:
             self.sent.append(options["task_id"])
-            return
+            return None
         with celery_app.connection_for_write(self.url) as unreachable:
-            original_apply_async(*args, connection=unreachable, **options)
+            return original_send_task(name, *args, connection=unreachable, **options)
 
 
-original_apply_async = tasks.run_job.apply_async
+original_send_task = celery_app.send_task
 
 
 @pytest.fixture
 def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
     broker = Broker()
-    monkeypatch.setattr(tasks.run_job, "apply_async", broker.apply_async)
+    monkeypatch.setattr(celery_app, "send_task", broker.send_task)
     yield broker
 
 
@@ -128,17 +131,17 @@ def test_jobs_waiting_for_the_queue_are_sent_at_the_reapers_next_pass_once_the_b
 ):
     settings.RUNBOARD_REQUEUE_AFTER = 600
     owner = make_user()
-    waiting = [services.job_create(owner=owner, kind="simulate", params={"steps": 1}) for _ in range(3)]
+    waiting = [job_create(owner=owner, kind="simulate", params={"steps": 1}) for _ in range(3)]
     # A job whose message went missing long ago: its resend fails too, so now it waits as well.
     silent = make_job(owner=owner, enqueued_at=timezone.now() - timedelta(seconds=700))
     assert all(job.state == JobState.QUEUED and waiting_for_queue(job) for job in waiting)
     versions = {job.pk: job.version for job in waiting}
 
     broker.attempts = 0
-    assert services.job_requeue_lost() == 0
+    assert housekeeping.job_requeue_lost() == 0
     assert broker.attempts == 1  # the first refusal ends the pass: the broker is down
     broker.attempts = 0
-    assert services.job_requeue_lost() == 0  # ... and again at the next tick
+    assert housekeeping.job_requeue_lost() == 0  # ... and again at the next tick
     assert broker.attempts == 1
     for job in waiting:
         job.refresh_from_db()
@@ -146,8 +149,8 @@ def test_jobs_waiting_for_the_queue_are_sent_at_the_reapers_next_pass_once_the_b
         assert job.state == JobState.QUEUED and waiting_for_queue(job) and job.version == versions[job.pk]
 
     broker.down = False
-    assert services.job_requeue_lost() == 4  # the next tick, not RUNBOARD_REQUEUE_AFTER later
-    assert services.job_requeue_lost() == 0
+    assert housekeeping.job_requeue_lost() == 4  # the next tick, not RUNBOARD_REQUEUE_AFTER later
+    assert housekeeping.job_requeue_lost() == 0
     jobs = {job.pk: job for job in Job.objects.filter(owner=owner)}
     assert sorted(broker.sent) == sorted(job.celery_task_id for job in jobs.values())  # once each
     assert not any(waiting_for_queue(job) for job in jobs.values())
@@ -157,13 +160,13 @@ def test_jobs_waiting_for_the_queue_are_sent_at_the_reapers_next_pass_once_the_b
 
 @pytest.mark.django_db(transaction=True)
 def test_a_job_waiting_for_the_queue_runs_once_and_a_duplicate_message_is_skipped(make_user, broker):
-    job = services.job_create(owner=make_user(), kind="simulate", params={"steps": 1, "step_ms": 0})
+    job = job_create(owner=make_user(), kind="simulate", params={"steps": 1, "step_ms": 0})
     assert waiting_for_queue(job)
     broker.down = False
-    assert services.job_requeue_lost() == 1
+    assert housekeeping.job_requeue_lost() == 1
 
-    assert services.job_run(job_id=job.id) is None  # the message the reaper sent
-    assert services.job_run(job_id=job.id) is None  # a duplicate (the launch's, had it got through)
+    assert runner.job_run(job_id=job.id) is None  # the message the reaper sent
+    assert runner.job_run(job_id=job.id) is None  # a duplicate (the launch's, had it got through)
 
     job.refresh_from_db()
     assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
@@ -179,7 +182,7 @@ def test_a_waiting_job_whose_message_reached_a_worker_after_all_no_longer_shows_
     job = make_job(owner=owner, enqueued_at=None)
     version = job_payload(job)["version"]
 
-    assert isinstance(services.job_start(job_id=job.id), services.Deferred)  # at the cap: waits
+    assert isinstance(states.job_start(job_id=job.id), states.Deferred)  # at the cap: waits
 
     job.refresh_from_db()
     assert job.state == JobState.QUEUED and not waiting_for_queue(job)

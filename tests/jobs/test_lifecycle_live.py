@@ -7,7 +7,7 @@ import time
 import pytest
 from django.test import Client
 
-from jobs import services
+from jobs import launch
 from jobs.models import Job, JobState
 from tests.conftest import receive_json, receive_until
 from tests.jobs.live import signed_in_socket, until_final, wait_for_job
@@ -28,7 +28,7 @@ def post(client, path, body=None):
 def test_cancelling_a_running_job_shows_cancelling_then_cancelled(celery_worker, ws_connect, make_user):
     user = make_user()
     ws = signed_in_socket(ws_connect, user)
-    job = services.job_create(owner=user, kind="simulate", params={"steps": 200, "step_ms": 20})
+    job = launch.job_create(owner=user, kind="simulate", params={"steps": 200, "step_ms": 20})
     wait_for_job(job.id, lambda j: j.state == JobState.RUNNING)
 
     response = post(api_client(user), f"/api/v1/jobs/{job.id}/cancel/")
@@ -42,8 +42,8 @@ def test_cancelling_a_running_job_shows_cancelling_then_cancelled(celery_worker,
 
 def test_cancelling_a_queued_job_ends_it_before_any_worker_starts_it(celery_worker, make_user):
     user = make_user()
-    blocker = services.job_create(owner=user, kind="test_block", params={"seconds": 3})
-    queued = services.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0})
+    blocker = launch.job_create(owner=user, kind="test_block", params={"seconds": 3})
+    queued = launch.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0})
     # The per-user cap (1 in the tests) holds the second job in the queue while the first runs.
     wait_for_job(blocker.id, lambda j: j.state == JobState.RUNNING)
     assert Job.objects.get(pk=queued.id).state == JobState.QUEUED
@@ -57,7 +57,7 @@ def test_cancelling_a_queued_job_ends_it_before_any_worker_starts_it(celery_work
 
 def test_cancelling_a_finished_job_is_a_409(celery_worker, make_user):
     user = make_user()
-    job = services.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0})
+    job = launch.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0})
     wait_for_job(job.id, lambda j: j.is_final)
 
     response = post(api_client(user), f"/api/v1/jobs/{job.id}/cancel/")
@@ -68,7 +68,7 @@ def test_cancelling_a_finished_job_is_a_409(celery_worker, make_user):
 def test_retry_and_rerun_make_new_jobs_linked_to_the_old_one(celery_worker, ws_connect, make_user):
     user = make_user()
     ws = signed_in_socket(ws_connect, user)
-    failed = services.job_create(
+    failed = launch.job_create(
         owner=user, kind="simulate", params={"steps": 3, "step_ms": 0, "fail_at_step": 2}
     )
     assert until_final(ws, failed.id)[-1]["state"] == "failed"
@@ -96,7 +96,7 @@ def test_retrying_an_unfinished_job_is_a_409(make_user):
 def test_the_soft_time_limit_fails_the_job_with_a_clear_message(celery_worker, ws_connect, make_user):
     user = make_user()
     ws = signed_in_socket(ws_connect, user)
-    job = services.job_create(owner=user, kind="test_sleep", params={"seconds": 10})
+    job = launch.job_create(owner=user, kind="test_sleep", params={"seconds": 10})
 
     final = until_final(ws, job.id, timeout=15)[-1]
     assert final["state"] == "failed" and final["error"] == "Time limit exceeded (1 s)."
@@ -107,8 +107,8 @@ def test_the_soft_time_limit_fails_the_job_with_a_clear_message(celery_worker, w
 
 def test_one_user_at_the_cap_cannot_starve_another(celery_worker, make_user):
     alice, bob = make_user(), make_user()
-    alices = [services.job_create(owner=alice, kind="test_block", params={"seconds": 2}) for _ in range(3)]
-    bobs = services.job_create(owner=bob, kind="simulate", params={"steps": 1, "step_ms": 0})
+    alices = [launch.job_create(owner=alice, kind="test_block", params={"seconds": 2}) for _ in range(3)]
+    bobs = launch.job_create(owner=bob, kind="simulate", params={"steps": 1, "step_ms": 0})
 
     bob_done = wait_for_job(bobs.id, lambda j: j.is_final, timeout=30)
     # Alice's deferred jobs are retried in no promised order, so wait for every one of them.
@@ -126,7 +126,7 @@ def test_one_user_at_the_cap_cannot_starve_another(celery_worker, make_user):
 def test_watchers_receive_the_log_live_and_others_are_refused(celery_worker, ws_connect, make_user):
     owner, stranger = make_user(), make_user()
     ws = signed_in_socket(ws_connect, owner)
-    job = services.job_create(owner=owner, kind="simulate", params={"steps": 5, "step_ms": 100})
+    job = launch.job_create(owner=owner, kind="simulate", params={"steps": 5, "step_ms": 100})
     ws.send(json.dumps({"type": "watch", "job_id": str(job.id)}))
 
     events = receive_until(

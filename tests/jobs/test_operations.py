@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from jobs import schedules, services
+from jobs import housekeeping, launch, schedules
 from jobs.models import Job, JobSchedule, JobState, Upload
 from notifications.models import Notification
 from tests.conftest import ManagedProcess
@@ -115,7 +115,7 @@ def test_the_admin_cancels_and_retries_selected_jobs(make_user):
 
 def test_a_job_page_in_the_admin_links_its_celery_task_result(celery_worker, make_user):
     client = admin_client(make_user)
-    job = services.job_create(owner=make_user(), kind="simulate", params={"steps": 1, "step_ms": 0})
+    job = launch.job_create(owner=make_user(), kind="simulate", params={"steps": 1, "step_ms": 0})
     wait_for_job(job.id, lambda j: j.is_final)
     deadline = time.monotonic() + 10
     while not TaskResult.objects.filter(task_id=job.celery_task_id).exists():
@@ -143,7 +143,7 @@ def test_retention_removes_old_finished_jobs_read_notifications_and_task_results
     Upload.objects.create(owner=user, original_name="a.csv", size=1, file="uploads/none.csv")
     Upload.objects.filter(owner=user).update(created_at=long_ago)
 
-    removed = services.retention_apply()
+    removed = housekeeping.retention_apply()
 
     assert removed["jobs"] == 1 and removed["notifications"] == 1 and removed["task_results"] == 1
     assert removed["uploads"] == 1

@@ -129,7 +129,7 @@ def test_a_staff_socket_and_stream_without_permissions_get_no_other_users_jobs_n
     assert receive_json(readers_ws)["code"] == "forbidden"  # a log is the job's data
 
     # Alice's job finishes: the reader hears of it without its result, the staff user not at all.
-    from jobs.services import _push_job
+    from jobs.states import _push_job
 
     _push_job(alices_job)
     update = receive_until(readers_ws, lambda e: e["type"] == "job.update")[-1]["job"]

@@ -20,11 +20,11 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from jobs import selectors, services
-from jobs.csv_profiler import profile_csv
+from jobs import runner, selectors, states
+from jobs.kinds.csv_profile.profiler import profile_csv
 from jobs.kinds.registry import _kinds, get_kind
 from jobs.models import Job, JobState
-from jobs.progress import ProgressReporter
+from jobs.reporter import ProgressReporter
 from jobs.results import ResultTooLarge, compact_size, wire_size
 from notifications import events, push
 from notifications.selectors import snapshot_for_user
@@ -65,7 +65,7 @@ def hostile_job(owner, text: str) -> Job:
         retry_of=earlier,
     )
     result = {"blob": text, "rows": [[text[:1000]] * 10 for _ in range(50)], "deep": _nested(text[:1000], 40)}
-    services.job_finish(
+    states.job_finish(
         job_id=job.id, state=JobState.SUCCEEDED, result=result, error=text,
         progress=(2**63 - 1, 2**63 - 1, text[:500]), result_file=f"results/{job.id}/export.csv",
     )  # fmt: skip
@@ -108,7 +108,7 @@ def test_a_job_payload_is_at_most_4_kib_whatever_the_job_holds(make_user, script
     text = TEXTS[script]
     owner = hostile_user(make_user, text)
     job = hostile_job(owner, text)
-    assert job.result_bytes > 500_000 and len(job.error) == services.ERROR_MAX_CHARS
+    assert job.result_bytes > 500_000 and len(job.error) == states.ERROR_MAX_CHARS
 
     sizes = all_the_ways_a_payload_is_sent(job, owner)
 
@@ -127,7 +127,7 @@ def test_a_job_payload_is_at_most_4_kib_whatever_the_job_holds(make_user, script
 def test_a_small_result_is_its_own_summary_and_nothing_is_marked_cut(make_user):
     owner = make_user()
     job = make_job(owner=owner, state=JobState.RUNNING)
-    services.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result={"steps": 3, "ok": True})
+    states.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result={"steps": 3, "ok": True})
 
     payload = selectors.job_payload(Job.objects.get(pk=job.pk))
 
@@ -211,7 +211,7 @@ def test_the_whole_result_is_served_by_reference_to_the_owner_and_staff_only(mak
     owner, other, staff = make_user(), make_user(), make_user(operator=True)
     job = make_job(owner=owner, state=JobState.RUNNING)
     result = {"values": ["é" * 3000] * 500}
-    services.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result=result, error="")
+    states.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result=result, error="")
     url = selectors.job_payload(Job.objects.get(pk=job.pk))["result_url"]
 
     for viewer in (owner, staff):
@@ -227,12 +227,12 @@ def test_the_whole_result_is_served_by_reference_to_the_owner_and_staff_only(mak
 def test_a_cut_error_is_whole_at_the_result_url(make_user):
     owner = make_user()
     job = make_job(owner=owner, state=JobState.RUNNING)
-    services.job_finish(job_id=job.id, state=JobState.FAILED, error="boom " * 10_000)
+    states.job_finish(job_id=job.id, state=JobState.FAILED, error="boom " * 10_000)
     payload = selectors.job_payload(Job.objects.get(pk=job.pk))
 
     assert "error" in payload["truncated"] and payload["error"].endswith("…")
     body = logged_in(owner).get(payload["result_url"]).json()
-    assert body["result"] is None and body["error"] == ("boom " * 10_000)[: services.ERROR_MAX_CHARS]
+    assert body["result"] is None and body["error"] == ("boom " * 10_000)[: states.ERROR_MAX_CHARS]
 
 
 def wide_csv(columns=1000, rows=6, cell=3000) -> bytes:
@@ -253,7 +253,7 @@ def test_the_issues_wide_csv_gives_a_small_payload_and_a_paged_result(make_user)
         owner=owner, kind="csv_profile", params={"upload_id": str(uuid.uuid4())}, state=JobState.RUNNING,
         started_at=timezone.now(), heartbeat_at=timezone.now(),
     )  # fmt: skip
-    services.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result=result)
+    states.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result=result)
     job = Job.objects.get(pk=job.pk)
 
     payload = selectors.job_payload(job)
@@ -280,7 +280,7 @@ def test_the_issues_wide_csv_gives_a_small_payload_and_a_paged_result(make_user)
 def test_a_bad_result_page_is_a_400(make_user, query):
     owner = make_user()
     job = make_job(owner=owner, state=JobState.RUNNING)
-    services.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result={"x": 1})
+    states.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result={"x": 1})
 
     assert logged_in(owner).get(f"/api/v1/jobs/{job.id}/result/?{query}").status_code == 400
 
@@ -289,13 +289,13 @@ def test_a_result_over_the_limit_fails_the_job_instead_of_being_stored(make_user
     settings.RUNBOARD_RESULT_MAX_BYTES = 10_000
     owner = make_user()
     with pytest.raises(ResultTooLarge):
-        services.job_finish(job_id=make_job(owner=owner, state=JobState.RUNNING).id,
+        states.job_finish(job_id=make_job(owner=owner, state=JobState.RUNNING).id,
                             state=JobState.SUCCEEDED, result="x" * 20_000)  # fmt: skip
     simulate = get_kind("simulate")
     monkeypatch.setitem(_kinds, "simulate", replace(simulate, run=lambda ctx, params: {"blob": "x" * 20_000}))
     job = make_job(owner=make_user())
 
-    services.job_run(job_id=job.id)
+    runner.job_run(job_id=job.id)
 
     job.refresh_from_db()
     assert job.state == JobState.FAILED and job.result is None
@@ -323,13 +323,13 @@ def test_a_burst_of_log_lines_goes_out_as_events_of_at_most_16_kib(make_user, mo
     lines = [f"{i} " + "😀<>" * 5000 for i in range(300)] + [f"short {i}" for i in range(700)]
 
     with django_on_commit_now():
-        services.job_log_append(job_id=job.id, lines=lines)
+        states.job_log_append(job_id=job.id, lines=lines)
 
     sizes = [len(text.encode()) for _, text in published.sent]
     assert len(sizes) > 1 and max(sizes) <= 16 * KIB, max(sizes)
     sent = [line for _, text in published.sent for line in json.loads(text)["lines"]]
     assert [line["seq"] for line in sent] == list(range(1, 1001))
-    assert max(wire_size(line["text"]) for line in sent) <= services.LOG_LINE_MAX_BYTES
+    assert max(wire_size(line["text"]) for line in sent) <= states.LOG_LINE_MAX_BYTES
 
 
 def django_on_commit_now():
@@ -343,7 +343,7 @@ def test_a_page_of_log_lines_is_at_most_256_kib(make_user, settings):
     settings.RUNBOARD_LOG_LINES_KEPT = 2000
     owner = make_user()
     job = make_job(owner=owner, state=JobState.RUNNING)
-    services.job_log_append(job_id=job.id, lines=["漢" * 2000] * 1000)
+    states.job_log_append(job_id=job.id, lines=["漢" * 2000] * 1000)
     client = logged_in(owner)
 
     seen, after = 0, 0
@@ -384,7 +384,7 @@ def test_a_watchers_log_tail_comes_as_events_of_at_most_16_kib(make_user):
     owner = make_user()
     job = make_job(owner=owner, state=JobState.RUNNING)
     long_line = TEXTS["emoji"][:2000]
-    services.job_log_append(job_id=job.id, lines=[long_line] * 300)
+    states.job_log_append(job_id=job.id, lines=[long_line] * 300)
     assert JobLogLine.objects.filter(job=job).count() == 300
 
     batches = log_tail_for_watcher(user=owner, job_id=str(job.id))

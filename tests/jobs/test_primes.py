@@ -9,7 +9,7 @@ from itertools import accumulate, pairwise
 
 import pytest
 
-from jobs.primes import (
+from jobs.kinds.primes.sieve import (
     DEFAULT_SEGMENT_SIZE,
     SieveStopped,
     count_primes_below,

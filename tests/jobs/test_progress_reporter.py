@@ -2,7 +2,7 @@
 
 import pytest
 
-from jobs.progress import ProgressReporter
+from jobs.reporter import ProgressReporter
 from jobs.selectors import VERSION_STEP
 from tests.jobs.factories import make_job
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from jobs import services
+from jobs import launch
 from jobs.models import Job, JobState
 from tests.conftest import receive_json, receive_until
 
@@ -27,7 +27,7 @@ def test_a_simulated_job_streams_increasing_versions_until_it_succeeds(celery_wo
     snapshot = receive_json(ws)
     assert snapshot["type"] == "snapshot" and snapshot["jobs"] == [] and snapshot["unread_count"] == 0
 
-    job = services.job_create(owner=user, kind="simulate", params={"steps": 10, "step_ms": 50})
+    job = launch.job_create(owner=user, kind="simulate", params={"steps": 10, "step_ms": 50})
     updates = updates_for(receive_until(ws, is_final_update(str(job.id))), str(job.id))
 
     versions = [update["version"] for update in updates]
@@ -45,7 +45,7 @@ def test_fail_at_step_ends_failed_with_the_error_message(celery_worker, ws_conne
     user = make_user()
     ws = ws_connect(user=user)
 
-    job = services.job_create(
+    job = launch.job_create(
         owner=user, kind="simulate", params={"steps": 5, "step_ms": 10, "fail_at_step": 3}
     )
     final = updates_for(receive_until(ws, is_final_update(str(job.id))), str(job.id))[-1]
@@ -61,7 +61,7 @@ def test_the_task_result_is_recorded_by_django_celery_results(celery_worker, ws_
 
     user = make_user()
     ws = ws_connect(user=user)
-    job = services.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0})
+    job = launch.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0})
     receive_until(ws, is_final_update(str(job.id)))
 
     # The task result is written just after the job's final state; give it a moment.

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.test import Client
 
-from jobs import services
+from jobs import launch
 from jobs.models import Job, JobState
 from tests.conftest import receive_json
 from tests.jobs.factories import make_job
@@ -36,7 +36,7 @@ def test_staff_sockets_get_every_jobs_live_updates(celery_worker, ws_connect, ma
     ws = ws_connect(user=operator)
     receive_json(ws), receive_json(ws)
 
-    job = services.job_create(owner=user, kind="simulate", params={"steps": 3, "step_ms": 50})
+    job = launch.job_create(owner=user, kind="simulate", params={"steps": 3, "step_ms": 50})
 
     updates = until_final(ws, job.id)
     assert updates[-1]["state"] == "succeeded" and updates[-1]["owner"] == user.username

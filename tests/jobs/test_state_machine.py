@@ -4,7 +4,7 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from jobs import services
+from jobs import housekeeping, states
 from jobs.models import Job, JobState
 from tests.jobs.factories import make_job
 
@@ -14,17 +14,17 @@ pytestmark = pytest.mark.django_db
 def test_a_queued_job_starts_once(make_user):
     job = make_job(owner=make_user())
 
-    assert services.job_start(job_id=job.id).state == JobState.RUNNING
-    assert services.job_start(job_id=job.id) is None  # a duplicate delivery cannot start it again
+    assert states.job_start(job_id=job.id).state == JobState.RUNNING
+    assert states.job_start(job_id=job.id) is None  # a duplicate delivery cannot start it again
 
 
 @pytest.mark.parametrize("final", [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
 def test_a_finished_job_never_moves_back_to_running(make_user, final):
     job = make_job(owner=make_user(), state=JobState.RUNNING)
-    services.job_finish(job_id=job.id, state=final)
+    states.job_finish(job_id=job.id, state=final)
 
-    assert services.job_start(job_id=job.id) is None
-    assert services.job_heartbeat(job_id=job.id, current=1, total=2, message="late") is None
+    assert states.job_start(job_id=job.id) is None
+    assert states.job_heartbeat(job_id=job.id, current=1, total=2, message="late") is None
     job.refresh_from_db()
     assert job.state == final
     assert job.progress_message == ""
@@ -33,8 +33,8 @@ def test_a_finished_job_never_moves_back_to_running(make_user, final):
 def test_a_job_finishes_exactly_once(make_user):
     job = make_job(owner=make_user(), state=JobState.RUNNING)
 
-    first = services.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result={"ok": True})
-    late = services.job_finish(job_id=job.id, state=JobState.FAILED, error="late duplicate")
+    first = states.job_finish(job_id=job.id, state=JobState.SUCCEEDED, result={"ok": True})
+    late = states.job_finish(job_id=job.id, state=JobState.FAILED, error="late duplicate")
 
     assert first is not None and late is None
     job.refresh_from_db()
@@ -44,16 +44,16 @@ def test_a_job_finishes_exactly_once(make_user):
 def test_a_queued_job_cannot_succeed_without_running(make_user):
     job = make_job(owner=make_user())
 
-    assert services.job_finish(job_id=job.id, state=JobState.SUCCEEDED) is None
+    assert states.job_finish(job_id=job.id, state=JobState.SUCCEEDED) is None
     assert Job.objects.get(pk=job.id).state == JobState.QUEUED
 
 
 def test_every_write_increases_the_version(make_user):
     job = make_job(owner=make_user())
     versions = [job.version]
-    versions.append(services.job_start(job_id=job.id).version)
-    versions.append(services.job_heartbeat(job_id=job.id, current=1, total=3, message="one")[0])
-    versions.append(services.job_finish(job_id=job.id, state=JobState.SUCCEEDED).version)
+    versions.append(states.job_start(job_id=job.id).version)
+    versions.append(states.job_heartbeat(job_id=job.id, current=1, total=3, message="one")[0])
+    versions.append(states.job_finish(job_id=job.id, state=JobState.SUCCEEDED).version)
 
     assert versions == sorted(set(versions)), versions
 
@@ -69,7 +69,7 @@ def test_the_reaper_fails_running_jobs_whose_worker_went_silent(make_user):
     stale = make_job(owner=owner, state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=5))
     fresh = make_job(owner=owner, state=JobState.RUNNING)
 
-    assert services.job_reap_stale(stale_after=60) == 1
+    assert housekeeping.job_reap_stale(stale_after=60) == 1
 
     stale.refresh_from_db()
     fresh.refresh_from_db()
@@ -80,7 +80,7 @@ def test_the_reaper_fails_running_jobs_whose_worker_went_silent(make_user):
 def test_only_queued_jobs_silent_past_the_requeue_limit_are_enqueued_again(make_user, monkeypatch, settings):
     settings.RUNBOARD_MAX_RUNNING_PER_USER = 1
     sent: list[str] = []
-    monkeypatch.setattr(services, "_enqueue", lambda job, **_: sent.append(str(job.id)) or True)
+    monkeypatch.setattr(housekeeping, "_enqueue", lambda job, **_: sent.append(str(job.id)) or True)
     owner = make_user()
     long_ago = timezone.now() - timedelta(seconds=700)
     silent = make_job(owner=owner)
@@ -89,8 +89,8 @@ def test_only_queued_jobs_silent_past_the_requeue_limit_are_enqueued_again(make_
     waiting = make_job(owner=owner)  # at its owner's cap: deferred, its message being retried
     Job.objects.filter(pk__in=[silent.pk, running.pk, waiting.pk]).update(enqueued_at=long_ago)
 
-    assert isinstance(services.job_start(job_id=waiting.id), services.Deferred)
-    assert services.job_requeue_lost(requeue_after=600) == 1
+    assert isinstance(states.job_start(job_id=waiting.id), states.Deferred)
+    assert housekeeping.job_requeue_lost(requeue_after=600) == 1
     assert sent == [str(silent.id)]
     # Once enqueued again it counts as fresh: the next pass leaves it alone.
-    assert services.job_requeue_lost(requeue_after=600) == 0
+    assert housekeeping.job_requeue_lost(requeue_after=600) == 0

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from notifications import services
+from notifications import inbox
 from notifications.models import (
     Notification,
     NotificationPreference,
@@ -29,10 +29,10 @@ def _subscribe(user):
 
 def test_a_broadcast_counts_each_recipient_once_per_notification_and_respects_preferences(make_user):
     fresh, busy, opted_out = make_user(), make_user(), make_user()
-    services.notify(recipient_id=busy.pk, title="earlier")
+    inbox.notify(recipient_id=busy.pk, title="earlier")
     NotificationPreference.objects.create(user=opted_out, announcements=False)
 
-    sent = services.notify_many(recipient_ids=[fresh.pk, busy.pk, busy.pk, opted_out.pk], title="Maintenance")
+    sent = inbox.notify_many(recipient_ids=[fresh.pk, busy.pk, busy.pk, opted_out.pk], title="Maintenance")
 
     assert sent == 3
     counts = dict(NotificationState.objects.values_list("user_id", "unread_count"))
@@ -58,7 +58,7 @@ def test_browser_push_goes_only_to_subscribed_users_with_no_open_socket(
     monkeypatch.setattr(tasks.send_web_push, "delay", queued.append)
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.notify_many(recipient_ids=[u.pk for u in (online, away, unsubscribed, push_off)], title="Hi")
+        inbox.notify_many(recipient_ids=[u.pk for u in (online, away, unsubscribed, push_off)], title="Hi")
 
     assert queued == [Notification.objects.get(recipient=away).pk]
 
@@ -66,7 +66,7 @@ def test_browser_push_goes_only_to_subscribed_users_with_no_open_socket(
 def _broadcast_queries(users, capture_on_commit) -> int:
     """Queries of a broadcast, including the browser-push check that runs after commit."""
     with CaptureQueriesContext(connection) as queries, capture_on_commit(execute=True):
-        services.notify_many(recipient_ids=[u.pk for u in users], title="Announcement")
+        inbox.notify_many(recipient_ids=[u.pk for u in users], title="Announcement")
     return len(queries)
 
 

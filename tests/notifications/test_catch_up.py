@@ -19,9 +19,10 @@ import pytest
 from websockets.sync.client import connect
 
 from jobs.selectors import job_payload
-from notifications import consumers, events, selectors, services
+from notifications import events, inbox, selectors
 from notifications.models import Notification, NotificationPreference, NotificationState
 from notifications.push import push_event
+from notifications.realtime import consumer, snapshot
 from tests.conftest import receive_json, receive_until, session_cookie
 from tests.jobs.factories import make_job
 from tests.notifications.test_sse import EventSource
@@ -74,7 +75,7 @@ def test_a_resume_after_more_missed_notifications_than_a_page_delivers_every_one
 
     def notify_during_paging():
         for i in range(3):
-            created_meanwhile.append(services.notify(recipient_id=user.pk, title=f"live {i}").pk)
+            created_meanwhile.append(inbox.notify(recipient_id=user.pk, title=f"live {i}").pk)
 
     with socket(live_server_url, user, after=0) as ws:
         ids, snapshot = catch_up(ws, during=notify_during_paging)
@@ -155,7 +156,7 @@ def test_resume_floods_within_the_message_limit_cost_at_most_the_documented_repl
         largest = 0
         deadline = started + 12
         while time.monotonic() < deadline:
-            if frames < consumers.MAX_MESSAGES - 2:
+            if frames < consumer.MAX_MESSAGES - 2:
                 kind = frames % 5
                 message = (
                     {"type": "watch", "job_id": str(job.pk)}
@@ -165,7 +166,7 @@ def test_resume_floods_within_the_message_limit_cost_at_most_the_documented_repl
                 ws.send(json.dumps(message))
                 frames += 1
             # Read whatever came until the next send is due (10 s / 60 messages).
-            until = time.monotonic() + consumers.MESSAGE_WINDOW / consumers.MAX_MESSAGES
+            until = time.monotonic() + consumer.MESSAGE_WINDOW / consumer.MAX_MESSAGES
             while (left := until - time.monotonic()) > 0:
                 try:
                     text = ws.recv(timeout=left)
@@ -174,7 +175,7 @@ def test_resume_floods_within_the_message_limit_cost_at_most_the_documented_repl
                 received += len(text)
                 largest = max(largest, len(text))
         elapsed = time.monotonic() - started
-    bound = consumers.REPLY_BURST_BYTES + consumers.REPLY_BYTES_PER_SECOND * elapsed
+    bound = snapshot.REPLY_BURST_BYTES + snapshot.REPLY_BYTES_PER_SECOND * elapsed
     # One reply may overdraw the budget: a page of notifications and one snapshot.
     page = selectors.REPLAY_PAGE * (selectors.BODY_MAX_BYTES + selectors.TITLE_MAX_BYTES + 400)
     one_reply = page + 256 * 1024

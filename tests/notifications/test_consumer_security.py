@@ -3,7 +3,7 @@
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from jobs import services
+from jobs import launch
 from tests.conftest import receive_json, receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,8 +26,8 @@ def test_a_foreign_or_missing_origin_is_refused(ws_connect, make_user, origin):
 def test_a_signed_in_socket_gets_hello_then_its_own_snapshot(ws_connect, make_user):
     user = make_user()
     other = make_user()
-    mine = services.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0})
-    services.job_create(owner=other, kind="simulate", params={"steps": 1, "step_ms": 0})
+    mine = launch.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0})
+    launch.job_create(owner=other, kind="simulate", params={"steps": 1, "step_ms": 0})
 
     ws = ws_connect(user=user)
     hello = receive_json(ws)
@@ -62,10 +62,10 @@ def test_user_b_never_receives_user_as_updates(celery_worker, ws_connect, make_u
     for ws in (alice_ws, bob_ws):
         receive_json(ws), receive_json(ws)
 
-    job = services.job_create(owner=alice, kind="simulate", params={"steps": 5, "step_ms": 20})
+    job = launch.job_create(owner=alice, kind="simulate", params={"steps": 5, "step_ms": 20})
     receive_until(alice_ws, lambda e: e["type"] == "job.update" and e["job"]["state"] == "succeeded")
     # Bob's own job, launched after Alice's finished: the first thing Bob hears must be about it.
-    bobs = services.job_create(owner=bob, kind="simulate", params={"steps": 1, "step_ms": 0})
+    bobs = launch.job_create(owner=bob, kind="simulate", params={"steps": 1, "step_ms": 0})
     received = receive_until(bob_ws, lambda e: e["type"] == "job.update" and e["job"]["state"] == "succeeded")
 
     assert {e["job"]["id"] for e in received if e["type"] == "job.update"} == {str(bobs.id)}

@@ -26,7 +26,7 @@ from websockets.sync.client import connect
 
 from jobs.models import AccessToken
 from jobs.tokens import token_create
-from notifications import events, services
+from notifications import events, inbox
 from notifications.models import SocketConnection
 from tests.conftest import ROOT, LiveServer, receive_json, session_cookie
 from tests.notifications.test_sse import EventSource
@@ -152,7 +152,7 @@ def test_revoking_a_token_with_the_cli_closes_its_socket_and_stream_on_both_web_
         # Within 2 s of the command's own work (its interpreter start-up is not the server's).
         assert connection.closed_at - process_exited < WITHIN
     # Nothing is delivered after the close: a notification right after reaches only the kept one.
-    services.notify(recipient_id=user.pk, title="after the revoke")
+    inbox.notify(recipient_id=user.pk, title="after the revoke")
     deadline = time.monotonic() + 5
     while not any(f["type"] == "notification.new" for f in kept.frames) and time.monotonic() < deadline:
         time.sleep(0.05)

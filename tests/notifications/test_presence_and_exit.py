@@ -13,8 +13,9 @@ import pytest
 from django.test import override_settings
 from websockets.sync.client import connect
 
-from notifications import services
+from notifications import inbox
 from notifications.models import PushSubscription
+from notifications.realtime import presence
 from tests.conftest import ROOT, LiveServer, receive_json, receive_until, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,19 +36,19 @@ def test_a_user_whose_only_socket_died_with_its_web_process_gets_browser_push_ag
         url = server.url.replace("http", "ws", 1) + "/ws/notifications/"
         ws = connect(url, origin=server.url, additional_headers={"Cookie": session_cookie(user)})
         receive_until(ws, lambda e: e["type"] == "snapshot")
-        assert services.online_user_ids(user_ids=[user.pk]) == {user.pk}
-        services.notify(recipient_id=user.pk, title="while online")
+        assert presence.online_user_ids(user_ids=[user.pk]) == {user.pk}
+        inbox.notify(recipient_id=user.pk, title="while online")
         assert queued == []  # they saw the toast: no push
         server.web.stop(signal.SIGKILL)
         killed = time.monotonic()
     finally:
         server.stop()
-    while services.online_user_ids(user_ids=[user.pk]) and time.monotonic() - killed < 10:
+    while presence.online_user_ids(user_ids=[user.pk]) and time.monotonic() - killed < 10:
         time.sleep(0.1)
     offline_after = time.monotonic() - killed
     # Two heartbeats (2 s) and the margin (1 s), plus the polling and a slow machine's slack.
     assert offline_after < 4.0, f"still counted online {offline_after:.1f} s after the kill"
-    notification = services.notify(recipient_id=user.pk, title="while away")
+    notification = inbox.notify(recipient_id=user.pk, title="while away")
     assert queued == [notification.pk]
 
 
@@ -68,7 +69,7 @@ def test_a_notification_sent_by_a_shell_command_that_exits_at_once_reaches_the_o
     for i in range(3):  # the publishing thread never gets a head start: the process exits at once
         proc = shell(
             server_env,
-            f"from notifications.services import notify; notify(recipient_id={user.pk}, title='shell {i}')",
+            f"from notifications.inbox import notify; notify(recipient_id={user.pk}, title='shell {i}')",
         )
         output, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, output
@@ -87,7 +88,7 @@ def test_a_command_stopped_with_sigterm_flushes_what_it_published_before_exiting
     code = (
         "import time\n"
         "from notifications import push\n"
-        "from notifications.services import notify\n"
+        "from notifications.inbox import notify\n"
         "publisher = push._publisher.get()\n"
         "publisher._loop.call_soon_threadsafe(time.sleep, 1.5)\n"
         f"notify(recipient_id={user.pk}, title='before sigterm')\n"

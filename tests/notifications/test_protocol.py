@@ -9,7 +9,7 @@ from django.test import Client
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from jobs.tokens import token_create
-from notifications import services
+from notifications import inbox
 from notifications.models import Notification
 from tests.conftest import receive_json, receive_until
 
@@ -24,7 +24,7 @@ def greet(ws):
 
 
 def notify_n(user, n, prefix="n"):
-    return [services.notify(recipient_id=user.pk, title=f"{prefix}{i}").pk for i in range(n)]
+    return [inbox.notify(recipient_id=user.pk, title=f"{prefix}{i}").pk for i in range(n)]
 
 
 def quiet(ws, seconds=1.0):
@@ -97,7 +97,7 @@ def test_notifications_racing_a_resume_each_arrive_exactly_once(ws_connect, make
 def test_a_fresh_socket_gets_the_right_unread_count_and_recent_notifications(ws_connect, make_user):
     user = make_user()
     ids = notify_n(user, 5)
-    services.notification_mark_read(user_id=user.pk, ids=ids[:2])
+    inbox.notification_mark_read(user_id=user.pk, ids=ids[:2])
 
     snapshot = greet(ws_connect(user=user))
 

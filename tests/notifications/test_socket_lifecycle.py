@@ -12,8 +12,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from jobs.tokens import token_create
-from notifications import services
 from notifications.models import SocketConnection
+from notifications.realtime import presence
 from tests.conftest import LiveServer, receive_json, receive_until, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,19 +31,19 @@ def greet(ws):
 
 def test_socket_open_caps_fresh_sockets_and_clears_only_this_users_dead_rows(make_user):
     user, other = make_user(), make_user()
-    long_ago = timezone.now() - services.socket_fresh_for() - timedelta(minutes=1)
+    long_ago = timezone.now() - presence.socket_fresh_for() - timedelta(minutes=1)
     for owner, name in [(user, "dead.user!1"), (other, "dead.other!1")]:
-        services.socket_open(channel_name=name, user_id=owner.pk, session_key="")
+        presence.socket_open(channel_name=name, user_id=owner.pk, session_key="")
         SocketConnection.objects.filter(channel_name=name).update(seen_at=long_ago)
-    names = [f"live.user!{i:02d}" for i in range(services.MAX_SOCKETS_PER_USER)]
+    names = [f"live.user!{i:02d}" for i in range(presence.MAX_SOCKETS_PER_USER)]
     for name in names:
-        assert services.socket_open(channel_name=name, user_id=user.pk, session_key="s") == []
+        assert presence.socket_open(channel_name=name, user_id=user.pk, session_key="s") == []
     assert not SocketConnection.objects.filter(channel_name="dead.user!1").exists()
     assert SocketConnection.objects.filter(channel_name="dead.other!1").exists()  # not this user's
 
     # Opening the same channel again only refreshes its row (no duplicate, no error).
     SocketConnection.objects.filter(channel_name=names[0]).update(seen_at=long_ago + timedelta(seconds=1))
-    assert services.socket_open(channel_name=names[0], user_id=user.pk, session_key="s2") == []
+    assert presence.socket_open(channel_name=names[0], user_id=user.pk, session_key="s2") == []
     row = SocketConnection.objects.get(channel_name=names[0])
     assert row.session_key == "s2" and row.seen_at > timezone.now() - timedelta(minutes=1)
 
@@ -52,20 +52,20 @@ def test_socket_open_caps_fresh_sockets_and_clears_only_this_users_dead_rows(mak
     SocketConnection.objects.filter(channel_name=names[5]).update(
         opened_at=timezone.now() - timedelta(hours=2)
     )
-    assert services.socket_open(channel_name="live.user!new", user_id=user.pk, session_key="") == [names[5]]
-    assert SocketConnection.objects.filter(user=user).count() == services.MAX_SOCKETS_PER_USER
+    assert presence.socket_open(channel_name="live.user!new", user_id=user.pk, session_key="") == [names[5]]
+    assert SocketConnection.objects.filter(user=user).count() == presence.MAX_SOCKETS_PER_USER
 
 
 def test_socket_seen_refreshes_one_row_or_a_batch(make_user):
     user = make_user()
     long_ago = timezone.now() - timedelta(hours=1)
-    names = [f"seen!{i}" for i in range(services.BATCH_SIZE + 3)]
+    names = [f"seen!{i}" for i in range(presence.BATCH_SIZE + 3)]
     SocketConnection.objects.bulk_create(
         [SocketConnection(channel_name=n, user=user, seen_at=long_ago) for n in names]
     )
-    services.socket_seen(channel_name=names[0])
+    presence.socket_seen(channel_name=names[0])
     assert SocketConnection.objects.filter(seen_at__gt=long_ago).count() == 1
-    services.socket_seen(channel_name=names[1:])
+    presence.socket_seen(channel_name=names[1:])
     assert not SocketConnection.objects.filter(seen_at=long_ago).exists()
 
 

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from notifications import services
+from notifications import inbox
 from tests.conftest import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,7 +64,7 @@ def test_sse_streams_hello_snapshot_and_live_notifications_with_ids(live_server_
     assert source.next_event()["type"] == "hello"
     assert source.next_event()["type"] == "snapshot"
 
-    note = services.notify(recipient_id=user.pk, title="over SSE")
+    note = inbox.notify(recipient_id=user.pk, title="over SSE")
     event = source.until(lambda e: e["type"] == "notification.new")[-1]
     assert event["id"] == str(note.pk) and event["notification"]["title"] == "over SSE"
     source.close()
@@ -72,8 +72,8 @@ def test_sse_streams_hello_snapshot_and_live_notifications_with_ids(live_server_
 
 def test_sse_resumes_from_last_event_id_in_order_without_duplicates(live_server_url, make_user):
     user = make_user()
-    first = services.notify(recipient_id=user.pk, title="seen")
-    missed = [services.notify(recipient_id=user.pk, title=f"missed {i}").pk for i in range(5)]
+    first = inbox.notify(recipient_id=user.pk, title="seen")
+    missed = [inbox.notify(recipient_id=user.pk, title=f"missed {i}").pk for i in range(5)]
 
     source = EventSource(live_server_url, cookie=session_cookie(user), last_event_id=first.pk)
     events = source.until(lambda e: e["type"] == "snapshot")
@@ -91,8 +91,8 @@ def test_sse_refuses_anonymous_and_bad_tokens_and_isolates_users(live_server_url
     alice, bob = make_user(), make_user()
     source = EventSource(live_server_url, cookie=session_cookie(alice))
     source.until(lambda e: e["type"] == "snapshot")
-    services.notify(recipient_id=bob.pk, title="for bob only")
-    mine = services.notify(recipient_id=alice.pk, title="for alice")
+    inbox.notify(recipient_id=bob.pk, title="for bob only")
+    mine = inbox.notify(recipient_id=alice.pk, title="for alice")
     events = source.until(lambda e: e["type"] == "notification.new")
     assert [e["notification"]["id"] for e in events] == [mine.pk]
     source.close()

@@ -11,7 +11,6 @@ from datetime import timedelta
 from functools import partial
 
 import pytest
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -22,8 +21,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from jobs.services import retention_apply
-from notifications import events, push, services
+from jobs.conf import app_settings
+from jobs.housekeeping import retention_apply
+from notifications import events, inbox, push
 from notifications.models import Notification, NotificationState
 
 
@@ -73,7 +73,7 @@ def assert_exact(*user_ids: int) -> None:
 
 
 def notify_n(user, n: int) -> list[int]:
-    return [services.notify(recipient_id=user.pk, title=f"n{i}").pk for i in range(n)]
+    return [inbox.notify(recipient_id=user.pk, title=f"n{i}").pk for i in range(n)]
 
 
 # --- The admin -----------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_deleting_unread_notifications_with_the_admins_bulk_action_keeps_the_cou
     user, other = make_user(), make_user()
     ids = notify_n(user, 5)
     others = notify_n(other, 2)
-    services.notification_mark_read(user_id=user.pk, ids=ids[:1])  # one read, four unread
+    inbox.notification_mark_read(user_id=user.pk, ids=ids[:1])  # one read, four unread
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
@@ -133,7 +133,7 @@ def test_deleting_one_unread_notification_on_its_admin_page_keeps_the_count_exac
 def test_editing_a_notification_in_the_admin_cannot_change_who_has_it_unread(admin_client, make_user):
     user, other = make_user(), make_user()
     (first, second) = notify_n(user, 2)
-    services.notification_mark_read(user_id=user.pk, ids=[first])
+    inbox.notification_mark_read(user_id=user.pk, ids=[first])
     form = admin_client.get(f"{CHANGELIST}{second}/change/").content.decode()
     # Unread state and recipient are the inbox's (its services'), not free admin fields.
     assert 'name="read_at' not in form and 'name="recipient"' not in form
@@ -177,8 +177,8 @@ def test_a_notification_added_in_the_admin_is_counted_and_pushed(
 def test_retention_removes_only_old_read_notifications_and_the_count_stays_exact(make_user):
     user = make_user()
     ids = notify_n(user, 6)
-    services.notification_mark_read(user_id=user.pk, ids=ids[:3])
-    old = timezone.now() - timedelta(days=settings.RUNBOARD_NOTIFICATION_RETENTION_DAYS + 1)
+    inbox.notification_mark_read(user_id=user.pk, ids=ids[:3])
+    old = timezone.now() - timedelta(days=app_settings.NOTIFICATION_RETENTION_DAYS + 1)
     Notification.objects.filter(pk__in=[ids[0], ids[1], ids[3], ids[4]]).update(created_at=old)
 
     removed = retention_apply()
@@ -195,10 +195,10 @@ def test_the_retention_purge_rechecks_read_at_in_the_one_statement_that_deletes(
     carries the read condition, so the database re-checks it row by row."""
     user = make_user()
     ids = notify_n(user, 2)
-    services.notification_mark_read(user_id=user.pk, ids=ids)
+    inbox.notification_mark_read(user_id=user.pk, ids=ids)
 
     with CaptureQueriesContext(connection) as queries:
-        services.notifications_purge_read(created_before=timezone.now() + timedelta(seconds=1))
+        inbox.notifications_purge_read(created_before=timezone.now() + timedelta(seconds=1))
 
     deletes = [q["sql"] for q in queries if q["sql"].startswith("DELETE")]
     assert len(deletes) == 1 and "read_at" in deletes[0] and "IS NOT NULL" in deletes[0]
@@ -227,12 +227,12 @@ def test_mark_all_read_sends_one_small_event_whatever_the_number_marked(
     make_user, published, django_capture_on_commit_callbacks
 ):
     user = make_user()
-    services.notify_many(recipient_ids=[user.pk] * 1500, title="x", topic=None)
+    inbox.notify_many(recipient_ids=[user.pk] * 1500, title="x", topic=None)
     highest = Notification.objects.filter(recipient=user).order_by("-pk").values_list("pk", flat=True)[0]
     published.sent.clear()
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.notification_mark_all_read(user_id=user.pk)
+        inbox.notification_mark_all_read(user_id=user.pk)
 
     (read,) = [e for _, e in published.counted() if e["type"] == "notification.read"]
     assert read == {"type": "notification.read", "ids": [], "up_to": highest, "unread_count": 0}
@@ -297,7 +297,7 @@ def test_two_tabs_marking_the_same_ids_read_at_once_count_them_once(make_user, p
         published.sent.clear()
 
         def mark(user_id=user.pk, ids=ids[:5]):
-            return services.notification_mark_read(user_id=user_id, ids=ids)
+            return inbox.notification_mark_read(user_id=user_id, ids=ids)
 
         race(mark, mark)
 
@@ -320,10 +320,10 @@ def test_mark_all_read_racing_new_notifications_leaves_them_counted(make_user, p
         notify_n(user, 5)
 
         def mark_all(user_id=user.pk):
-            return services.notification_mark_all_read(user_id=user_id)
+            return inbox.notification_mark_all_read(user_id=user_id)
 
         def notify(user_id=user.pk):
-            return services.notify(recipient_id=user_id, title="new")
+            return inbox.notify(recipient_id=user_id, title="new")
 
         published.sent.clear()
         race(mark_all, notify, notify)
@@ -351,14 +351,14 @@ def test_every_writer_racing_on_one_user_leaves_the_count_exact(make_user, admin
         ids = notify_n(user, 6)
         last_two = Notification.objects.filter(pk__in=ids[4:])
         race(
-            partial(services.notification_mark_read, user_id=user.pk, ids=ids[:3]),
-            partial(services.notification_mark_read, user_id=user.pk, ids=ids[2:5]),
-            lambda: services.notification_mark_all_read(user_id=user.pk),
-            lambda: services.notify(recipient_id=user.pk, title="racing"),
+            partial(inbox.notification_mark_read, user_id=user.pk, ids=ids[:3]),
+            partial(inbox.notification_mark_read, user_id=user.pk, ids=ids[2:5]),
+            lambda: inbox.notification_mark_all_read(user_id=user.pk),
+            lambda: inbox.notify(recipient_id=user.pk, title="racing"),
             # Two broadcasts naming the same users in opposite orders: counters lock in id order.
-            lambda: services.notify_many(recipient_ids=[other.pk, user.pk, user.pk], title="all", topic=None),
-            lambda: services.notify_many(recipient_ids=[user.pk, other.pk], title="all", topic=None),
-            lambda: services.notification_mark_all_read(user_id=other.pk),
+            lambda: inbox.notify_many(recipient_ids=[other.pk, user.pk, user.pk], title="all", topic=None),
+            lambda: inbox.notify_many(recipient_ids=[user.pk, other.pk], title="all", topic=None),
+            lambda: inbox.notification_mark_all_read(user_id=other.pk),
             partial(model_admin.delete_queryset, request, last_two),
         )
         assert_exact(user.pk, other.pk)
@@ -399,7 +399,7 @@ def test_any_sequence_of_operations_keeps_the_count_equal_to_the_unread_rows(
     request.user = superuser
     retention_now = timezone.now()
     read_up_to: dict[int, int] = {}  # the highest up_to each user was sent: it stays true
-    old = retention_now - timedelta(days=settings.RUNBOARD_NOTIFICATION_RETENTION_DAYS + 1)
+    old = retention_now - timedelta(days=app_settings.NOTIFICATION_RETENTION_DAYS + 1)
 
     def pick(indexes: list[int]) -> list[int]:
         """Notifications (of any of this example's users) by position, for ids that exist."""
@@ -416,15 +416,15 @@ def test_any_sequence_of_operations_keeps_the_count_equal_to_the_unread_rows(
         before = {uid: stored_count(uid) for uid in alive}
         with django_capture_on_commit_callbacks(execute=True):
             if name == "notify" and users[args[0]].pk in alive:
-                services.notify(recipient_id=users[args[0]].pk, title="one")
+                inbox.notify(recipient_id=users[args[0]].pk, title="one")
             elif name == "notify_many":
                 recipients = [users[i].pk for i in args[0] if users[i].pk in alive]
-                services.notify_many(recipient_ids=recipients, title="many", topic=None)
+                inbox.notify_many(recipient_ids=recipients, title="many", topic=None)
             elif name == "mark_read" and users[args[0]].pk in alive:
                 # Also ids of the other users: ignored, as on the socket and the API.
-                services.notification_mark_read(user_id=users[args[0]].pk, ids=[*pick(args[1]), 10**12])
+                inbox.notification_mark_read(user_id=users[args[0]].pk, ids=[*pick(args[1]), 10**12])
             elif name == "mark_all_read" and users[args[0]].pk in alive:
-                services.notification_mark_all_read(user_id=users[args[0]].pk)
+                inbox.notification_mark_all_read(user_id=users[args[0]].pk)
             elif name == "admin_delete":
                 model_admin.delete_queryset(request, Notification.objects.filter(pk__in=pick(args[0])))
             elif name == "admin_delete_one":

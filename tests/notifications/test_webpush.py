@@ -15,10 +15,10 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from jobs import services as job_services
+from jobs import launch
 from jobs.models import FINAL_STATES
 from jobs.tokens import token_create
-from notifications import services, webpush
+from notifications import inbox, webpush
 from notifications.models import Level, Notification, PushSubscription, SocketConnection
 from tests.jobs.live import signed_in_socket, wait_for_job
 from tests.notifications.push_service import (
@@ -78,7 +78,7 @@ def subscribe(user, browser: Browser) -> PushSubscription:
 
 
 def finish_a_job(user, **params):
-    job = job_services.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0, **params})
+    job = launch.job_create(owner=user, kind="simulate", params={"steps": 1, "step_ms": 0, **params})
     return wait_for_job(job.id, lambda j: j.state in FINAL_STATES, timeout=30)
 
 
@@ -160,14 +160,14 @@ def test_with_browser_push_turned_off_a_finished_job_is_not_pushed(
     user = make_user()
     browser = push_service.browser()
     subscribe(user, browser)
-    services.preference_update(user_id=user.pk, browser_push=False)
+    inbox.preference_update(user_id=user.pk, browser_push=False)
 
     job = finish_a_job(user)
     time.sleep(QUIET_FOR)
 
     assert Notification.objects.filter(job_id=job.id).exists()  # still in the bell
     assert push_service.received(browser) == []
-    services.preference_update(user_id=user.pk, browser_push=True)
+    inbox.preference_update(user_id=user.pk, browser_push=True)
     later = finish_a_job(user)
     assert push_service.wait_for(browser, timeout=PUSH_TIMEOUT).payload["link"] == f"/jobs/{later.id}/"
 
@@ -179,7 +179,7 @@ def test_with_job_succeeded_turned_off_a_success_makes_no_notification_but_a_fai
     user = make_user()
     browser = push_service.browser()
     subscribe(user, browser)
-    services.preference_update(user_id=user.pk, job_succeeded=False)
+    inbox.preference_update(user_id=user.pk, job_succeeded=False)
 
     succeeded = finish_a_job(user)
     failed = finish_a_job(user, fail_at_step=1)
@@ -198,7 +198,7 @@ def test_with_job_succeeded_turned_off_a_success_makes_no_notification_but_a_fai
 
 
 def notification_for(user, **fields) -> Notification:
-    # A bare row: services.notify would also queue a push for the worker, racing this test's own send.
+    # A bare row: inbox.notify would also queue a push for the worker, racing this test's own send.
     return Notification.objects.create(recipient=user, title=fields.pop("title", "Done"), **fields)
 
 
@@ -531,7 +531,7 @@ def test_the_settings_page_saves_notification_preferences_and_offers_browser_pus
         reverse("frontend:settings"), {"form": "preferences", "job_failed": "on", "toast": "on"}
     )
     assert response.status_code == 302
-    preference = services.preference_get(user_id=user.pk)
+    preference = inbox.preference_get(user_id=user.pk)
     assert (preference.job_failed, preference.toast) == (True, True)
     assert not any(
         (

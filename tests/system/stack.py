@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,45 +19,12 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from jobs.tokens import token_create
-from tests.conftest import LiveServer, ManagedProcess, session_cookie
-from tests.session_services import start_redis_server
-from tests.support.net import wait_for_redis
+from scripts.harness import Process, RedisServer, celery_beat, celery_worker
+from tests.conftest import LiveServer, session_cookie
 
 _stacks = itertools.count(1)
 # Settings that would point a process at another Redis than the stack's own.
 _REDIS_SETTINGS = ("CELERY_BROKER_URL", "CHANNEL_LAYER_REDIS_URL", "CHANNEL_LAYER_REDIS_URLS")
-
-
-class RedisServer:
-    """redis-server with an fsync'ed append-only file: a restart (even after SIGKILL) keeps the
-    queues, as a production Redis configured for Celery does."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port: int | None = None
-        self.starts = 0
-        self.start()
-
-    def start(self) -> None:
-        self.starts += 1
-        self.proc, self.url = start_redis_server(
-            str(self.directory),
-            port=self.port,
-            extra_args=("--appendonly", "yes", "--appendfsync", "always"),
-            log_name=f"redis-{self.starts}.log",
-        )
-        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
-
-    def restart(self, *, down_for: float = 0.0, sig: int = signal.SIGKILL) -> None:
-        self.stop(sig)
-        time.sleep(down_for)
-        self.start()
-        assert wait_for_redis(self.url, timeout=10)
 
 
 class Stack:
@@ -77,12 +43,13 @@ class Stack:
         self.name = f"faults{next(_stacks)}"
         self.directory = Path(server_env["RUNBOARD_VAR_DIR"]) / self.name
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.redis = RedisServer(self.directory)
+        # Persistent, so it can be restarted like a production one (the same port each time).
+        self.redis = RedisServer(self.directory, aof=True)
         self.env = {k: v for k, v in server_env.items() if k not in _REDIS_SETTINGS}
         self.env.update({"REDIS_URL": self.redis.url, "RUNBOARD_LAUNCHES_PER_MINUTE": "1000", **(env or {})})
         self.concurrency = concurrency
-        self.workers: list[ManagedProcess] = []
-        self.beat: ManagedProcess | None = None
+        self.workers: list[Process] = []
+        self.beat: Process | None = None
         self.web: LiveServer | None = None
         self._tokens: dict[int, str] = {}
         try:
@@ -103,34 +70,25 @@ class Stack:
 
     # --- processes ---------------------------------------------------------------------------
 
-    def start_worker(self, *, wait: bool = True) -> ManagedProcess:
+    def start_worker(self, *, wait: bool = True) -> Process:
         index = len(self.workers) + 1
-        worker = ManagedProcess(
-            f"{self.name}-worker-{index}",
-            [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "INFO",
-             "--concurrency", str(self.concurrency), "--without-mingle", "--without-gossip",
-             "-n", f"{self.name}-{index}@%h"],
-            self.env,
+        worker = celery_worker(
+            f"{self.name}-worker-{index}", self.env, log_dir=self.directory,
+            hostname=f"{self.name}-{index}", concurrency=self.concurrency, wait=wait,
         )  # fmt: skip
         self.workers.append(worker)
-        if wait:
-            worker.wait_for_log(" ready.", timeout=60)
         return worker
 
     @property
-    def worker(self) -> ManagedProcess:
+    def worker(self) -> Process:
         return self.workers[-1]
 
-    def start_beat(self, *, wait: bool = True) -> ManagedProcess:
+    def start_beat(self, *, wait: bool = True) -> Process:
         # The file scheduler: the test database's beat tables are left to the session's own beat.
-        self.beat = ManagedProcess(
-            f"{self.name}-beat",
-            [sys.executable, "-m", "celery", "-A", "dashboard", "beat", "--loglevel", "INFO",
-             "-S", "celery.beat:PersistentScheduler", "-s", str(self.directory / "beat-schedule")],
-            self.env,
+        self.beat = celery_beat(
+            f"{self.name}-beat", self.env, log_dir=self.directory,
+            schedule_file=self.directory / "beat-schedule", wait=wait,
         )  # fmt: skip
-        if wait:
-            self.beat.wait_for_log("beat: Starting", timeout=60)
         return self.beat
 
     def close(self) -> None:

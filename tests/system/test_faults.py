@@ -28,8 +28,8 @@ from jobs.kinds.registry import get_kind
 from jobs.models import FINAL_STATES, Job, JobLogLine, JobState
 from jobs.selectors import job_payload
 from notifications.events import CLOSE_EVENTS_INTERRUPTED
+from notifications.inbox import notify
 from notifications.models import Notification
-from notifications.services import notify
 from tests.system.stack import Stack, wait_until
 
 # `-m faults` selects these (about 2.5 minutes); the default run and .ci/run include them.

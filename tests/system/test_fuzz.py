@@ -1,6 +1,7 @@
-"""Fuzzing through the real server: schemathesis drives every operation of the OpenAPI schema
-with a bearer token (no 500 anywhere, answers as documented), and hypothesis throws random frames
-at the socket of one user while another listens (no crash, nothing crosses between them).
+"""Fuzzing through the real server: schemathesis drives every operation of the generated OpenAPI
+document (jobs, notifications and push: dashboard/api.py) with a bearer token (no 500 anywhere,
+answers as documented), and hypothesis throws random frames at the socket of one user while
+another listens (no crash, nothing crosses between them).
 
 Examples are random on every run (a failure prints the example to reproduce); a dedicated uvicorn
 whose log must stay free of tracebacks, and a Celery broker no worker reads, so fuzzed launches
@@ -32,7 +33,8 @@ from websockets.sync.client import connect
 
 from jobs.models import JobLogLine, JobState
 from jobs.tokens import token_create
-from notifications import services as notification_services
+from notifications import inbox as notification_services
+from notifications import webpush
 from notifications.models import Notification
 from tests.conftest import LiveServer, session_cookie
 from tests.jobs.factories import make_job
@@ -49,6 +51,13 @@ OPERATIONS = [
     "GET /api/v1/jobs/{job_id}/log/",
     "GET /api/v1/jobs/{job_id}/download/",
     "GET /api/v1/jobs/{job_id}/result/",
+    "GET /api/v1/notifications/",
+    "POST /api/v1/notifications/read/",
+    "POST /api/v1/notifications/read-all/",
+    "GET /api/v1/push/vapid-public-key/",
+    "GET /api/v1/push/subscriptions/",
+    "POST /api/v1/push/subscriptions/",
+    "POST /api/v1/push/subscriptions/delete/",
 ]
 EXAMPLES = 30  # per operation and mode
 FRAMES = 300
@@ -64,7 +73,10 @@ FUZZ = settings(
 def fuzz_server(server_env: dict[str, str]) -> Iterator[LiveServer]:
     # Launches go to a broker database no worker consumes; it is emptied afterwards.
     broker = server_env["REDIS_URL"].rsplit("/", 1)[0] + "/13"
-    server = LiveServer({**server_env, "CELERY_BROKER_URL": broker}, name="fuzz-web")
+    # Browser push set up, as in production: its key route answers 200, not its 503.
+    vapid = webpush.generate_vapid_keypair()
+    keys = {f"RUNBOARD_VAPID_{part.upper()}": vapid[part] for part in ("public_key", "private_key")}
+    server = LiveServer({**server_env, "CELERY_BROKER_URL": broker, **keys}, name="fuzz-web")
     yield server
     server.stop()
     redis.Redis.from_url(broker).flushdb()

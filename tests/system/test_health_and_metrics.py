@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -14,7 +12,6 @@ from datetime import timedelta
 import pytest
 import redis
 from celery import Celery
-from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,12 +19,14 @@ from pydantic import BaseModel
 
 from dashboard import ops
 from dashboard.celery import app as celery_app
+from jobs.conf import app_settings as jobs_settings
 from jobs.kinds.registry import JobKind, register, unregister
 from jobs.models import JobState
-from notifications import services as notification_services
+from notifications import inbox as notification_services
 from notifications.models import SocketConnection
+from notifications.realtime import presence as notification_presence
+from scripts.harness import RedisServer, free_port
 from tests.jobs.factories import make_job
-from tests.support.net import free_port, wait_for_redis
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -52,19 +51,8 @@ def samples(response) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 @pytest.fixture
 def idle_redis(tmp_path) -> Iterator[str]:
     """A second, private redis-server that no Celery worker consumes."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        assert wait_for_redis(url, timeout=10, proc=proc), "the private redis-server did not start"
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with RedisServer(tmp_path) as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -178,7 +166,7 @@ def test_metrics_count_jobs_stalls_recent_outcomes_sockets_and_unread_from_the_d
     make_job(
         owner=user,
         state=JobState.RUNNING,
-        heartbeat_at=now - timedelta(seconds=10 * settings.RUNBOARD_STALE_AFTER),
+        heartbeat_at=now - timedelta(seconds=10 * jobs_settings.STALE_AFTER),
     )
     for _ in range(3):
         make_job(owner=user, state=JobState.SUCCEEDED)
@@ -188,8 +176,8 @@ def test_metrics_count_jobs_stalls_recent_outcomes_sockets_and_unread_from_the_d
     for _ in range(3):
         notification_services.notify(recipient_id=user.pk, title="done")
     notification_services.notify(recipient_id=operator.pk, title="done")
-    notification_services.socket_open(channel_name="specific.fresh!1", user_id=user.pk, session_key="")
-    notification_services.socket_open(channel_name="specific.dead!1", user_id=user.pk, session_key="")
+    notification_presence.socket_open(channel_name="specific.fresh!1", user_id=user.pk, session_key="")
+    notification_presence.socket_open(channel_name="specific.dead!1", user_id=user.pk, session_key="")
     SocketConnection.objects.filter(channel_name="specific.dead!1").update(seen_at=now - timedelta(hours=1))
 
     metrics = samples(logged_in(operator).get("/metrics"))

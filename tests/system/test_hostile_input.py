@@ -29,10 +29,10 @@ from django.utils import timezone
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 
-from jobs import services
+from jobs import launch
 from jobs.models import FINAL_STATES, AccessToken, Job, JobLogLine, JobState, Upload
 from jobs.tokens import token_create
-from notifications import services as notification_services
+from notifications import inbox as notification_services
 from notifications.models import Notification, SocketConnection
 from tests.conftest import ROOT, LiveServer, receive_json, session_cookie
 from tests.jobs.factories import make_job
@@ -357,7 +357,7 @@ def test_templates_and_scripts_never_turn_user_text_into_html():
 
 def test_markup_in_a_job_and_its_notification_is_escaped_in_the_server_rendered_pages(make_user):
     user = make_user()
-    job = services.job_create(owner=user, kind="test_echo", params={"text": XSS})
+    job = launch.job_create(owner=user, kind="test_echo", params={"text": XSS})
     Job.objects.filter(pk=job.pk).update(
         state=JobState.FAILED, progress_message=XSS, error=XSS, finished_at=timezone.now()
     )
@@ -584,8 +584,8 @@ def test_a_body_far_over_the_limit_is_refused_before_the_application_reads_it(sm
 
 def test_result_files_download_for_their_owner_only(celery_worker, live_server_url, make_user):
     alice, bob, staff = make_user(), make_user(), make_user(operator=True, is_superuser=True)
-    earlier = services.job_create(owner=alice, kind="test_echo", params={"text": "something to export"})
-    export = services.job_create(owner=alice, kind="export_jobs", params={})
+    earlier = launch.job_create(owner=alice, kind="test_echo", params={"text": "something to export"})
+    export = launch.job_create(owner=alice, kind="export_jobs", params={})
     job = wait_for_job(export.id, lambda j: j.state in FINAL_STATES)
     assert job.state == JobState.SUCCEEDED and job.result_file, job.error
     url = f"{live_server_url}/api/v1/jobs/{job.id}/download/"

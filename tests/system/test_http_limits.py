@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
+from dashboard.conf import app_settings
 from jobs.models import JobState
 from jobs.tokens import token_create
 from tests.conftest import LiveServer
@@ -46,8 +47,8 @@ def test_slow_clients_are_closed_within_the_documented_limits(live_server_url):
     idle connections, blank lines, a kept-alive connection's second request dribbled. Meanwhile an
     ordinary visitor is served, and an honest upload slower than the body timeout still finishes."""
     port = port_of(live_server_url)
-    header_timeout = settings.RUNBOARD_HTTP_HEADER_TIMEOUT
-    body_timeout = settings.RUNBOARD_HTTP_BODY_TIMEOUT
+    header_timeout = app_settings.HTTP_HEADER_TIMEOUT
+    body_timeout = app_settings.HTTP_BODY_TIMEOUT
     assert (header_timeout, body_timeout) == (10, 15)  # the figures docs/operations.md gives
     give_up = body_timeout + 3 * SLACK + 10
 
@@ -95,7 +96,7 @@ def test_slow_clients_are_closed_within_the_documented_limits(live_server_url):
 
 
 def test_request_headers_over_the_size_limit_are_refused_with_431(live_server_url):
-    limit = settings.RUNBOARD_HTTP_MAX_HEADER_BYTES
+    limit = app_settings.HTTP_MAX_HEADER_BYTES
 
     def get_with_headers(size: int) -> bytes:
         line = b"X-Padding-%04d: " + b"a" * 1000 + b"\r\n"
@@ -113,7 +114,7 @@ def test_request_headers_over_the_size_limit_are_refused_with_431(live_server_ur
 @pytest.mark.parametrize("head", [b"X-Big: ", b"X-No-Colon-", b"GET /"], ids=["value", "name", "url"])
 def test_a_header_line_that_never_ends_is_refused_at_the_size_limit_not_the_timeout(live_server_url, head):
     """httptools reports a header only when its line ends: an endless line is counted raw."""
-    limit = settings.RUNBOARD_HTTP_MAX_HEADER_BYTES
+    limit = app_settings.HTTP_MAX_HEADER_BYTES
     start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" if head != b"GET /" else b""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port_of(live_server_url)), timeout=10) as sock:
@@ -123,7 +124,7 @@ def test_a_header_line_that_never_ends_is_refused_at_the_size_limit_not_the_time
                 sock.sendall(b"a" * 8192)
         answer = sock.recv(200).split(b"\r\n", 1)[0]
     assert answer == b"HTTP/1.1 431 Request Header Fields Too Large"
-    assert time.monotonic() - started < settings.RUNBOARD_HTTP_HEADER_TIMEOUT / 2
+    assert time.monotonic() - started < app_settings.HTTP_HEADER_TIMEOUT / 2
 
 
 # --- connection limits and write stalls: a server of their own, with small figures ---------------

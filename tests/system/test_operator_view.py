@@ -5,7 +5,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from jobs import services
+from jobs import launch
 from tests.conftest import receive_json, receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_staff_get_live_operator_updates_with_workers_and_layer_health(celery_worker, ws_connect, make_user):
     user, operator = make_user(), make_user(operator=True)
-    services.job_create(owner=user, kind="simulate", params={"steps": 40, "step_ms": 100})
+    launch.job_create(owner=user, kind="simulate", params={"steps": 40, "step_ms": 100})
     ws = ws_connect(user=operator)
     receive_json(ws), receive_json(ws)
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import requests
-from django.conf import settings
 from django.core.management import call_command
 from django.test import Client, override_settings
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from dashboard.conf import app_settings
 from dashboard.throttle.models import TokenFailure
 from jobs.tokens import token_create
 
@@ -22,11 +22,11 @@ pytestmark = pytest.mark.django_db
 
 
 def limit() -> int:
-    return settings.RUNBOARD_TOKEN_FAILURE_LIMIT
+    return app_settings.TOKEN_FAILURE_LIMIT
 
 
 def cool_off() -> float:
-    return settings.RUNBOARD_TOKEN_COOLOFF
+    return app_settings.TOKEN_COOLOFF
 
 
 def api(token: str, address: str) -> Any:

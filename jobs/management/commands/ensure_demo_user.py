@@ -2,20 +2,21 @@
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 
 class Command(BaseCommand):
     help = "Create or update the demo user; its password is kept in var/demo-password between runs."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password-file", default=str(settings.VAR_DIR / "demo-password"), type=Path)
 
-    def handle(self, *args, username: str, password_file: Path, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, username: str, password_file: Path, **options: Any) -> None:
         if password_file.exists():
             password = password_file.read_text().strip()
         else:

@@ -8,25 +8,29 @@ the truth; the channel layer is only a hint) and draws one progress line, redraw
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter, OutputWrapper
 from django.urls import reverse
 
-from jobs import services
-from jobs.kinds.registry import InvalidParams, JobKind, UnknownKind, all_kinds, get_kind, may_launch
-from jobs.models import Job, JobLogLine, JobState, Upload
+from jobs.exceptions import InvalidUpload, KindNotAllowed
+from jobs.kinds.registry import InvalidParams, JobKind, UnknownKind, all_kinds, get_kind
+from jobs.launch import check_may_launch, job_launch
+from jobs.models import Job, JobLogLine, JobState
 from jobs.selectors import job_payload, progress_rate
-from notifications import push
+from jobs.states import job_pushes_flush
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
@@ -65,7 +69,7 @@ class RawEpilogFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatt
     """Django's ordering of options, but the epilog's tables keep their line breaks."""
 
 
-def find_user(username: str) -> AbstractBaseUser:
+def find_user(username: str) -> User:
     try:
         return get_user_model().objects.get(**{get_user_model().USERNAME_FIELD: username})
     except get_user_model().DoesNotExist:
@@ -440,10 +444,10 @@ class Command(BaseCommand):
         job = self._launch(owner=owner, kind=kind, params=params, path=options["file"])
         # The "queued" event for open dashboards is published from a background thread: let it out
         # before this short-lived process ends.
-        push.flush(timeout=2)
+        job_pushes_flush(timeout=2)
 
         if not options["follow"]:
-            # As the database holds it after the launch (jobs.services.job_create).
+            # As the database holds it after the launch (jobs.launch.job_create).
             waiting = job_payload(job)["waiting_for_queue"]
             state = f"{job.state}, {WAITING_FOR_QUEUE}" if waiting else job.state
             self.stderr.write(
@@ -464,54 +468,44 @@ class Command(BaseCommand):
         if code:
             sys.exit(code)
 
-    def _launch(
-        self, *, owner: AbstractBaseUser, kind: JobKind, params: dict[str, Any], path: str | None
-    ) -> Job:
+    def _launch(self, *, owner: User, kind: JobKind, params: dict[str, Any], path: str | None) -> Job:
         if path is not None and kind.upload_param is None:
             raise CommandError(f"{kind.name} takes no file; leave out --file.", returncode=EXIT_USAGE)
         if kind.upload_param and path is None and kind.upload_param not in params:
             raise CommandError(f"{kind.name} needs a file: --file PATH.", returncode=EXIT_USAGE)
-        if not may_launch(owner, kind):
+        try:
             # Before storing any upload: a refused launch keeps nothing.
+            check_may_launch(owner, kind)
+        except KindNotAllowed:
             raise CommandError(
                 f"{owner.get_username()} may not launch {kind.title!r}: "
                 "it takes a permission they do not have.",
                 returncode=EXIT_USAGE,
-            )
-        upload = self._upload(owner, Path(path)) if path is not None else None
-        try:
-            # An operator's tool: the per-user launch rate limit guards the web, not the shell.
-            return services.job_create(
-                owner=owner, kind=kind.name, params=params, upload=upload, rate_limit=False
-            )
-        except InvalidParams as exc:
-            _discard(upload)
-            fields = "\n".join(f"  {field}: {'; '.join(messages)}" for field, messages in exc.errors.items())
-            raise CommandError(
-                f"Invalid parameters for {kind.name}; nothing was launched:\n{fields}", returncode=EXIT_USAGE
             ) from None
-        except services.KindNotAllowed as exc:
-            _discard(upload)
-            raise CommandError(str(exc), returncode=EXIT_USAGE) from None
-        except BaseException:
-            _discard(upload)
-            raise
-
-    @staticmethod
-    def _upload(owner: AbstractBaseUser, path: Path) -> Upload:
-        if not path.is_file():
+        if path is not None and not Path(path).is_file():
             raise CommandError(f"No such file: {path}", returncode=EXIT_USAGE)
-        with path.open("rb") as stream:
+        with contextlib.ExitStack() as stack:
+            file = None
+            if path is not None:
+                file = File(stack.enter_context(Path(path).open("rb")), name=Path(path).name)
             try:
-                return services.upload_create(
+                # An operator's tool: the per-user launch rate limit guards the web, not the shell.
+                return job_launch(
                     owner=owner,
-                    file=File(stream, name=path.name),  # type: ignore[arg-type]
+                    kind=kind.name,
+                    params=params,
+                    file=file,  # type: ignore[arg-type]
+                    rate_limit=False,
                 )
-            except services.InvalidUpload as exc:
+            except InvalidUpload as exc:
                 raise CommandError(str(exc), returncode=EXIT_USAGE) from None
-
-
-def _discard(upload: Upload | None) -> None:
-    # As the API does: nothing is kept from a refused launch.
-    if upload is not None:
-        services.upload_delete(upload=upload)
+            except InvalidParams as exc:
+                fields = "\n".join(
+                    f"  {field}: {'; '.join(messages)}" for field, messages in exc.errors.items()
+                )
+                raise CommandError(
+                    f"Invalid parameters for {kind.name}; nothing was launched:\n{fields}",
+                    returncode=EXIT_USAGE,
+                ) from None
+            except KindNotAllowed as exc:
+                raise CommandError(str(exc), returncode=EXIT_USAGE) from None

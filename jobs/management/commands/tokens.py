@@ -1,7 +1,9 @@
 """Create, list and revoke personal access tokens from the command line."""
 
+from typing import Any
+
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs.tokens import token_create, token_list, token_revoke
 
@@ -9,7 +11,7 @@ from jobs.tokens import token_create, token_list, token_revoke
 class Command(BaseCommand):
     help = "Manage API tokens: create --user NAME --name LABEL | list --user NAME | revoke --user NAME ID"
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         create = sub.add_parser("create", help="Create a token and print it (shown only once).")
         create.add_argument("--user", required=True)
@@ -21,7 +23,7 @@ class Command(BaseCommand):
         revoke.add_argument("--user", required=True)
         revoke.add_argument("token_id", type=int)
 
-    def handle(self, *args, action: str, user: str, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, action: str, user: str, **options: Any) -> None:
         try:
             owner = get_user_model().objects.get(username=user)
         except get_user_model().DoesNotExist:

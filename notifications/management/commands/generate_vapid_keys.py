@@ -8,11 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from notifications import webpush
+from notifications.conf import app_settings
 
 
 class Command(BaseCommand):
@@ -46,7 +46,7 @@ class Command(BaseCommand):
     def _report(self, path: Path, keys: dict[str, str], *, created: bool, quiet: bool) -> None:
         self.stdout.write(f"{'Wrote' if created else 'Kept the existing'} VAPID keys in {path}")
         self.stdout.write(f"Public key: {keys['public_key']}")
-        if settings.RUNBOARD_VAPID_PRIVATE_KEY:
+        if app_settings.VAPID_PRIVATE_KEY:
             self.stdout.write(
                 self.style.WARNING(
                     "RUNBOARD_VAPID_PRIVATE_KEY is set, so the keys in the environment are used."
@@ -57,7 +57,7 @@ class Command(BaseCommand):
         self.stdout.write("For production, set these in the environment (keep the private key secret):")
         self.stdout.write(f"RUNBOARD_VAPID_PUBLIC_KEY={keys['public_key']}")
         self.stdout.write(f"RUNBOARD_VAPID_PRIVATE_KEY={keys['private_key']}")
-        self.stdout.write(f"RUNBOARD_VAPID_SUBJECT={settings.RUNBOARD_VAPID_SUBJECT}")
+        self.stdout.write(f"RUNBOARD_VAPID_SUBJECT={app_settings.VAPID_SUBJECT}")
 
 
 def _write_private(path: Path, text: str, *, replace: bool) -> bool:

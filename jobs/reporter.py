@@ -1,4 +1,4 @@
-"""The progress reporter a job kind writes through, and the ``ctx`` it receives.
+"""The progress reporter a job kind writes through (its ``ctx``, jobs/context.py, wraps one).
 
 ``ctx.progress()`` only records the latest state in memory; publishing is coalesced to at most
 one push per ``RUNBOARD_PUSH_INTERVAL`` per job (made inline when due, or by a pump thread
@@ -6,7 +6,7 @@ when the job goes quiet), and the database gets a heartbeat at most once per
 ``RUNBOARD_HEARTBEAT_INTERVAL`` while progress changes, and at least once per
 ``RUNBOARD_HEARTBEAT_MAX_SILENCE`` regardless, so the reaper can tell a slow step from a
 dead worker. The heartbeat also brings back a cancel request. Log lines are buffered and
-written by the pump. Final states are written by the services, pushed immediately.
+written by the pump. Final states are written by jobs.states, pushed immediately.
 
 Versions: each push carries ``row_version * VERSION_STEP + n`` where n counts pushes since the
 row was last written. Every heartbeat writes the row (bumping its version), so a snapshot read
@@ -20,18 +20,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from django.conf import settings
 from django.db import close_old_connections, connection
 
 from dashboard.process_local import ProcessLocal
+from jobs.conf import app_settings
 from notifications import events
 from notifications.push import push_event
 
 from .models import Job
 from .selectors import VERSION_STEP, job_payload, job_payload_progressed, progress_rate
+from .states import job_add_progress, job_heartbeat, job_log_append
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,11 @@ class ProgressReporter:
         pump: bool = True,
     ) -> None:
         self.job_id = job.id
-        self.push_interval = settings.RUNBOARD_PUSH_INTERVAL if push_interval is None else push_interval
+        self.push_interval = app_settings.PUSH_INTERVAL if push_interval is None else push_interval
         self.heartbeat_interval = (
-            settings.RUNBOARD_HEARTBEAT_INTERVAL if heartbeat_interval is None else heartbeat_interval
+            app_settings.HEARTBEAT_INTERVAL if heartbeat_interval is None else heartbeat_interval
         )
-        self.max_silence = settings.RUNBOARD_HEARTBEAT_MAX_SILENCE if max_silence is None else max_silence
+        self.max_silence = app_settings.HEARTBEAT_MAX_SILENCE if max_silence is None else max_silence
         self._clock = clock
         self._groups = events.job_update_groups(job.owner_id)
         self._publish = publish or self._publish_to_owner
@@ -79,7 +79,7 @@ class ProgressReporter:
         now = clock()
         self._next_push = now
         self._last_heartbeat = now
-        self._log: deque[str] = deque(maxlen=settings.RUNBOARD_LOG_LINES_KEPT)
+        self._log: deque[str] = deque(maxlen=app_settings.LOG_LINES_KEPT)
         self._log_lock = threading.Lock()
         self.cancelled = job.cancel_requested_at is not None
         self.pushes = 0
@@ -230,14 +230,10 @@ class ProgressReporter:
         push_event(group=self._groups, event=events.job_update(payload))
 
     def _heartbeat_to_db(self, progress: Progress) -> Beat | None:
-        from .services import job_heartbeat
-
         current, total, message = progress
         return job_heartbeat(job_id=self.job_id, current=current, total=total, message=message)
 
     def _write_log_to_db(self, lines: Sequence[str]) -> None:
-        from .services import job_log_append
-
         job_log_append(job_id=self.job_id, lines=lines)
 
 
@@ -268,8 +264,6 @@ class ChunkReporter(ProgressReporter):
         self._dirty = False  # pushes happen from _beat, with the aggregate the database returns
 
     def _beat(self, state: Progress) -> None:
-        from .services import job_add_progress
-
         with self._lock:
             current = state[0]
             delta, self._reported = current - self._reported, current
@@ -298,42 +292,6 @@ class ChunkReporter(ProgressReporter):
         return super().close()
 
 
-class Split:
-    """Returned by a parallel kind's ``run``: the chunks to run, each a JSON-serializable dict."""
-
-    def __init__(self, chunks: list[dict[str, Any]]) -> None:
-        if not chunks:
-            raise ValueError("A split needs at least one chunk.")
-        self.chunks = chunks
-
-
-class JobContext:
-    """What a job kind's function receives as ``ctx``."""
-
-    def __init__(self, reporter: ProgressReporter, *, owner_id: int | None = None) -> None:
-        self._reporter = reporter
-        self.progress = reporter.progress
-        self.log = reporter.log
-        self.job_id = reporter.job_id
-        self.owner_id = owner_id
-        self.result_file: str | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        return self._reporter.cancelled
-
-    def split(self, chunks: list[dict[str, Any]]) -> Split:
-        return Split(chunks)
-
-    def open_result_file(self, filename: str, mode: str = "w", **kwargs: Any) -> IO[Any]:
-        """A file in private storage that becomes the job's downloadable result."""
-        name = f"results/{self.job_id}/{Path(filename).name}"
-        path = Path(settings.RUNBOARD_PRIVATE_DIR) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.result_file = name
-        return path.open(mode, **kwargs)
-
-
 class _Pump(threading.Thread):
     """Per process: flushes reporters that went quiet and keeps heartbeats going during long steps."""
 
@@ -342,7 +300,7 @@ class _Pump(threading.Thread):
         self._reporters: set[ProgressReporter] = set()
         self._lock = threading.Lock()
         self._work = threading.Event()
-        self.interval = max(0.01, settings.RUNBOARD_PUSH_INTERVAL / 2)
+        self.interval = max(0.01, app_settings.PUSH_INTERVAL / 2)
 
     def add(self, reporter: ProgressReporter) -> None:
         with self._lock:

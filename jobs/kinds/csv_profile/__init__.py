@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.csv_profiler import CsvProfileError, ProfileStopped, profile_csv
+from jobs.context import KindContext
 from jobs.models import Upload
-from jobs.progress import JobContext
 
-from .registry import JobKind, register
+from ..registry import JobKind, register
+from .profiler import CsvProfileError, ProfileStopped, profile_csv
 
 
 class CsvProfileParams(BaseModel):
@@ -28,7 +28,7 @@ class InvalidCsv(Exception):
     pass
 
 
-def run(ctx: JobContext, params: CsvProfileParams) -> dict | None:
+def run(ctx: KindContext, params: CsvProfileParams) -> dict | None:
     # The owner check again at run time: the params name an upload, it must be this user's.
     upload = Upload.objects.get(pk=params.upload_id, owner_id=ctx.owner_id)
     ctx.log(f"Profiling {upload.original_name} ({upload.size:,} bytes)")
@@ -56,7 +56,9 @@ def summarize(result: Any) -> dict[str, Any]:
     "file_name"}``; the name last, so a long one is what gets cut."""
     if not isinstance(result, dict):
         return {}
-    columns = result.get("columns") if isinstance(result.get("columns"), list) else []
+    columns = result.get("columns")
+    if not isinstance(columns, list):
+        columns = []
     types = Counter(column.get("type") for column in columns if isinstance(column, dict))
     return {
         "rows": result.get("rows"),

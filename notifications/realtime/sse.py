@@ -1,8 +1,9 @@
 """The same events as the WebSocket, as Server-Sent Events at /events/ (for networks where
 WebSockets don't pass). Notification events and every snapshot carry ``id:`` lines; a
 reconnecting EventSource sends Last-Event-ID and gets everything after it replayed, a page at a
-time, then a fresh snapshot. The stream joins the same groups as a socket (``events.groups_for``),
-is bound to its credential like a socket (credentials.py), and ends when that does."""
+time, then a fresh snapshot (``snapshot.py``, the same catch-up as the socket's). The stream joins
+the same groups as a socket (``events.groups_for``), is recorded and bound to its credential like a
+socket (credentials.py, ``presence.py``), and ends when that does."""
 
 from __future__ import annotations
 
@@ -15,18 +16,19 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from dashboard.throttle.address import request_address
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
+from notifications.conf import app_settings
 
-from . import credentials, events, selectors, services
-from .push import CLOSE_TYPE, RECHECK_TYPE, RELAY_TYPE
+from .. import credentials, events, selectors
+from ..events import CLOSE_TYPE, RECHECK_TYPE, RELAY_TYPE
+from . import presence, snapshot
+from .snapshot import Delivery, resume_point
 
 KEEPALIVE_SECONDS = 15.0
 RETRY_MS = 3000
-SENT_IDS_KEPT = 2000
 
 
 def _frame(data: str, *, event_id: int | None = None) -> str:
@@ -61,15 +63,10 @@ async def _signed_in(request: HttpRequest) -> tuple[Any, credentials.Credential]
 
 
 def _resume_point(request: HttpRequest) -> int | None:
-    raw = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
-    try:
-        point = int(raw) if raw is not None else None
-    except ValueError:
-        return None
-    return point if point is not None and 0 <= point <= 2**63 - 1 else None
+    return resume_point(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
 
 
-async def event_stream(request: HttpRequest) -> HttpResponse:
+async def event_stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.method != "GET":
         return JsonResponse({"detail": "Use GET."}, status=405)
     try:
@@ -92,7 +89,7 @@ async def event_stream(request: HttpRequest) -> HttpResponse:
 
 def _keepalive_seconds() -> float:
     """Keepalives also refresh the stream's presence row, so they come at least once a heartbeat."""
-    return min(KEEPALIVE_SECONDS, settings.RUNBOARD_SOCKET_HEARTBEAT)
+    return min(KEEPALIVE_SECONDS, app_settings.SOCKET_HEARTBEAT)
 
 
 async def _stream(
@@ -104,46 +101,31 @@ async def _stream(
     # Join before reading anything, as the WebSocket consumer does.
     for group in groups:
         await layer.group_add(group, channel)
-    await database_sync_to_async(services.socket_open)(
-        channel_name=channel,
-        user_id=user.pk,
-        session_key=credential.session_key,
-        token_id=credential.token_id,
-        auth_hash=credential.auth_hash,
-        privileges=credential.privileges,
+    expires_at = await database_sync_to_async(snapshot.connection_open)(
+        channel_name=channel, user=user, credential=credential
     )
-    expires_at = credential.expires_at
-    if credential.token_id is None:
-        expires_at = await database_sync_to_async(credentials.session_expiry)(credential.session_key)
-    sent: dict[int, None] = {}  # notification ids sent (the latest SENT_IDS_KEPT), to drop repeats
-
-    def mark_sent(notification_id: int) -> None:
-        if notification_id not in sent and len(sent) >= SENT_IDS_KEPT:
-            del sent[next(iter(sent))]
-        sent[notification_id] = None
-
+    # What this stream has sent, to drop repeats; a resume's snapshot says it has all up to the
+    # resume point (its ``id:`` line is where the stream resumes from next time).
+    delivery = Delivery(sent_up_to=resume_from or 0)
     receiving: asyncio.Future[Any] | None = None
     try:
         yield f"retry: {RETRY_MS}\n\n"
         yield _frame(events.dumps(selectors.hello_for(user, powers=credential.powers)))
-        last = resume_from
-        while last is not None:
+        ending: events.SnapshotEvent | None = None
+        while ending is None:
             # Page by page, as the client reads (each yield waits for the socket to drain).
-            page = await database_sync_to_async(selectors.replay_after)(user_id=user.pk, after_id=last)
-            for row in page.rows:
-                mark_sent(row["id"])
-                last = row["id"]
-                event = events.notification_new(
-                    notification=row, unread_count=page.unread_count, toast=page.toast, replayed=True
-                )
-                yield _frame(events.dumps(event), event_id=row["id"])
-            if not page.more:
-                break
-        snapshot = await database_sync_to_async(selectors.snapshot_for_user)(user=user, replayed_up_to=last)
-        for notification in snapshot["notifications"]:
-            mark_sent(notification["id"])
+            step = await database_sync_to_async(snapshot.catch_up_step)(
+                user=user,
+                after_id=None if resume_from is None else delivery.sent_up_to,
+                sent_up_to=delivery.sent_up_to,
+            )
+            if step.page is not None:
+                for notification_id, event in delivery.replayed(step.page):
+                    yield _frame(events.dumps(event), event_id=notification_id)
+            ending = step.snapshot
+        delivery.snapshot_sent(ending)
         # Always an id, 0 included, so a dropped stream resumes from here and misses nothing.
-        yield _frame(events.dumps(snapshot), event_id=snapshot["last_notification_id"])
+        yield _frame(events.dumps(ending), event_id=ending["last_notification_id"])
         # One receive stays pending across keepalives: cancelling it would unsubscribe the channel.
         receiving = asyncio.ensure_future(layer.receive(channel))
         while True:
@@ -152,7 +134,7 @@ async def _stream(
                 timeout = max(0.0, min(timeout, expires_at - time.time() + 0.05))
             done, _ = await asyncio.wait({receiving}, timeout=timeout)
             if not done:
-                problems = await database_sync_to_async(services.sockets_heartbeat)(due={channel: credential})
+                problems = await database_sync_to_async(presence.sockets_heartbeat)(due={channel: credential})
                 if problems:
                     yield _frame(json.dumps({"type": "closed", "code": problems[channel]}))
                     return
@@ -179,12 +161,8 @@ async def _stream(
                 return
             if message.get("type") != RELAY_TYPE:
                 continue
-            notification_id = message.get("notification_id")
-            if notification_id is not None:
-                if notification_id in sent:
-                    continue
-                mark_sent(notification_id)
-            yield _frame(message["text"], event_id=notification_id)
+            if delivery.live(message):
+                yield _frame(message["text"], event_id=message.get("notification_id"))
     finally:
         if receiving is not None:
             receiving.cancel()
@@ -193,4 +171,4 @@ async def _stream(
         for group in groups:
             with contextlib.suppress(Exception):
                 await layer.group_discard(group, channel)
-        await database_sync_to_async(services.socket_closed)(channel_name=channel)
+        await database_sync_to_async(presence.socket_closed)(channel_name=channel)

@@ -1,31 +1,30 @@
-"""Notifications: persisted first, pushed after commit; the unread count is a maintained counter."""
+"""The inbox: notifications persisted first, pushed after commit; the unread count is a maintained
+counter; the user's preferences; and, after commit, the browser push for users with no open
+socket or stream. The only notifications module besides ``realtime.presence`` that pushes."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet
+from django.db.models import Count, Exists, F, Field, Max, OuterRef, QuerySet
 from django.utils import timezone
 
-from . import credentials, events
+from . import events, tasks
 from .models import (
     Level,
     Notification,
     NotificationPreference,
     NotificationState,
     PushSubscription,
-    SocketConnection,
 )
-from .push import close_sockets as push_close
 from .push import push_event
-from .push import recheck_sockets as push_recheck
+from .realtime.presence import online_user_ids
 from .selectors import notification_payload
 
 logger = logging.getLogger(__name__)
@@ -99,12 +98,18 @@ def _returning() -> bool:
     )
 
 
+def _column(field: Field[Any, Any]) -> str:
+    """A concrete field's column (django-stubs types ``column`` as optional: not every field has one)."""
+    assert field.column is not None
+    return field.column
+
+
 def _state_sql() -> tuple[str, str, str]:
     quote = connection.ops.quote_name
     return (
         quote(NotificationState._meta.db_table),
-        quote(NotificationState._meta.get_field("user").column),
-        quote(NotificationState._meta.get_field("unread_count").column),
+        quote(_column(NotificationState._meta.get_field("user"))),
+        quote(_column(NotificationState._meta.get_field("unread_count"))),
     )
 
 
@@ -228,12 +233,10 @@ def _maybe_web_push(pairs: list[tuple[int, int]]) -> None:
     if not subscribed:
         return
     online = online_user_ids(user_ids=subscribed)
-    from .tasks import send_web_push
-
     for notification_id, uid in pairs:
         if uid in subscribed and uid not in online:
             try:
-                send_web_push.delay(notification_id)
+                tasks.send_web_push.delay(notification_id)
             except Exception:
                 logger.warning(
                     "Could not queue the browser push for notification %s", notification_id, exc_info=True
@@ -343,8 +346,9 @@ def _mark_read(user_id: int, ids: list[int]) -> list[int]:
         return marked
     quote = connection.ops.quote_name
     meta = Notification._meta
-    table, pk = quote(meta.db_table), quote(meta.pk.column)
-    read_at, recipient = quote(meta.get_field("read_at").column), quote(meta.get_field("recipient").column)
+    table, pk = quote(meta.db_table), quote(_column(meta.pk))
+    read_at = quote(_column(meta.get_field("read_at")))
+    recipient = quote(_column(meta.get_field("recipient")))
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET {read_at} = %s WHERE {recipient} = %s AND {read_at} IS NULL "
@@ -413,161 +417,3 @@ def notification_edit(*, notification_id: int, **fields: str) -> int:
     if not fields:
         return int(Notification.objects.filter(pk=notification_id).exists())
     return Notification.objects.filter(pk=notification_id).update(**fields)
-
-
-# --- Open sockets ------------------------------------------------------------------------------
-
-MAX_SOCKETS_PER_USER = 20
-
-
-def socket_fresh_for() -> timedelta:
-    """How long a presence row counts without a refresh: two heartbeats and a margin (at most
-    5 s), so a web process that died stops counting as its users' open socket within about two
-    heartbeats (55 s with the default 25 s heartbeat), and browser push reaches them again."""
-    beat = settings.RUNBOARD_SOCKET_HEARTBEAT
-    return timedelta(seconds=2 * beat + min(5.0, beat))
-
-
-def online_user_ids(*, user_ids: Iterable[int]) -> set[int]:
-    """The users among ``user_ids`` with a socket or stream whose process is alive (its presence
-    row was refreshed within ``socket_fresh_for()``)."""
-    return set(
-        SocketConnection.objects.filter(
-            user_id__in=set(user_ids), seen_at__gte=timezone.now() - socket_fresh_for()
-        )
-        .values_list("user_id", flat=True)
-        .distinct()
-    )
-
-
-@transaction.atomic
-def socket_open(
-    *,
-    channel_name: str,
-    user_id: int,
-    session_key: str,
-    token_id: int | None = None,
-    auth_hash: str = "",
-    privileges: str = "",
-) -> list[str]:
-    """Record an open socket or stream and the credential it was opened with; beyond
-    MAX_SOCKETS_PER_USER the user's oldest ones are closed.
-
-    Every connect runs this, so it is one upsert, one read of the user's rows and, only when
-    some must go, one delete (it was eight statements with savepoints)."""
-    now = timezone.now()
-    SocketConnection.objects.bulk_create(
-        [
-            SocketConnection(
-                channel_name=channel_name,
-                user_id=user_id,
-                session_key=session_key,
-                token_id=token_id,
-                auth_hash=auth_hash,
-                privileges=privileges,
-                seen_at=now,
-            )
-        ],
-        update_conflicts=True,
-        unique_fields=["channel_name"],
-        update_fields=["user_id", "session_key", "token_id", "auth_hash", "privileges", "seen_at"],
-    )
-    rows = list(
-        SocketConnection.objects.filter(user_id=user_id).values_list("channel_name", "opened_at", "seen_at")
-    )
-    fresh_since = now - socket_fresh_for()
-    fresh = sorted(((opened, name) for name, opened, seen in rows if seen >= fresh_since), reverse=True)
-    oldest = [name for _, name in fresh[MAX_SOCKETS_PER_USER:]]
-    # Rows of web processes that died without saying goodbye go too.
-    gone = oldest + [name for name, _, seen in rows if seen < fresh_since]
-    if gone:
-        SocketConnection.objects.filter(channel_name__in=gone).delete()
-    if oldest:
-        push_close(channel_names=oldest, code=events.CLOSE_REPLACED)
-    return oldest
-
-
-def socket_seen(*, channel_name: str | Sequence[str]) -> None:
-    """Refresh the presence row of one socket, or of many at once (the heartbeat's batch)."""
-    names = [channel_name] if isinstance(channel_name, str) else list(channel_name)
-    now = timezone.now()
-    for start in range(0, len(names), BATCH_SIZE):
-        batch = names[start : start + BATCH_SIZE]
-        SocketConnection.objects.filter(channel_name__in=batch).update(seen_at=now)
-
-
-def sockets_heartbeat(*, due: dict[str, credentials.Credential]) -> dict[str, int]:
-    """A heartbeat's one trip for the sockets and streams ``due`` (channel name -> credential):
-    refresh their presence rows and re-check their credentials; returns the close code of each
-    whose credential ended or changed (the safety net behind the closes sent by the services)."""
-    socket_seen(channel_name=list(due))
-    return credentials.credential_problems(due)
-
-
-def socket_closed(*, channel_name: str) -> None:
-    SocketConnection.objects.filter(channel_name=channel_name).delete()
-
-
-@transaction.atomic
-def sockets_close(*, code: int, **match: Any) -> int:
-    """Close every socket and stream (in every web process) whose row matches ``match`` (e.g.
-    ``session_key=…``, ``token_id=…``, ``user_id=…``), with close code ``code``, once the caller's
-    transaction commits; returns how many. The rows go at once, so the same credential cannot
-    be matched twice."""
-    if not match or any(value in ("", None) for value in match.values()):
-        return 0
-    rows = SocketConnection.objects.filter(**match)
-    names = list(rows.values_list("channel_name", flat=True))
-    rows.delete()
-    push_close(channel_names=names, code=code)
-    return len(names)
-
-
-def sockets_close_for_session(*, session_key: str) -> int:
-    """Logging out, or the session being deleted, flushed or cycled, closes its sockets (4401)."""
-    return sockets_close(session_key=session_key, code=events.CLOSE_NOT_AUTHENTICATED)
-
-
-def sockets_recheck_for_session(*, session_key: str) -> int:
-    """A session was saved (its end date may have moved, say by ``set_expiry``): its connections
-    check it again and re-arm their expiry, on every web process. Returns how many were asked."""
-    if not session_key:
-        return 0
-    names = list(
-        SocketConnection.objects.filter(session_key=session_key).values_list("channel_name", flat=True)
-    )
-    push_recheck(channel_names=names)
-    return len(names)
-
-
-def sockets_close_for_token(*, token_id: int) -> int:
-    """A revoked, deleted or changed token closes the sockets and streams opened with it (4401)."""
-    return sockets_close(token_id=token_id, code=events.CLOSE_NOT_AUTHENTICATED)
-
-
-def sockets_close_for_user(*, user_id: int, code: int = events.CLOSE_FORBIDDEN) -> int:
-    """Every socket of the user: deactivated or deleted (4403), or privileges changed (4412)."""
-    return sockets_close(user_id=user_id, code=code)
-
-
-@transaction.atomic
-def sockets_close_changed(*, user: Any) -> int:
-    """After ``user`` was saved: close the connections whose credential no longer matches it
-    (deactivated: all, 4403; staff or superuser flag changed: all, 4412; password changed: the
-    session ones, whose auth hash it changes, 4401). A save that changes none of these (say
-    ``last_login``) closes nothing. Returns how many were closed."""
-    if not user.is_active:
-        return sockets_close_for_user(user_id=user.pk)
-    rows = SocketConnection.objects.filter(user_id=user.pk)
-    changed = list(
-        rows.exclude(privileges=credentials.privileges_of(user)).values_list("channel_name", flat=True)
-    )
-    closed = sockets_close(channel_name__in=changed, code=events.CLOSE_PRIVILEGES_CHANGED) if changed else 0
-    stale = list(
-        rows.filter(token_id__isnull=True)
-        .exclude(auth_hash=user.get_session_auth_hash())
-        .values_list("channel_name", flat=True)
-    )
-    if stale:
-        closed += sockets_close(channel_name__in=stale, code=events.CLOSE_NOT_AUTHENTICATED)
-    return closed

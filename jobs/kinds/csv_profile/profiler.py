@@ -74,7 +74,7 @@ from datetime import date, datetime, time
 from functools import partial
 from itertools import chain, compress, islice, repeat
 from operator import attrgetter, gt, itemgetter, mul, sub
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 __all__ = ["EMPTY_VALUES", "CsvProfileError", "ProfileStopped", "profile_csv"]
 
@@ -127,7 +127,7 @@ class ProfileStopped(Exception):
 
 
 def profile_csv(
-    stream: BinaryIO,
+    stream: IO[bytes],
     *,
     total_bytes: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
@@ -312,7 +312,7 @@ class _TextSource:
 
     def __init__(
         self,
-        stream: BinaryIO,
+        stream: IO[bytes],
         chunk_size: int,
         total_bytes: int | None,
         progress: Callable[[int, int | None], None] | None,
@@ -502,6 +502,7 @@ class _Column:
         self._prune_top()
 
     def _flush(self) -> None:
+        window: dict[str, int]  # a Counter, then the plain dict _merge_stripped makes of it
         window, self.counter, self.pending = self.counter, Counter(), 0
         pop = window.pop
         empty = 0

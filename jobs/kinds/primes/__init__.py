@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.primes import SieveStopped, count_primes_in_range, split_range
-from jobs.progress import JobContext
+from jobs.context import KindContext
 
-from .registry import JobKind, register
+from ..registry import JobKind, register
+from .sieve import SieveStopped, count_primes_in_range, split_range
 
 # Below this, one chunk is faster than dispatching several.
 PARALLEL_FROM = 2_000_000
@@ -24,7 +24,7 @@ class PrimesParams(BaseModel):
     )
 
 
-def run(ctx: JobContext, params: PrimesParams) -> Any:
+def run(ctx: KindContext, params: PrimesParams) -> Any:
     parts = params.chunks if params.n >= PARALLEL_FROM else 1
     ranges = split_range(params.n, parts)
     ctx.progress(0, params.n, f"Sieving in {len(ranges)} chunks")
@@ -32,7 +32,7 @@ def run(ctx: JobContext, params: PrimesParams) -> Any:
     return ctx.split([{"lo": lo, "hi": hi} for lo, hi in ranges])
 
 
-def run_chunk(ctx: JobContext, params: PrimesParams, chunk: dict[str, int]) -> int | None:
+def run_chunk(ctx: KindContext, params: PrimesParams, chunk: dict[str, int]) -> int | None:
     lo, hi = chunk["lo"], chunk["hi"]
     done = 0
 

@@ -1,0 +1,165 @@
+"""The worker's side of a job: run it (or one of its chunks), record the outcome, and end or
+re-queue a job whose task died."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .context import JobContext, Split
+from .dispatch import _dispatch_chunks, _enqueue
+from .kinds.registry import JobKind, UnknownKind, get_kind
+from .models import Job, JobChunk, JobState
+from .reporter import ChunkReporter, ProgressReporter
+from .results import ResultTooLarge
+from .states import Deferred, job_finish, job_start, job_transition
+
+logger = logging.getLogger(__name__)
+
+# A lost worker's job is re-queued at most this many times before it is failed.
+MAX_ATTEMPTS = 3
+
+
+def job_run(*, job_id: uuid.UUID | str) -> Deferred | None:
+    """Execute a queued job in this worker: start it, run its kind, record the outcome."""
+    started = job_start(job_id=job_id)
+    if isinstance(started, Deferred):
+        return started
+    if started is None:
+        logger.info("Job %s is not queued (duplicate delivery, cancelled or final); skipping", job_id)
+        return None
+    job = started
+    try:
+        kind = get_kind(job.kind)
+        params = kind.validate(job.params)
+    except Exception as exc:
+        job_finish(job_id=job.id, state=JobState.FAILED, error=f"Cannot run this job: {exc}")
+        return None
+
+    reporter = ProgressReporter(job=job)
+    ctx = JobContext(reporter, owner_id=job.owner_id)
+    state, result, error = JobState.SUCCEEDED, None, ""
+    try:
+        result = kind.run(ctx, params)
+    except SoftTimeLimitExceeded:
+        state, error = JobState.FAILED, f"Time limit exceeded ({kind.soft_time_limit} s)."
+    except Exception as exc:
+        logger.info("Job %s failed", job.id, exc_info=True)
+        state, error = JobState.FAILED, str(exc) or type(exc).__name__
+    finally:
+        progress = reporter.close()
+
+    if isinstance(result, Split) and state == JobState.SUCCEEDED and not reporter.cancelled:
+        _dispatch_chunks(job=job, kind=kind, chunks=result.chunks, progress=progress)
+        return None
+    if reporter.cancelled and state == JobState.SUCCEEDED:
+        state, result = JobState.CANCELLED, None
+    _finish_with_result(job, state, result, error, progress, ctx.result_file)
+    return None
+
+
+def _finish_with_result(
+    job: Job, state: JobState, result: Any, error: str, progress: Any, result_file: str | None
+) -> None:
+    try:
+        job_finish(
+            job_id=job.id, state=state, result=result, error=error, progress=progress,
+            result_file=result_file, kind=job.kind,
+        )  # fmt: skip
+    except ResultTooLarge as exc:
+        job_finish(job_id=job.id, state=JobState.FAILED, error=str(exc), progress=progress)
+    except (TypeError, ValueError):
+        job_finish(
+            job_id=job.id,
+            state=JobState.FAILED,
+            error="The job's result is not JSON-serializable.",
+            progress=progress,
+        )
+
+
+def job_run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:
+    """Run one chunk of a parallel job; the last chunk to finish completes the job."""
+    job = Job.objects.filter(pk=job_id).first()
+    chunk = JobChunk.objects.filter(job_id=job_id, index=index, done=False).first()
+    if job is None or chunk is None or job.state != JobState.RUNNING:
+        return
+    kind = get_kind(job.kind)
+    params = kind.validate(job.params)
+    reporter = ChunkReporter(job=job)
+    ctx = JobContext(reporter, owner_id=job.owner_id)
+    try:
+        result = kind.run_chunk(ctx, params, chunk.params)  # type: ignore[misc]
+    except SoftTimeLimitExceeded:
+        reporter.close()
+        job_finish(
+            job_id=job_id, state=JobState.FAILED, error=f"Time limit exceeded ({kind.soft_time_limit} s)."
+        )
+        return
+    except Exception as exc:
+        reporter.close()
+        logger.info("Chunk %s of job %s failed", index, job_id, exc_info=True)
+        job_finish(
+            job_id=job_id, state=JobState.FAILED, error=f"Chunk {index + 1}: {exc or type(exc).__name__}"
+        )
+        return
+    reporter.close()
+    if reporter.cancelled:
+        job_finish(job_id=job_id, state=JobState.CANCELLED)
+        return
+    # Mark done, then count: whichever chunk commits last sees every chunk done and finishes
+    # the job (job_finish is exactly-once should two see it at the same moment).
+    JobChunk.objects.filter(pk=chunk.pk, done=False).update(done=True, result=result)
+    chunks = list(JobChunk.objects.filter(job_id=job_id).order_by("index").values_list("done", "result"))
+    if all(done for done, _ in chunks):
+        final = Job.objects.get(pk=job_id)
+        _finish_with_result(
+            final,
+            JobState.SUCCEEDED,
+            kind.combine(params, [result for _, result in chunks]),  # type: ignore[misc]
+            "",
+            (final.progress_current, final.progress_total, "Done"),
+            None,
+        )
+
+
+def job_handle_task_failure(*, job_id: uuid.UUID | str, reason: str, worker_lost: bool) -> None:
+    """Called in the worker's main process when a job's task died (hard time limit, killed
+    child): end the job now rather than waiting for the reaper."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.state != JobState.RUNNING:
+        return
+    if worker_lost:
+        _recover_lost(job, reason=reason)
+    else:
+        job_finish(job_id=job_id, state=JobState.FAILED, error=reason)
+
+
+def _recover_lost(job: Job, *, reason: str, condition: Q | None = None) -> Job | None:
+    """A running job lost its worker: re-queue it if its kind is safe to re-run, else fail it."""
+    try:
+        kind: JobKind | None = get_kind(job.kind)
+    except UnknownKind:
+        kind = None
+    if kind is not None and kind.rerun_safe and job.chunks_total == 0 and job.attempts < MAX_ATTEMPTS:
+        requeued = job_transition(
+            job_id=job.id,
+            to=JobState.QUEUED,
+            condition=condition,
+            celery_task_id=str(uuid.uuid4()),
+            started_at=None,
+            heartbeat_at=None,
+            enqueued_at=timezone.now(),
+            progress_message=f"{reason} Re-queued (attempt {job.attempts + 1}).",
+        )
+        if requeued is not None:
+            transaction.on_commit(lambda: _enqueue(requeued))
+            return requeued
+    return job_transition(
+        job_id=job.id, to=JobState.FAILED, condition=condition, finished_at=timezone.now(), error=reason
+    )

@@ -1,0 +1,282 @@
+"""The state machine of a job, and every write of its row's live fields: start, finish,
+heartbeats, chunk progress and log lines.
+
+``job_rows_update`` is the one place a job row's ``version`` grows: every write that changes what a
+job's payload shows goes through it, and whoever writes pushes the changed row (``_push_job``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Max, Q, QuerySet
+from django.urls import reverse
+from django.utils import timezone
+
+from jobs.conf import app_settings
+from notifications import events
+from notifications.inbox import notify
+from notifications.models import Level
+from notifications.push import flush, push_event
+
+from .kinds.registry import UnknownKind, get_kind
+from .models import TRANSITIONS, Job, JobLogLine, JobState
+from .results import RESULT_SUMMARY_BYTES, clip_text, result_digest
+from .selectors import job_payload, job_payload_redacted, kind_title, log_line_batches, running_count
+
+MESSAGE_MAX = Job._meta.get_field("progress_message").max_length or 500
+# A job's stored error is cut to this many characters (payloads show its first 640 bytes; the
+# result endpoint all of it); the worker's log keeps the traceback.
+ERROR_MAX_CHARS = 4000
+# A finished job's notification quotes at most this much of its error (the link shows the rest).
+NOTIFY_ERROR_CHARS = 500
+LOG_LINE_MAX_BYTES = 8 * 1024  # wire bytes of one stored line (2,000 ASCII characters fit)
+
+
+def job_rows_update(rows: QuerySet[Job], **fields: Any) -> int:
+    """Write ``fields`` to the job rows selected by ``rows``, each row a new version; returns how
+    many were written. The one place a row's version grows (a payload read afterwards sorts after
+    every push made before)."""
+    return rows.update(version=F("version") + 1, **fields)
+
+
+def _push_job(job: Job) -> None:
+    """A job's update to its owner and operators; operators who may not see other users' results
+    get a copy without it (one extra publish, only when there is a result to leave out)."""
+    payload = job_payload(job)
+    redacted = job_payload_redacted(payload)
+    if redacted is payload:
+        push_event(group=events.job_update_groups(job.owner_id), event=events.job_update(payload))
+        return
+    push_event(
+        group=[events.user_group(job.owner_id), events.OPS_RESULTS_GROUP], event=events.job_update(payload)
+    )
+    push_event(group=events.OPS_JOBS_GROUP, event=events.job_update(redacted))
+
+
+def job_pushes_flush(*, timeout: float) -> bool:
+    """Wait, at most ``timeout`` seconds, until what this process pushed has left it: a
+    short-lived process (the CLI) calls it before it exits."""
+    return flush(timeout=timeout)
+
+
+def job_transition(
+    *,
+    job_id: uuid.UUID | str,
+    to: JobState,
+    condition: Q | None = None,
+    locked: Job | None = None,
+    **fields: Any,
+) -> Job | None:
+    """Move a job to ``to`` only if the state machine allows it from its current state.
+
+    A conditional UPDATE, so concurrent or repeated writers cannot move a job backwards; returns
+    the updated job, or None when the move was refused. ``locked`` is the job (with its owner)
+    as the caller read it under a row lock in its open transaction: nothing else can have
+    changed the row since, so the move needs neither a savepoint nor a read-back.
+    """
+    if locked is not None and any(hasattr(value, "resolve_expression") for value in fields.values()):
+        raise ValueError("With `locked`, pass plain values (they are applied to it as they are).")
+    if isinstance(fields.get("error"), str):
+        fields["error"] = fields["error"][:ERROR_MAX_CHARS]
+    with transaction.atomic(savepoint=locked is None):
+        rows = Job.objects.filter(pk=job_id, state__in=TRANSITIONS[to])
+        if condition is not None:
+            rows = rows.filter(condition)
+        if not job_rows_update(rows, state=to, **fields):
+            return None
+        if locked is not None:
+            job = locked
+            job.state, job.version = str(to), job.version + 1
+            for name, value in fields.items():
+                setattr(job, name, value)
+        else:
+            # The payload names the owner: fetch them with the job (one query, not two). The
+            # payload shows the result's stored summary, never the result: don't read it back.
+            job = Job.objects.select_related("owner").defer("result").get(pk=job_id)
+        _push_job(job)
+        if job.is_final:
+            # Exactly once: only the one write that moved the job into its final state gets here.
+            _notify_finished(job)
+        return job
+
+
+_FINISHED = {
+    JobState.SUCCEEDED: ("finished", Level.SUCCESS),
+    JobState.FAILED: ("failed", Level.ERROR),
+    JobState.CANCELLED: ("was cancelled", Level.WARNING),
+}
+
+
+def _notify_finished(job: Job) -> None:
+    verb, level = _FINISHED[JobState(job.state)]
+    body = job.error if job.state == JobState.FAILED else ""
+    if len(body) > NOTIFY_ERROR_CHARS:
+        body = body[: NOTIFY_ERROR_CHARS - 1] + "…"
+    link = reverse("frontend:job-detail", args=[job.id])
+    if job.result_file:
+        body = "Your file is ready to download."
+        link = reverse("api:job-download", args=[job.id])
+    notify(
+        recipient_id=job.owner_id,
+        title=f"{kind_title(job.kind)} {verb}",
+        body=body,
+        level=level,
+        link=link,
+        job_id=job.id,
+        topic=f"job.{job.state}",
+    )
+
+
+def _note_still_enqueued(job: Job) -> None:
+    """A deferred job's message is alive (it is being retried): say so, at most twice per
+    RUNBOARD_REQUEUE_AFTER, so the reaper doesn't enqueue it again."""
+    now = timezone.now()
+    if job.enqueued_at is None:
+        # It was waiting for the queue, and a message reached a worker after all: no longer.
+        job_rows_update(Job.objects.filter(pk=job.pk), enqueued_at=now)
+        job.enqueued_at, job.version = now, job.version + 1
+        _push_job(job)
+    elif job.enqueued_at < now - timedelta(seconds=app_settings.REQUEUE_AFTER / 2):
+        Job.objects.filter(pk=job.pk).update(enqueued_at=now)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """The owner is at their running-jobs cap: try again in ``retry_in`` seconds."""
+
+    retry_in: float
+
+
+def job_start(*, job_id: uuid.UUID | str) -> Job | Deferred | None:
+    """Move a queued job to running, unless its owner is at their cap (then it waits, queued)."""
+    with transaction.atomic():
+        # One read locks the job (so the move below needs no read-back) and its owner (so starts
+        # are serialized per user and two workers cannot both take the last slot). NO KEY UPDATE:
+        # launches and notifications, whose foreign keys only take KEY SHARE on the user, don't
+        # wait for it. (SQLite has no row locks: its transactions take the write lock up front.)
+        job = (
+            Job.objects.select_related("owner")
+            .select_for_update(of=("self", "owner"), no_key=True)
+            .filter(pk=job_id, state=JobState.QUEUED)
+            .first()
+        )
+        if job is None:
+            return None
+        try:
+            kind = get_kind(job.kind)
+        except UnknownKind:
+            kind = None
+        if running_count(owner_id=job.owner_id) >= app_settings.MAX_RUNNING_PER_USER or (
+            kind is not None
+            and kind.max_running_per_user is not None
+            and running_count(owner_id=job.owner_id, kind=kind.name) >= kind.max_running_per_user
+        ):
+            _note_still_enqueued(job)
+            return Deferred(retry_in=1.0)
+        now = timezone.now()
+        return job_transition(
+            job_id=job_id,
+            to=JobState.RUNNING,
+            locked=job,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=job.attempts + 1,
+        )
+
+
+def job_finish(
+    *,
+    job_id: uuid.UUID | str,
+    state: JobState,
+    result: Any = None,
+    error: str = "",
+    progress: tuple[int, int | None, str] | None = None,
+    result_file: str | None = None,
+    kind: str | None = None,
+) -> Job | None:
+    """End a job in a final state, exactly once; later or duplicate calls return None.
+
+    The result is stored with its summary and size (jobs.results.result_digest, by the job's
+    ``kind``: pass it when known, else it is read); raises TypeError if the result is not JSON,
+    ResultTooLarge if it is over RUNBOARD_RESULT_MAX_BYTES.
+    """
+    if state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+        raise ValueError(f"{state!r} is not a final state")
+    fields: dict[str, Any] = {"finished_at": timezone.now(), "result": result, "error": error}
+    if result is not None:
+        if kind is None:
+            kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
+        try:
+            summarize = get_kind(kind or "").summarize
+        except UnknownKind:
+            summarize = None
+        summary, complete, size = result_digest(
+            result,
+            summarize=summarize,
+            summary_bytes=RESULT_SUMMARY_BYTES,
+            max_bytes=app_settings.RESULT_MAX_BYTES,
+        )
+        fields.update(result_summary=summary, result_summary_complete=complete, result_bytes=size)
+    if progress is not None:
+        current, total, message = progress
+        fields.update(
+            progress_current=max(0, int(current)),
+            progress_total=total,
+            progress_message=str(message)[:MESSAGE_MAX],
+        )
+    if result_file:
+        fields["result_file"] = result_file
+    return job_transition(job_id=job_id, to=state, **fields)
+
+
+def job_heartbeat(
+    *, job_id: uuid.UUID | str, current: int, total: int | None, message: str
+) -> tuple[int, bool] | None:
+    """Record progress and liveness of a running job; returns (new row version, cancel
+    requested), or None if it is no longer running."""
+    updated = job_rows_update(
+        Job.objects.filter(pk=job_id, state=JobState.RUNNING),
+        progress_current=max(0, int(current)),
+        progress_total=total,
+        progress_message=str(message)[:MESSAGE_MAX],
+        heartbeat_at=timezone.now(),
+    )
+    if not updated:
+        return None
+    row = Job.objects.filter(pk=job_id).values_list("version", "cancel_requested_at").first()
+    return None if row is None else (row[0], row[1] is not None)
+
+
+def job_add_progress(*, job_id: uuid.UUID | str, delta: int) -> Job | None:
+    """Add a chunk's progress to a parallel job's aggregate (one UPDATE, whatever the chunks)."""
+    updated = job_rows_update(
+        Job.objects.filter(pk=job_id, state=JobState.RUNNING),
+        progress_current=F("progress_current") + delta,
+        heartbeat_at=timezone.now(),
+    )
+    return Job.objects.filter(pk=job_id).first() if updated else None
+
+
+def job_log_append(*, job_id: uuid.UUID | str, lines: Sequence[str]) -> None:
+    """Keep the newest lines of a job's log and stream them to whoever watches it."""
+    if not lines:
+        return
+    with transaction.atomic():
+        last = JobLogLine.objects.filter(job_id=job_id).aggregate(last=Max("seq"))["last"] or 0
+        rows = [
+            JobLogLine(job_id=job_id, seq=last + i, text=clip_text(str(text), LOG_LINE_MAX_BYTES)[0])
+            for i, text in enumerate(lines, 1)
+        ]
+        JobLogLine.objects.bulk_create(rows)
+        keep_after = rows[-1].seq - app_settings.LOG_LINES_KEPT
+        if keep_after > 0:
+            JobLogLine.objects.filter(job_id=job_id, seq__lte=keep_after).delete()
+        group = events.job_group(job_id)
+        for batch in log_line_batches([{"seq": row.seq, "text": row.text} for row in rows]):
+            push_event(group=group, event=events.job_log(job_id=str(job_id), lines=batch))
