@@ -2,12 +2,14 @@
 notifications and push routers, its error format, and its generated OpenAPI document
 (``openapi.json``)."""
 
+import contextlib
 import copy
 from functools import cache, wraps
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from pydantic import BaseModel
@@ -124,10 +126,32 @@ def openapi_document(request: HttpRequest, prefix: str = "api/v1/") -> dict[str,
     return document
 
 
-def openapi(request: HttpRequest) -> JsonResponse:
-    """Public: describes the API (and the kinds this visitor may launch), holds no user data."""
+@csrf_exempt  # it only reads: any other method is the API's JSON 405, not Django's CSRF page
+def openapi(request: HttpRequest) -> HttpResponse:
+    """Public: describes the API (and the kinds this visitor may launch: signed in with the
+    session or a bearer token), holds no user data."""
+    if request.method not in ("GET", "HEAD"):
+        return api.error_response(405, f"Method {request.method} not allowed.", Allow="GET, HEAD")
     prefix = request.path_info.removesuffix("openapi.json").lstrip("/")
-    return JsonResponse(openapi_document(request, prefix))
+    return JsonResponse(openapi_document(_visitor(request), prefix))
+
+
+def _visitor(request: HttpRequest) -> HttpRequest:
+    """The request, its user the bearer token's when it carries a valid one (the document offers
+    the kinds that user may launch); a bad token is no error here: the document is public."""
+    # A valid token sets request.user (a failure counts as anywhere); a bad or throttled one gets
+    # the document as anyone sees it.
+    with contextlib.suppress(api.ApiError):
+        api.TokenAuth()(request)
+    return request
+
+
+@csrf_exempt  # a refusal for any method: no state is read or changed
+def not_found(request: HttpRequest, rest: str) -> HttpResponse:
+    """Anything under /api/v1/ that is no route: the API's JSON 404, never Django's HTML page
+    (nor, for a POST without its trailing slash, CommonMiddleware's APPEND_SLASH error)."""
+    hint = " (API paths end with '/')" if not rest.endswith("/") and not rest.endswith(".json") else ""
+    return api.error_response(404, f"No such API route: /api/v1/{rest[:200]}{hint}.")
 
 
 app_name = "api"  # reverse("api:job-detail", ...)
@@ -137,4 +161,5 @@ patterns = [p for p in ninja_api.urls[0] if isinstance(p, URLPattern) and p.name
 urlpatterns = [
     *(URLPattern(p.pattern, _json_405(p.callback), p.default_args, p.name) for p in patterns),
     path("openapi.json", openapi, name="openapi"),
+    re_path(r"^(?P<rest>.*)$", not_found),  # last: every other path under /api/v1/
 ]

@@ -10,11 +10,13 @@ of the same name is set (``settings_from_environment``). docs/settings.md lists 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 T = TypeVar("T")
 
@@ -50,6 +52,18 @@ class Setting(Generic[T]):
             return Path(value)  # type: ignore[return-value]  # T is Path here
         return type(self.default)(value)  # type: ignore[call-arg]  # float("1"), list(("a",)), …
 
+    def problem(self, value: T) -> str | None:
+        """Why an environment's value cannot be meant, or None: counts, sizes and seconds are
+        finite and not negative (``nan``, ``inf`` or ``-1`` would stop the reaper or the
+        coalescing quietly); a path is not empty (it would be the working directory)."""
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
+            return f"{value!r} is not a finite number of at least 0"
+        if isinstance(value, Path) and str(value) in ("", "."):
+            return "an empty path would be the working directory"
+        return None
+
     @overload
     def __get__(self, instance: None, owner: type) -> Setting[T]: ...
 
@@ -79,11 +93,15 @@ def settings_from_environment(
     setting whose environment variable of the same name is set, parsed by ``read[kind]`` (e.g.
     django-environ's ``env.float``, which raises on a bad value). An unset variable sets nothing,
     so the declared default applies: defaults are written only in the conf modules."""
-    return {
-        name: declaration.convert(read[declaration.kind](name))
-        for name, declaration in declared_settings(*holders).items()
-        if name in environ
-    }
+    values = {}
+    for name, declaration in declared_settings(*holders).items():
+        if name in environ:
+            value = declaration.convert(read[declaration.kind](name))
+            problem = declaration.problem(value)
+            if problem:
+                raise ImproperlyConfigured(f"Environment variable {name}: {problem}")
+            values[name] = value
+    return values
 
 
 # Environment variables named RUNBOARD_* that are not Django settings: dashboard/settings/ reads

@@ -64,11 +64,17 @@ router.add_decorator(checked)
 def notification_list(
     request: HttpRequest, limit: LimitQuery, before: BeforeQuery, unread: UnreadQuery
 ) -> JsonResponse:
+    fields: dict[str, list[str]] = {}
     try:
         limit = min(max(int(request.GET.get("limit", 50)), 1), 200)
+    except ValueError:
+        fields["limit"] = ["limit must be an integer."]
+    try:
         before = int(request.GET["before"]) if request.GET.get("before") else None
     except ValueError:
-        return error_response(400, "Invalid request.", {"limit": ["limit and before must be integers."]})
+        fields["before"] = ["before must be an integer (a notification id)."]
+    if fields:  # each field blamed for itself
+        return error_response(400, "Invalid request.", fields)
     user_id = signed_in_user(request).pk
     rows = selectors.notifications_page(
         user_id=user_id,

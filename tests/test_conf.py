@@ -278,6 +278,17 @@ if __name__ == "__main__":
         ("DJANGO_DEBUG", "ture", "ImproperlyConfigured: Environment variable DJANGO_DEBUG"),  # alone: False
         ("DJANGO_DEBUG", "yes", "True"),
         ("DJANGO_DEBUG", "off", "False"),
+        (
+            "RUNBOARD_STALE_AFTER",
+            "nan",
+            "Environment variable RUNBOARD_STALE_AFTER",
+        ),  # alone: the reaper fails
+        ("RUNBOARD_STALE_AFTER", "inf", "Environment variable RUNBOARD_STALE_AFTER"),
+        ("RUNBOARD_LOGIN_COOLOFF", "1e400", "Environment variable RUNBOARD_LOGIN_COOLOFF"),
+        ("RUNBOARD_MAX_RUNNING_PER_USER", "-3", "Environment variable RUNBOARD_MAX_RUNNING_PER_USER"),
+        ("RUNBOARD_PUSH_INTERVAL", "-1", "Environment variable RUNBOARD_PUSH_INTERVAL"),
+        ("RUNBOARD_PRIVATE_DIR", "", "Environment variable RUNBOARD_PRIVATE_DIR"),  # alone: the cwd
+        ("RUNBOARD_VAR_DIR", "", "Environment variable RUNBOARD_VAR_DIR"),
     ],
 )
 def test_an_environment_value_is_read_exactly_or_stops_the_process_naming_its_variable(
@@ -294,3 +305,14 @@ def test_an_environment_value_is_read_exactly_or_stops_the_process_naming_its_va
         timeout=60,
     )
     assert shown in (run.stdout + run.stderr).strip().splitlines()[-1]
+
+
+def test_a_kind_module_that_does_not_exist_stops_startup_naming_the_setting() -> None:
+    env = dict(
+        os.environ, DJANGO_SETTINGS_MODULE="dashboard.settings.local", RUNBOARD_KIND_MODULES="nope.kinds"
+    )
+    run = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode != 0
+    assert "ImproperlyConfigured: RUNBOARD_KIND_MODULES names 'nope.kinds'" in run.stderr

@@ -6,6 +6,7 @@ notifications/conf.py and dashboard/conf.py (docs/settings.md); they are set her
 environment variable of the same name, when it is set.
 """
 
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ class StrictEnv(environ.Env):
     @classmethod
     def parse_value(cls, value: Any, cast: Any) -> Any:
         if cast is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(f"{value!r} is not a finite number")
+            return number
         if cast is bool:
             word = str(value).strip().lower()
             if word in cls.BOOLEAN_TRUE_STRINGS or word in cls.BOOLEAN_FALSE_STRINGS:
@@ -53,6 +57,8 @@ env = StrictEnv()
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env.str("RUNBOARD_VAR_DIR", default=str(BASE_DIR / "var")))
+if not env.str("RUNBOARD_VAR_DIR", default="x").strip():
+    raise ImproperlyConfigured("Environment variable RUNBOARD_VAR_DIR: empty (the working directory).")
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import unicodedata
 from typing import Literal
 
@@ -42,7 +43,7 @@ def run(ctx: KindContext, params: ExportParams) -> dict[str, int | str]:
                    job.started_at.isoformat() if job.started_at else "",
                    job.finished_at.isoformat() if job.finished_at else "",
                    job.progress_current, job.progress_total if job.progress_total is not None else "",
-                   job.error, str(job.params)]  # fmt: skip
+                   job.error, json.dumps(job.params, ensure_ascii=False)]  # fmt: skip
             # Every text cell, not only the free-text ones: a new column cannot forget it.
             writer.writerow([_neutralize(cell) if isinstance(cell, str) else cell for cell in row])
             rows += 1

@@ -144,5 +144,12 @@ def autodiscover() -> None:
         if module.name != "registry":
             importlib.import_module(f"{__package__}.{module.name}")
     for name in app_settings.KIND_MODULES:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise  # the module exists: something it imports is missing
+            raise ImproperlyConfigured(
+                f"RUNBOARD_KIND_MODULES names {name!r}, which is no module: {exc}"
+            ) from exc
     autodiscover_modules("jobkinds")

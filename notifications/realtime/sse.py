@@ -17,6 +17,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.throttle.address import request_address
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
@@ -36,14 +37,15 @@ def _frame(data: str, *, event_id: int | None = None) -> str:
     return f"{head}data: {data}\n\n"
 
 
-def _browser_origin_ok(request: HttpRequest) -> bool:
-    """Cookie sign-ins only: the Origin must be one Django's CSRF check trusts
-    (``credentials.origin_trusted``, the same decision as the WebSocket's). A same-origin
-    EventSource sends no Origin (Fetch sends it only on cross-origin GETs), so a missing one
-    passes only with the browser's own, unforgeable-by-pages ``Sec-Fetch-Site: same-origin``."""
+def _origin_ok(request: HttpRequest, *, token: bool) -> bool:
+    """The WebSocket's rule (notifications/auth.py ``OriginOrTokenValidator``): an Origin, when
+    sent, must be one Django's CSRF check trusts (``credentials.origin_trusted``), whatever the
+    credential. Without one, a token passes (not a browser's request), and a cookie sign-in only
+    with the browser's own, unforgeable-by-pages ``Sec-Fetch-Site: same-origin`` (a same-origin
+    EventSource sends no Origin: Fetch sends it only on cross-origin GETs)."""
     headers = {name.lower(): value for name, value in request.headers.items()}
     if "origin" not in headers:
-        return headers.get("sec-fetch-site") == "same-origin"
+        return token or headers.get("sec-fetch-site") == "same-origin"
     return credentials.origin_trusted(headers=headers, scheme=request.scheme or "http")
 
 
@@ -66,6 +68,7 @@ def _resume_point(request: HttpRequest) -> int | None:
     return resume_point(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
 
 
+@csrf_exempt  # GET only: any other method is the JSON 405 below, not Django's CSRF page
 async def event_stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.method != "GET":
         return JsonResponse({"detail": "Use GET."}, status=405)
@@ -77,7 +80,7 @@ async def event_stream(request: HttpRequest) -> HttpResponse | StreamingHttpResp
     if signed_in is None:
         return JsonResponse({"detail": "Authentication required."}, status=401)
     user, credential = signed_in
-    if credential.token_id is None and not _browser_origin_ok(request):
+    if not _origin_ok(request, token=credential.token_id is not None):
         return JsonResponse({"detail": "Cross-origin request refused."}, status=403)
     response = StreamingHttpResponse(
         _stream(user, credential, _resume_point(request)), content_type="text/event-stream"

@@ -1,5 +1,6 @@
 """Each job kind end to end on the real worker, through the API where users reach it."""
 
+import csv
 import io
 import json
 
@@ -72,6 +73,8 @@ def test_export_gives_a_download_only_its_owner_can_use(celery_worker, ws_connec
     body = b"".join(response.streaming_content).decode()
     assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
     assert str(earlier.id) in body and body.count("\n") == 2  # header + the owner's one other job
+    row = next(csv.DictReader(io.StringIO(body)))
+    assert json.loads(row["params"]) == Job.objects.get(pk=earlier.pk).params  # JSON, not a repr
     assert logged_in(other).get(final["download_url"]).status_code == 404
     assert Client().get(final["download_url"]).status_code == 401
 

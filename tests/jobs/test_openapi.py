@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jobs.api import ErrorBody, schema_of
 from jobs.kinds.registry import JobKind, all_kinds, register, unregister
+from jobs.tokens import token_create
 from notifications import events
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +46,8 @@ def document(client: Client | None = None) -> dict:
 
 
 def test_every_route_under_the_api_prefix_is_in_the_document_and_nothing_else():
-    routes = set(api_routes()) - {"/api/v1/openapi.json"}  # the document does not describe itself
+    # The document does not describe itself, nor the catch-all that answers "no such route".
+    routes = {route for route in api_routes() if "(?P" not in route} - {"/api/v1/openapi.json"}
     paths = set(document()["paths"])
 
     assert routes == paths
@@ -80,7 +82,9 @@ def test_every_operation_has_a_response_schema_for_each_answer():
                         assert schema["$ref"].removeprefix("#/components/schemas/") in schemas
                 if not status.startswith("2"):
                     assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
-            if method == "post" and not path.endswith(("/cancel/", "/read-all/")):
+            if method == "post" and not path.endswith(
+                ("/cancel/", "/read-all/", "/run/", "/pause/", "/resume/")
+            ):
                 assert "requestBody" in operation, (method, path)
     assert doc["paths"]["/api/v1/jobs/{job_id}/download/"]["get"]["responses"]["200"]["content"] == {
         "*/*": {"schema": {"type": "string", "format": "binary"}}
@@ -183,3 +187,53 @@ def test_a_bad_token_and_a_nul_in_the_query_keep_the_error_format(make_user):
     csrf.force_login(make_user())
     refused = csrf.post("/api/v1/notifications/read-all/")
     assert refused.status_code == 403 and refused.json()["detail"].startswith("CSRF check failed")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/v1/jobs"),  # no trailing slash: was CommonMiddleware's APPEND_SLASH error (500)
+        ("get", "/api/v1/docs"),
+        ("get", "/api/v1/"),
+        ("get", "/api/v1/nonexistent/"),
+        ("delete", "/api/v1/jobs/x/y/z"),
+    ],
+)
+def test_a_path_under_the_api_that_is_no_route_is_the_apis_json_404(method, path):
+    response = getattr(Client(enforce_csrf_checks=True), method)(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["detail"].startswith("No such API route")
+
+
+def test_the_document_answers_other_methods_with_the_apis_405():
+    response = Client(enforce_csrf_checks=True).post("/api/v1/openapi.json")
+    assert (response.status_code, response.json()) == (405, {"detail": "Method POST not allowed."})
+    assert response["Allow"] == "GET, HEAD"
+
+
+def test_a_bearer_token_sees_the_kinds_its_user_may_launch_as_a_session_does(make_user):
+    operator = make_user(operator=True, is_superuser=True)
+    _, raw = token_create(user=operator, name="docs")
+    by_token = Client().get("/api/v1/openapi.json", HTTP_AUTHORIZATION=f"Bearer {raw}").json()
+    session = Client()
+    session.force_login(operator)
+    kinds = [
+        {v["properties"]["kind"]["const"] for v in doc["components"]["schemas"]["JobCreate"]["oneOf"]}
+        for doc in (by_token, document(session))
+    ]
+    assert kinds[0] == kinds[1] == {kind.name for kind in all_kinds()}
+    bad = Client().get("/api/v1/openapi.json", HTTP_AUTHORIZATION="Bearer rb_nope")
+    assert bad.status_code == 200  # public: a bad token gets the anonymous document
+
+
+@pytest.mark.parametrize(
+    ("query", "blamed"),
+    [("before=abc", "before"), ("limit=x", "limit"), ("limit=x&before=y", "before,limit")],
+)
+def test_a_bad_notification_page_query_blames_the_parameter_at_fault(make_user, query, blamed):
+    client = Client()
+    client.force_login(make_user())
+    response = client.get(f"/api/v1/notifications/?{query}")
+    assert response.status_code == 400
+    assert ",".join(sorted(response.json()["fields"])) == blamed

@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from jobs.tokens import token_create
 from notifications import inbox
 from tests.conftest import session_cookie
 
@@ -96,3 +97,23 @@ def test_sse_refuses_anonymous_and_bad_tokens_and_isolates_users(live_server_url
     events = source.until(lambda e: e["type"] == "notification.new")
     assert [e["notification"]["id"] for e in events] == [mine.pk]
     source.close()
+
+
+def test_a_foreign_origin_is_refused_whatever_the_credential_as_on_the_websocket(live_server_url, make_user):
+    """The WebSocket's rule: an Origin, when sent, must be trusted, for a token too; without one a
+    token passes (it is not a browser's request)."""
+    _, raw = token_create(user=make_user(), name="sse")
+    bearer = {"Authorization": f"Bearer {raw}"}
+    foreign = EventSource(live_server_url, headers={**bearer, "Origin": "http://evil.example"})
+    assert foreign.response.status == 403
+    plain = EventSource(live_server_url, headers=bearer)
+    assert plain.response.status == 200
+    plain.close()
+
+
+def test_another_method_is_the_json_405_not_a_csrf_page(live_server_url):
+    url = urlparse(live_server_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    conn.request("POST", "/events/", body=b"")
+    response = conn.getresponse()
+    assert response.status == 405 and json.loads(response.read()) == {"detail": "Use GET."}
