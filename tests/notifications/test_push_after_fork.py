@@ -39,10 +39,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_child_forked_during_the_first_publish_can_publish():
+def test_a_child_forked_during_the_first_publish_can_publish(tmp_path):
     env = dict(
         os.environ,
         DJANGO_SETTINGS_MODULE="dashboard.settings.test",
+        # Publishing asks the connection whether it autocommits, which connects: a database of
+        # its own (the suite's may be a PostgreSQL test database this process cannot name).
+        DATABASE_URL=f"sqlite:///{tmp_path / 'fork.sqlite3'}",
         CHANNEL_LAYER_BACKEND="tests.notifications.slow_import_layer.SlowImportLayer",
         PYTHONPATH=str(ROOT),
     )
