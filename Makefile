@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: help setup run test bench bench-quick bench-run lint format lock clean
 
 help:
-	@echo "make run    set up (virtualenv, dependencies, Redis, migrations, demo login) and start web, worker and beat"
+	@echo "make run    set up (virtualenv, dependencies, Redis, migrations, demo login) and start web, worker, housekeeping and beat"
 	@echo "make test   set up the same plus Chromium, then run the whole test suite"
 	@echo "make bench  run the benchmarks (real Redis, workers) and write bench/RESULTS.md"
 	@echo "make bench-quick  the same as short smoke runs (--quick; not figures to quote)"

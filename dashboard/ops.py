@@ -133,9 +133,10 @@ def stalled_jobs(
 
 
 def queue_names() -> list[str]:
-    """The Celery queues Runboard uses: every registered kind's, plus the default queue."""
+    """The Celery queues Runboard uses: every registered kind's, plus the default queue and
+    housekeeping's (a backlog there means the housekeeping process is down or stuck)."""
     names = {kind.queue for kind in all_kinds()}
-    names.update({"default", settings.CELERY_TASK_DEFAULT_QUEUE})
+    names.update({"default", settings.CELERY_TASK_DEFAULT_QUEUE, settings.HOUSEKEEPING_QUEUE})
     return sorted(names)
 
 

@@ -3,6 +3,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from jobs.kinds.registry import all_kinds
 from jobs.permissions import Power, has_power
 
 
@@ -12,4 +13,8 @@ def operations(request: HttpRequest) -> HttpResponse:
     socket (ops.subscribe), which checks the same power."""
     if not has_power(request.user, Power.USE_OPERATOR_VIEW):
         raise PermissionDenied("The operator view takes the 'use the operator view' permission.")
-    return render(request, "frontend/operations.html")
+    context = {
+        "may_control": has_power(request.user, Power.CONTROL_QUEUES),
+        "kinds": sorted(all_kinds(), key=lambda kind: kind.title),
+    }
+    return render(request, "frontend/operations.html", context)

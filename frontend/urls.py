@@ -3,6 +3,7 @@ from django.urls import path
 from . import views
 from .diagnostics import diagnostics
 from .operations import operations
+from .schedules import schedules_page
 
 app_name = "frontend"
 
@@ -12,4 +13,5 @@ urlpatterns = [
     path("settings/", views.settings_page, name="settings"),
     path("diagnostics/", diagnostics, name="diagnostics"),
     path("operations/", operations, name="operations"),
+    path("operations/schedules/", schedules_page, name="schedules"),
 ]

@@ -10,13 +10,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django_celery_beat.admin import CrontabScheduleAdmin
+from django_celery_beat.models import CrontabSchedule
 from django_celery_results.models import TaskResult
 
 from . import schedules
 from .exceptions import Conflict, KindNotAllowed, RateLimited
 from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind, may_launch
 from .launch import job_cancel, job_create, job_retry
-from .models import AccessToken, Job, JobLogLine, JobSchedule, JobState, Upload
+from .models import AccessToken, AdmissionAudit, Job, JobLogLine, JobSchedule, JobState, Upload
 from .permissions import Power, has_power, signed_in_user
 
 
@@ -101,7 +103,7 @@ class JobScheduleForm(forms.ModelForm):
 
     class Meta:
         model = JobSchedule
-        fields = ["name", "kind", "params", "owner", "every_seconds", "crontab", "enabled"]
+        fields = ["name", "kind", "params", "owner", "every_seconds", "crontab", "timezone", "enabled"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -127,6 +129,7 @@ class JobScheduleForm(forms.ModelForm):
             data["params"] = schedules.schedule_validate(
                 kind=data.get("kind", ""), params=data.get("params") or {},
                 every_seconds=data.get("every_seconds"), crontab=data.get("crontab", ""),
+                timezone_name=data.get("timezone") or "UTC",
             )  # fmt: skip
         return data
 
@@ -134,9 +137,46 @@ class JobScheduleForm(forms.ModelForm):
 @admin.register(JobSchedule)
 class JobScheduleAdmin(admin.ModelAdmin):
     form = JobScheduleForm
-    list_display = ("name", "kind", "owner", "every_seconds", "crontab", "enabled", "last_job")
+    list_display = ("name", "kind", "owner", "timing", "enabled", "next_run", "last_run_at", "last_outcome")
     list_filter = ("enabled",)
-    readonly_fields = ("periodic_task", "last_job", "created_at")
+    list_select_related = ("owner", "last_job")
+    readonly_fields = (
+        "next_run", "last_run_at", "last_outcome", "failure_streak", "periodic_task", "last_job", "created_at"
+    )  # fmt: skip
+    actions = ["run_now", "pause", "resume"]
+
+    @admin.display(description="timing")
+    def timing(self, schedule: JobSchedule) -> str:
+        return schedules.schedule_timing(schedule)
+
+    @admin.display(description="next run")
+    def next_run(self, schedule: JobSchedule) -> str:
+        when = schedules.schedule_next_run(schedule)
+        return when.isoformat(timespec="minutes") if when else "—"
+
+    @admin.display(description="last run's outcome")
+    def last_outcome(self, schedule: JobSchedule) -> str:
+        return schedules.schedule_last_outcome(schedule) or "—"
+
+    def has_act_on_any_job_permission(self, request: HttpRequest) -> bool:
+        return has_power(request.user, Power.ACT_ON_ANY_JOB)
+
+    @admin.action(description="Run the selected schedules now", permissions=["act_on_any_job"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
+        ran = sum(schedules.schedule_run(schedule_id=s.pk, manual=True) is not None for s in queryset)
+        self.message_user(request, f"Started {ran} run(s).")
+
+    @admin.action(description="Pause the selected schedules", permissions=["act_on_any_job"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
+        for schedule in queryset:
+            schedules.schedule_set_enabled(schedule_id=schedule.pk, enabled=False)
+        self.message_user(request, f"Paused {len(queryset)} schedule(s).")
+
+    @admin.action(description="Resume the selected schedules", permissions=["act_on_any_job"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
+        for schedule in queryset:
+            schedules.schedule_set_enabled(schedule_id=schedule.pk, enabled=True)
+        self.message_user(request, f"Resumed {len(queryset)} schedule(s).")
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
@@ -151,6 +191,35 @@ class JobScheduleAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
         for schedule in queryset:
             schedules.schedule_delete(schedule=schedule)
+
+
+class CheckedCrontabForm(forms.ModelForm):
+    """django-celery-beat's crontab form, plus the check its field validators lack: that the
+    expression can fire at all (its admin accepts ``0 0 31 2 *``, which beat then never runs)."""
+
+    class Meta:
+        model = CrontabSchedule
+        fields = ["minute", "hour", "day_of_month", "month_of_year", "day_of_week", "timezone"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        assert data is not None  # ModelForm.clean returns cleaned_data
+        if not self.errors:
+            expression = " ".join(str(data.get(name) or "*") for name in schedules.CRONTAB_FIELDS)
+            try:
+                if not schedules.crontab_can_fire(schedules.crontab_parse(expression)):
+                    self.add_error("day_of_month", f"{expression!r} never fires: no date matches it.")
+            except ValueError as exc:
+                self.add_error("day_of_month", str(exc))
+        return data
+
+
+admin.site.unregister(CrontabSchedule)
+
+
+@admin.register(CrontabSchedule)
+class CheckedCrontabScheduleAdmin(CrontabScheduleAdmin):
+    form = CheckedCrontabForm
 
 
 class LaunchForUsersForm(ActionForm):
@@ -220,3 +289,21 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
 
 admin.site.register(JobLogLine)
+
+
+@admin.register(AdmissionAudit)
+class AdmissionAuditAdmin(admin.ModelAdmin):
+    """Who paused, resumed or drained a kind or a queue, and when (read-only: the audit trail;
+    the actions are on the Operations page)."""
+
+    list_display = ("at", "username", "action", "target", "name")
+    list_filter = ("action", "target")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

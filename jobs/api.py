@@ -15,6 +15,7 @@ parameters from ``request.GET``: the schemas below document them, the views keep
 messages and clamping.
 """
 
+import dataclasses
 import json
 import typing
 import uuid
@@ -24,7 +25,8 @@ from typing import Annotated, Any, NotRequired, TypedDict
 
 import pydantic
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.contrib.auth import get_user_model
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, ValidationError
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
@@ -37,11 +39,11 @@ from dashboard.throttle.address import request_address
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
 from notifications import events
 
-from . import launch, selectors
+from . import admission, launch, schedules, selectors
 from .exceptions import Conflict, InvalidUpload, KindNotAllowed, RateLimited
-from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind
-from .models import Job, JobState
-from .permissions import signed_in_user
+from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind, may_launch
+from .models import Job, JobSchedule, JobState
+from .permissions import Power, has_power, signed_in_user
 from .results import result_page, wire_size
 from .tokens import token_authenticate
 
@@ -695,3 +697,287 @@ def job_result(
 def job_detail(request: HttpRequest, job_id: JobId) -> JsonResponse:
     user = signed_in_user(request)
     return _job_response(selectors.job_get_for_user(user=user, job_id=job_id), user)
+
+
+# --- Schedules (issue 14 §4) ---------------------------------------------------------------------
+
+
+class ScheduleInfo(TypedDict):
+    """A job schedule: its timing, next run (UTC, null when paused or none within 5 years), last
+    run and that run's outcome (the job's state)."""
+
+    id: int
+    name: str
+    kind: str
+    params: dict[str, Any]
+    owner: str
+    every_seconds: int | None
+    crontab: str
+    timezone: str
+    enabled: bool
+    next_run_at: str | None
+    last_run_at: str | None
+    last_job_id: str | None
+    last_outcome: str | None
+    failure_streak: int
+
+
+class ScheduleList(TypedDict):
+    results: list[ScheduleInfo]
+
+
+class ScheduleCreate(BaseModel):
+    """Add a schedule: either ``every_seconds`` or a five-field ``crontab`` (Celery's syntax, read
+    in ``timezone``); ``owner`` (a username) defaults to you."""
+
+    name: str = Field(min_length=1, max_length=150)
+    kind: str = Field(max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    owner: str | None = Field(default=None, max_length=150)
+    every_seconds: int | None = Field(default=None, ge=1, le=schedules.SCHEDULE_MAX_SECONDS)
+    crontab: str = Field(default="", max_length=100)
+    timezone: str = Field(default="UTC", max_length=63)
+    enabled: bool = True
+
+
+REQUEST_MODELS.append(ScheduleCreate)
+SCHEDULE = "/schedules/{anytext:schedule_id}/"
+SCHEDULE_FIELDS = ("name", "kind", "params", "owner", "every_seconds", "crontab", "timezone", "enabled")
+
+
+def _schedule_info(status: schedules.ScheduleStatus) -> ScheduleInfo:
+    schedule = status.schedule
+    return {
+        "id": schedule.pk,
+        "name": schedule.name,
+        "kind": schedule.kind,
+        "params": schedule.params,
+        "owner": schedule.owner.get_username(),
+        "every_seconds": schedule.every_seconds,
+        "crontab": schedule.crontab,
+        "timezone": schedule.timezone,
+        "enabled": schedule.enabled,
+        "next_run_at": status.next_run_at.isoformat() if status.next_run_at else None,
+        "last_run_at": status.last_run_at.isoformat() if status.last_run_at else None,
+        "last_job_id": str(schedule.last_job_id) if schedule.last_job_id else None,
+        "last_outcome": status.last_outcome or None,
+        "failure_streak": schedule.failure_streak,
+    }
+
+
+def _schedule_for_action(request: HttpRequest, schedule_id: str) -> tuple[Any, JobSchedule]:
+    """The schedule a Run now / pause / resume acts on: its owner, or 'act on any job'."""
+    user = signed_in_user(request)
+    schedule = (
+        JobSchedule.objects.select_related("owner", "last_job").filter(pk=int(schedule_id)).first()
+        if schedule_id.isdigit() and len(schedule_id) < 19  # a bigint at most
+        else None
+    )
+    if schedule is None or (schedule.owner_id != user.pk and not has_power(user, Power.USE_OPERATOR_VIEW)):
+        raise ApiError(404, "No such schedule.")
+    if schedule.owner_id != user.pk and not has_power(user, Power.ACT_ON_ANY_JOB):
+        raise ApiError(403, "Acting on another user's schedule takes the 'act on any job' permission.")
+    return user, schedule
+
+
+@router.get(
+    "/schedules/",
+    response={200: schema_of(ScheduleList), **errors(*COMMON, 403)},
+    url_name="schedule-list",
+    summary="Every job schedule (the operator view's permission)",
+)
+def schedule_list(request: HttpRequest) -> JsonResponse:
+    if not has_power(signed_in_user(request), Power.USE_OPERATOR_VIEW):
+        return error_response(403, "Schedules take the 'use the operator view' permission.")
+    return JsonResponse({"results": [_schedule_info(status) for status in schedules.schedules_status()]})
+
+
+@router.post(
+    "/schedules/",
+    response={201: schema_of(ScheduleInfo), **errors(*COMMON, 403)},
+    url_name="schedule-list",
+    summary="Add a job schedule (validated like the admin form: Celery's crontab parser, a crontab "
+    "that can fire, a known time zone)",
+    description="403: without the 'add job schedule' permission, for another owner without 'act on "
+    "any job', or a kind you may not launch.",
+    openapi_extra=json_body(ScheduleCreate),
+)
+def schedule_create(request: HttpRequest) -> JsonResponse:
+    user = signed_in_user(request)
+    if not user.has_perm("jobs.add_jobschedule"):
+        return error_response(403, "Adding schedules takes the 'add job schedule' permission.")
+    body, failure = read_json(request)
+    if failure:
+        return failure
+    try:
+        data = ScheduleCreate.model_validate(body)
+    except pydantic.ValidationError as exc:
+        fields: dict[str, list[str]] = {}
+        for error in exc.errors():
+            fields.setdefault(".".join(str(p) for p in error["loc"]) or "body", []).append(error["msg"])
+        return error_response(400, "Invalid request.", fields)
+    owner = user
+    if data.owner and data.owner != user.get_username():
+        if not has_power(user, Power.ACT_ON_ANY_JOB):
+            return error_response(
+                403, "Scheduling jobs for another user takes the 'act on any job' permission."
+            )
+        other = get_user_model().objects.filter(username=data.owner).first()
+        if other is None:
+            return error_response(400, "Invalid request.", {"owner": [f"No user named {data.owner!r}."]})
+        owner = other
+    try:
+        if not may_launch(user, get_kind(data.kind)):
+            return error_response(403, f"You may not launch {data.kind!r}.")
+    except UnknownKind:
+        return error_response(400, "Invalid request.", {"kind": [f"Unknown job kind {data.kind[:64]!r}."]})
+    if JobSchedule.objects.filter(name=data.name).exists():
+        return error_response(
+            400, "Invalid request.", {"name": ["A schedule with this name exists already."]}
+        )
+    schedule = JobSchedule(
+        name=data.name, kind=data.kind, params=data.params, owner=owner, every_seconds=data.every_seconds,
+        crontab=data.crontab, timezone=data.timezone, enabled=data.enabled,
+    )  # fmt: skip
+    try:
+        schedule = schedules.schedule_save(schedule=schedule)
+    except ValidationError as exc:
+        return error_response(400, "Invalid schedule.", exc.message_dict)
+    return JsonResponse(_schedule_info(schedules.schedule_status(schedule)), status=201)
+
+
+@router.post(
+    f"{SCHEDULE}run/",
+    response={201: JobOut, **errors(*COMMON, 403, 404, 409)},
+    url_name="schedule-run",
+    summary="Run a schedule now (paused or not): an ordinary job of its owner",
+)
+def schedule_run_now(request: HttpRequest, schedule_id: str) -> JsonResponse:
+    user, schedule = _schedule_for_action(request, schedule_id)
+    job = schedules.schedule_run(schedule_id=schedule.pk, manual=True)
+    if job is None:
+        return error_response(409, "The schedule's owner is inactive: nothing was run.")
+    return _job_response(job, user, status=201)
+
+
+@router.post(
+    f"{SCHEDULE}pause/",
+    response={200: schema_of(ScheduleInfo), **errors(*COMMON, 403, 404)},
+    url_name="schedule-pause",
+    summary="Pause a schedule (beat skips it until resumed)",
+)
+def schedule_pause(request: HttpRequest, schedule_id: str) -> JsonResponse:
+    _, schedule = _schedule_for_action(request, schedule_id)
+    schedule = schedules.schedule_set_enabled(schedule_id=schedule.pk, enabled=False)
+    return JsonResponse(_schedule_info(schedules.schedule_status(schedule)))
+
+
+@router.post(
+    f"{SCHEDULE}resume/",
+    response={200: schema_of(ScheduleInfo), **errors(*COMMON, 403, 404)},
+    url_name="schedule-resume",
+    summary="Resume a paused schedule",
+)
+def schedule_resume(request: HttpRequest, schedule_id: str) -> JsonResponse:
+    _, schedule = _schedule_for_action(request, schedule_id)
+    schedule = schedules.schedule_set_enabled(schedule_id=schedule.pk, enabled=True)
+    return JsonResponse(_schedule_info(schedules.schedule_status(schedule)))
+
+
+# --- Admission: queues, kinds, pause / resume / drain (issue 14) ---------------------------------
+
+
+class QueueInfo(TypedDict):
+    queue: str
+    waiting: int  # queued, not yet admitted by the scheduler
+    in_line: int  # admitted, waiting for a worker
+    running: int
+    oldest_wait_seconds: float | None  # the oldest queued job's wait so far
+    paused: bool
+    draining: bool
+    drained: bool  # draining, and nothing of it is running or in line
+
+
+class AdmissionAuditInfo(TypedDict):
+    at: str
+    user: str
+    action: str  # pause, resume, drain
+    target: str  # kind, queue
+    name: str
+
+
+class AdmissionInfo(TypedDict):
+    queues: list[QueueInfo]
+    paused_kinds: list[str]
+    audit: list[AdmissionAuditInfo]  # the newest 20 actions
+
+
+class AdmissionControlBody(BaseModel):
+    """Pause (queued jobs stay queued and say so; running ones finish), resume, or drain (pause
+    before maintenance: the queue's running jobs finish, nothing more is admitted) a kind or a
+    queue."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    action: typing.Literal["pause", "resume", "drain"]
+    target: typing.Literal["kind", "queue"]
+    name: str = Field(min_length=1, max_length=64)
+
+
+REQUEST_MODELS.append(AdmissionControlBody)
+
+
+def _admission_info() -> AdmissionInfo:
+    audit: list[AdmissionAuditInfo] = [
+        {
+            "at": row.at.isoformat(),
+            "user": row.username,
+            "action": row.action,
+            "target": row.target,
+            "name": row.name,
+        }
+        for row in admission.admission_audit_recent()
+    ]
+    queues = [
+        typing.cast(QueueInfo, dataclasses.asdict(d)) for d in admission.queue_depths(kinds=all_kinds())
+    ]
+    return {"queues": queues, "paused_kinds": admission.paused_kinds(), "audit": audit}
+
+
+@router.get(
+    "/ops/queues/",
+    response={200: schema_of(AdmissionInfo), **errors(*COMMON, 403)},
+    url_name="ops-queues",
+    summary="Per-queue depth and oldest wait, paused kinds and queues, and who changed them",
+)
+def ops_queues(request: HttpRequest) -> JsonResponse:
+    if not has_power(signed_in_user(request), Power.USE_OPERATOR_VIEW):
+        return error_response(403, "Queues take the 'use the operator view' permission.")
+    return JsonResponse(_admission_info())
+
+
+@router.post(
+    "/ops/queues/control/",
+    response={200: schema_of(AdmissionInfo), **errors(*COMMON, 403)},
+    url_name="ops-queues-control",
+    summary="Pause, resume or drain a kind or a queue (audited: who, when)",
+    description="403 without the 'pause, resume and drain' permission (jobs.control_queues).",
+    openapi_extra=json_body(AdmissionControlBody),
+)
+def ops_queues_control(request: HttpRequest) -> JsonResponse:
+    user = signed_in_user(request)
+    if not has_power(user, Power.CONTROL_QUEUES):
+        return error_response(403, "Pausing and resuming takes the 'pause, resume and drain' permission.")
+    body, failure = read_json(request)
+    if failure:
+        return failure
+    try:
+        data = AdmissionControlBody.model_validate(body)
+        admission.admission_control_set(user=user, action=data.action, target=data.target, name=data.name)
+    except pydantic.ValidationError as exc:
+        fields: dict[str, list[str]] = {}
+        for error in exc.errors():
+            fields.setdefault(".".join(str(p) for p in error["loc"]) or "body", []).append(error["msg"])
+        return error_response(400, "Invalid request.", fields)
+    except ValueError as exc:
+        return error_response(400, str(exc), {"name": [str(exc)]})
+    return JsonResponse(_admission_info())

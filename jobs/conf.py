@@ -58,6 +58,24 @@ class JobsSettings:
     # --- Fairness --------------------------------------------------------------------------------
     MAX_RUNNING_PER_USER = Setting(2, "Jobs: running jobs per user; the user's other jobs wait queued.")
 
+    ADMISSION_CONTROL = Setting(
+        True,
+        "Whether the fair scheduler holds jobs in the database (jobs.admission); False hands every job to "
+        "the broker at launch, first come first served, as before issue 14 (benchmarks, an escape hatch).",
+    )
+
+    MAX_ADMITTED = Setting(
+        0,
+        "Jobs: admitted (running or handed to a worker) at once over all users; 0: no global limit "
+        "beyond the per-user ones (size it to the worker slots to hold work back in the database).",
+    )
+
+    ADMIT_AHEAD_PER_USER = Setting(
+        1,
+        "Jobs: a user's admitted jobs waiting in one queue for a worker; one keeps the broker's line "
+        "round-robin across users (a user with nothing running is next at the next free slot).",
+    )
+
     LAUNCHES_PER_MINUTE = Setting(
         30, "Jobs: launches per user per minute; more are refused with HTTP 429 and Retry-After."
     )
@@ -73,6 +91,11 @@ class JobsSettings:
     RESULT_MAX_BYTES = Setting(
         16 * 1024 * 1024,
         "Bytes of compact JSON: the largest result a job may store (16 MiB); a larger one fails the job.",
+    )
+
+    # --- Schedules -------------------------------------------------------------------------------
+    SCHEDULE_FAILURES_NOTIFY = Setting(
+        3, "Runs: a schedule whose runs failed this many times in a row notifies its owner (once per streak)."
     )
 
     # --- Retention -------------------------------------------------------------------------------

@@ -61,7 +61,9 @@ def job_requeue_lost(*, requeue_after: float | None = None) -> int:
     cutoff = now - timedelta(seconds=requeue_after)
     silent, waiting = Q(enqueued_at__lt=cutoff), Q(enqueued_at__isnull=True)
     requeued = 0
-    for job in Job.objects.filter(silent | waiting, state=JobState.QUEUED).order_by("created_at"):
+    # Only admitted jobs have (or should have) a message: the others wait for the scheduler.
+    lost = Job.objects.filter(silent | waiting, state=JobState.QUEUED, admitted_at__isnull=False)
+    for job in lost.order_by("created_at"):
         # Conditional, like every write here: a start, a deferral or another pass that landed
         # since the read wins. A waiting job is claimed with a new task id (its state as shown
         # stays the same until its message is sent).

@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from jobs.conf import app_settings
 
-from .dispatch import _enqueue, _revoke
+from .admission import jobs_admit_quietly
+from .dispatch import _revoke
 from .exceptions import Conflict, InvalidUpload, KindNotAllowed, RateLimited
 from .kinds.registry import InvalidParams, JobKind, get_kind, may_launch
 from .models import Job, JobState, Upload
@@ -94,11 +95,12 @@ def job_create(
     retry_of: Job | None = None,
     rate_limit: bool = True,
 ) -> Job:
-    """Validate, insert the job as queued and enqueue it once committed.
+    """Validate, insert the job as queued and, once committed, run an admission pass (the fair
+    scheduler, jobs.admission, hands it to the broker when its turn comes).
 
-    Outside a caller's transaction, the job returned is what the database holds once that
-    enqueue ran (``_enqueue`` refreshes it if it wrote): `queued`, and if the broker could not be
-    reached, waiting for the queue (the reaper sends it when the broker is back). Raises
+    Outside a caller's transaction, the job returned is what the database holds once that pass
+    ran: `queued`, admitted or with the reason it waits (and if the broker could not be reached,
+    waiting for the queue: the reaper sends it when the broker is back). Raises
     UnknownKind, KindNotAllowed, RateLimited or InvalidParams (per-field messages), and then
     creates nothing.
     """
@@ -123,8 +125,12 @@ def job_create(
         enqueued_at=timezone.now(),
     )
     _push_job(job)
-    transaction.on_commit(lambda: _enqueue(job))
+    transaction.on_commit(lambda: _admit_and_refresh(job))
     return job
+
+
+def _admit_and_refresh(job: Job) -> None:
+    jobs_admit_quietly(for_job=job)  # keeps ``job`` as the pass left its row
 
 
 def job_launch(
@@ -189,6 +195,8 @@ def job_cancel(*, user: User, job_id: uuid.UUID | str) -> Job:
     )
     if cancelled is not None:
         _revoke(cancelled.celery_task_id)
+        if cancelled.admitted_at is not None:
+            transaction.on_commit(jobs_admit_quietly)  # its place in line is free
         return cancelled
     with transaction.atomic():
         if job_rows_update(

@@ -62,6 +62,14 @@ class Job(models.Model):
     # job: its message never reached the broker (it was down): "waiting for the queue", sent
     # again at the reaper's next tick (jobs.dispatch._enqueue, jobs.housekeeping.job_requeue_lost).
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Admission control (jobs.admission): a queued job is handed to the broker only once the fair
+    # scheduler admits it (the database is the queue of record). Empty: not admitted yet.
+    admitted_at = models.DateTimeField(null=True, blank=True)
+    # Why a queued job waits and where it stands, written by the scheduler when it changes:
+    # wait_code is one of jobs.admission.WAIT_CODES, wait_note the sentence shown.
+    wait_code = models.CharField(max_length=16, blank=True)
+    wait_note = models.CharField(max_length=200, blank=True)
+    wait_position = models.PositiveIntegerField(null=True, blank=True)
 
     celery_task_id = models.CharField(max_length=255, blank=True, db_index=True)
     # The whole result: served only by reference (GET /api/v1/jobs/<id>/result/), never in a payload.
@@ -86,6 +94,10 @@ class Job(models.Model):
     )
     # For kinds that split their work: how many chunks run in parallel.
     chunks_total = models.PositiveIntegerField(default=0)
+    # The schedule this job is a run of (its failures count towards the schedule's streak).
+    schedule = models.ForeignKey(
+        "JobSchedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -97,12 +109,15 @@ class Job(models.Model):
             ("view_all_results", "Can see other users' job results and logs"),
             ("broadcast", "Can send an announcement to every user"),
             ("use_operator_view", "Can use the operator view and metrics"),
+            ("control_queues", "Can pause, resume and drain job kinds and queues"),
         ]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="job_owner_created_idx"),
             models.Index(fields=["state", "heartbeat_at"], name="job_state_heartbeat_idx"),
             # Metrics (finished in the last hour) and retention read by finish time.
             models.Index(fields=["finished_at"], name="job_finished_idx"),
+            # The scheduler reads queued jobs by admission, oldest first.
+            models.Index(fields=["state", "admitted_at", "created_at"], name="job_admission_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(state__in=JobState.values), name="job_state_valid"),
@@ -121,6 +136,52 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
+
+
+class AdmissionControl(models.Model):
+    """A kind or a queue that staff paused or drained (jobs.admission): its queued jobs stay
+    queued (they say "paused"), running ones finish. No row, or paused=False: admitted as usual."""
+
+    class Target(models.TextChoices):
+        KIND = "kind", "Kind"
+        QUEUE = "queue", "Queue"
+
+    target = models.CharField(max_length=8, choices=Target.choices)
+    name = models.CharField(max_length=64)
+    paused = models.BooleanField(default=False)
+    # Drain: paused before maintenance; the page shows it drained once nothing of it runs.
+    draining = models.BooleanField(default=False)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["target", "name"], name="admission_control_unique_target")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target} {self.name}: {'paused' if self.paused else 'running'}"
+
+
+class AdmissionAudit(models.Model):
+    """Who paused, resumed or drained what, and when (kept: the audit trail)."""
+
+    action = models.CharField(max_length=8)  # pause, resume, drain
+    target = models.CharField(max_length=8)
+    name = models.CharField(max_length=64)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150)  # kept if the user is deleted
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.target} {self.name}"
 
 
 class JobChunk(models.Model):
@@ -204,13 +265,24 @@ class JobSchedule(models.Model):
         null=True, blank=True, help_text="Run every N seconds (or give a crontab instead)."
     )
     crontab = models.CharField(
-        max_length=100, blank=True, help_text='Five fields, e.g. "0 3 * * *" for 03:00 every day (UTC).'
+        max_length=100,
+        blank=True,
+        help_text='Five fields, e.g. "0 3 * * *" for 03:00 every day (in the time zone below).',
+    )
+    timezone = models.CharField(
+        max_length=63,
+        default="UTC",
+        help_text='An IANA time zone name, e.g. "Europe/Berlin" (crontabs only).',
     )
     enabled = models.BooleanField(default=True)
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     last_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    # Runs that failed in a row (a success resets it); the owner is told once when it reaches
+    # RUNBOARD_SCHEDULE_FAILURES_NOTIFY.
+    failure_streak = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -31,6 +31,7 @@ class Power(StrEnum):
     VIEW_ALL_RESULTS = "jobs.view_all_results"  # another user's result, log, download, error detail
     BROADCAST = "jobs.broadcast"  # notify everyone (the broadcast kind, the admin's launch action)
     USE_OPERATOR_VIEW = "jobs.use_operator_view"  # the operator page, ops.subscribe, /metrics
+    CONTROL_QUEUES = "jobs.control_queues"  # pause, resume, drain a kind or a queue (jobs.admission)
 
     @property
     def codename(self) -> str:

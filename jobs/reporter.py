@@ -129,13 +129,15 @@ class ProgressReporter:
                 self._push(now)
             since = now - self._last_heartbeat
             beat_due = (self._unsaved and since >= self.heartbeat_interval) or since >= self.max_silence
+            # Due for liveness alone: nothing may have been pushed for max_silence either.
+            quiet = since >= self.max_silence
             if beat_due:
                 self._last_heartbeat = now
                 self._unsaved = False
             state = self._state
         self._flush_log()
         if beat_due:
-            self._beat(state)
+            self._beat(state, quiet=quiet)
 
     def close(self) -> Progress:
         """Stop reporting (the final state is written by the caller); returns the last progress."""
@@ -176,7 +178,7 @@ class ProgressReporter:
         self.pushes += 1
         self._publish(payload)
 
-    def _beat(self, state: Progress) -> None:
+    def _beat(self, state: Progress, *, quiet: bool = False) -> None:
         """Write a heartbeat (outside the lock), then adopt the row's new version (inside it).
 
         Pushes made while the write is in flight still carry the old row version, so they sort
@@ -206,6 +208,10 @@ class ProgressReporter:
                 self._dirty = True  # show "cancelling" promptly
             if self._state != state:
                 self._dirty = True  # progress moved during the write: push it on the new version
+            if quiet:
+                # A job that reports nothing is still alive: a push says so, or clients, which
+                # count a job's silence from the last payload they got, would show it stalled.
+                self._dirty = True
 
     def _flush_log(self) -> None:
         """Write the buffered lines, in order. Flushes are serialized by their own lock, which the
@@ -263,7 +269,8 @@ class ChunkReporter(ProgressReporter):
     def _push(self, now: float) -> None:
         self._dirty = False  # pushes happen from _beat, with the aggregate the database returns
 
-    def _beat(self, state: Progress) -> None:
+    def _beat(self, state: Progress, *, quiet: bool = False) -> None:
+        # Every beat pushes the aggregate it reads back, quiet or not: a sign of life either way.
         with self._lock:
             current = state[0]
             delta, self._reported = current - self._reported, current

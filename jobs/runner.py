@@ -4,18 +4,20 @@ re-queue a job whose task died."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from .admission import jobs_admit_quietly
 from .context import JobContext, Split
 from .dispatch import _dispatch_chunks, _enqueue
 from .kinds.registry import JobKind, UnknownKind, get_kind
-from .models import Job, JobChunk, JobState
+from .models import FINAL_STATES, Job, JobChunk, JobState
 from .reporter import ChunkReporter, ProgressReporter
 from .results import ResultTooLarge
 from .states import Deferred, job_finish, job_start, job_transition
@@ -24,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 # A lost worker's job is re-queued at most this many times before it is failed.
 MAX_ATTEMPTS = 3
+# Seconds after a start before its admission pass runs (lines up the owner's next job, moves
+# the jobs in line up); a job over by then skips it: the pass after its finish does the same.
+START_PASS_DELAY = 0.25
 
 
 def job_run(*, job_id: uuid.UUID | str) -> Deferred | None:
@@ -35,6 +40,29 @@ def job_run(*, job_id: uuid.UUID | str) -> Deferred | None:
         logger.info("Job %s is not queued (duplicate delivery, cancelled or final); skipping", job_id)
         return None
     job = started
+    # Its place in line is free (the next of its owner's jobs may line up; positions move): a
+    # pass for that, unless the job is over sooner (the pass after its finish does the same and
+    # more: one pass a short job, not two).
+    after_start = threading.Timer(START_PASS_DELAY, _admit_after_start, kwargs={"job": job})
+    after_start.daemon = True
+    after_start.start()
+    try:
+        _run_started(job)
+        return None
+    finally:
+        after_start.cancel()
+        jobs_admit_quietly()  # a slot is free (or its chunks run): hand it to whoever is next
+
+
+def _admit_after_start(*, job: Job) -> None:
+    """The pass after a start, on the timer's thread (its own connection, closed after)."""
+    try:
+        jobs_admit_quietly(started=job)
+    finally:
+        connection.close()
+
+
+def _run_started(job: Job) -> None:
     try:
         kind = get_kind(job.kind)
         params = kind.validate(job.params)
@@ -84,7 +112,14 @@ def _finish_with_result(
 
 
 def job_run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:
-    """Run one chunk of a parallel job; the last chunk to finish completes the job."""
+    """Run one chunk of a parallel job; the last chunk to finish completes the job (and frees
+    its slot: an admission pass follows)."""
+    _run_chunk(job_id=job_id, index=index)
+    if Job.objects.filter(pk=job_id, state__in=FINAL_STATES).exists():
+        jobs_admit_quietly()
+
+
+def _run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:
     job = Job.objects.filter(pk=job_id).first()
     chunk = JobChunk.objects.filter(job_id=job_id, index=index, done=False).first()
     if job is None or chunk is None or job.state != JobState.RUNNING:
@@ -138,6 +173,7 @@ def job_handle_task_failure(*, job_id: uuid.UUID | str, reason: str, worker_lost
         _recover_lost(job, reason=reason)
     else:
         job_finish(job_id=job_id, state=JobState.FAILED, error=reason)
+    jobs_admit_quietly()
 
 
 def _recover_lost(job: Job, *, reason: str, condition: Q | None = None) -> Job | None:

@@ -1,12 +1,30 @@
-"""Services for job schedules: validate, keep the beat PeriodicTask in step, launch a run."""
+"""Services for job schedules: validate, keep the beat PeriodicTask in step, launch a run.
+
+A crontab is parsed by Celery's own parser (``celery.schedules.crontab``), the one beat fires it
+with, and must be able to fire at all (``0 0 31 2 *`` never does). Celery ANDs the day-of-month
+and day-of-week fields (Vixie cron ORs them when both are restricted). The next run is computed
+here on Celery's parsed sets, not with croniter (7.0, maintained again under pallets-eco; its
+``day_or=False`` would AND) or cronsim (cron's OR): a second parser with its own syntax and
+daylight-saving rules could promise times beat never fires at, and this needs no new dependency
+(tests/jobs/test_schedules.py checks it against beat's own scheduler object). Wall times are
+resolved the way beat's ``TzAwareCrontab`` resolves them (PEP 495 ``fold=0``): a time skipped by
+a spring-forward change runs once, at the same instant as before the change (02:30 → 03:30
+daylight time); a time that happens twice in autumn runs once, at its first occurrence.
+"""
 
 from __future__ import annotations
 
+import calendar
 import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from celery.schedules import crontab as celery_crontab
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from .kinds.registry import InvalidParams, UnknownKind, get_kind
@@ -14,9 +32,107 @@ from .launch import job_create
 from .models import Job, JobSchedule
 
 TASK_NAME = "jobs.run_schedule"
+CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+# How far ahead the next run is looked for (a valid crontab may fire only on, say, Friday 29 Feb).
+NEXT_RUN_HORIZON_DAYS = 5 * 366
+SCHEDULE_MAX_SECONDS = 2**31 - 1  # what the every_seconds column holds on every database
 
 
-def schedule_validate(*, kind: str, params: Any, every_seconds: int | None, crontab: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ParsedCrontab:
+    """Celery's parsed sets of one five-field crontab (day_of_week: 0 is Sunday)."""
+
+    minute: frozenset[int]
+    hour: frozenset[int]
+    day_of_month: frozenset[int]
+    month_of_year: frozenset[int]
+    day_of_week: frozenset[int]
+
+    def fires_on(self, day: date) -> bool:
+        return (
+            day.month in self.month_of_year
+            and day.day in self.day_of_month
+            and day.isoweekday() % 7 in self.day_of_week
+        )
+
+
+def crontab_parse(expression: str) -> ParsedCrontab:
+    """Parse with Celery's crontab parser; ValueError with a readable message when it refuses."""
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError('Five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * *".')
+    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    try:
+        parsed = celery_crontab(
+            minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+            day_of_week=day_of_week,
+        )  # fmt: skip
+    except Exception as exc:  # Celery raises ValueError, and ParseException for some shapes
+        # Name the field at fault: Celery's message alone may not say which one it is.
+        for name, value in zip(CRONTAB_FIELDS, parts, strict=True):
+            try:
+                celery_crontab(**{name: value})
+            except Exception as field_exc:
+                raise ValueError(f"{name.replace('_', ' ')} {value!r}: {field_exc}") from None
+        if "never occurs" in str(exc):  # Celery's own check of the days each month has
+            raise ValueError(f"{' '.join(parts)!r} never fires: {exc}") from None
+        raise ValueError(f"Not a valid crontab: {exc}") from None
+    return ParsedCrontab(
+        minute=frozenset(parsed.minute),
+        hour=frozenset(parsed.hour),
+        day_of_month=frozenset(parsed.day_of_month),
+        month_of_year=frozenset(parsed.month_of_year),
+        day_of_week=frozenset(parsed.day_of_week),
+    )
+
+
+def crontab_can_fire(parsed: ParsedCrontab) -> bool:
+    """Whether some date ever matches: the Gregorian calendar repeats every 400 years."""
+    for month in parsed.month_of_year:
+        for day in parsed.day_of_month:
+            if day > (29 if month == 2 else calendar.monthrange(2001, month)[1]):
+                continue
+            if len(parsed.day_of_week) == 7 and not (month == 2 and day == 29):
+                return True
+            for year in range(2000, 2400):
+                if (month != 2 or day != 29 or calendar.isleap(year)) and parsed.fires_on(
+                    date(year, month, day)
+                ):
+                    return True
+    return False
+
+
+def timezone_get(name: str) -> ZoneInfo:
+    """The zone of an IANA name; ValueError when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"Unknown time zone {name!r}: give an IANA name such as Europe/Berlin.") from None
+
+
+def crontab_next_run(parsed: ParsedCrontab, *, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """The first instant strictly after ``after`` at which beat fires the crontab in ``tz``
+    (UTC), or None if not within NEXT_RUN_HORIZON_DAYS."""
+    local_after = after.astimezone(tz)
+    # Start a day early: a wall time skipped in spring maps to an instant after its local date.
+    day = local_after.date() - timedelta(days=1)
+    hours, minutes = sorted(parsed.hour), sorted(parsed.minute)
+    for _ in range(NEXT_RUN_HORIZON_DAYS + 2):
+        if parsed.fires_on(day):
+            for hour in hours:
+                for minute in minutes:
+                    # fold=0: the first of a repeated autumn time, the pre-change offset for a
+                    # skipped spring time (what TzAwareCrontab does with the same wall time).
+                    when = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz).astimezone(UTC)
+                    if when > after:
+                        return when
+        day += timedelta(days=1)
+    return None
+
+
+def schedule_validate(
+    *, kind: str, params: Any, every_seconds: int | None, crontab: str, timezone_name: str = "UTC"
+) -> dict[str, Any]:
     """Field errors as Django ValidationError; returns the normalized parameters."""
     errors: dict[str, list[str]] = {}
     try:
@@ -29,34 +145,57 @@ def schedule_validate(*, kind: str, params: Any, every_seconds: int | None, cron
         normalized = {}
     if bool(every_seconds) == bool(crontab.strip()):
         errors["every_seconds"] = ["Give either an interval or a crontab (exactly one)."]
-    elif crontab.strip() and len(crontab.split()) != 5:
-        errors["crontab"] = ['Five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * *".']
+    elif every_seconds is not None and not 1 <= every_seconds <= SCHEDULE_MAX_SECONDS:
+        errors["every_seconds"] = [f"From 1 to {SCHEDULE_MAX_SECONDS} seconds."]
+    elif crontab.strip():
+        try:
+            if not crontab_can_fire(crontab_parse(crontab)):
+                errors["crontab"] = [f"{crontab.strip()!r} never fires: no date matches it."]
+        except ValueError as exc:
+            errors["crontab"] = [str(exc)]
+    try:
+        timezone_get(timezone_name or "UTC")
+    except ValueError as exc:
+        errors["timezone"] = [str(exc)]
     if errors:
         raise ValidationError(errors)
     return normalized
 
 
+def _crontab_row(expression: str, tz_name: str) -> CrontabSchedule:
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    fields = dict(
+        minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+        day_of_week=day_of_week, timezone=tz_name,
+    )  # fmt: skip
+    # Not get_or_create: django-celery-beat tables may hold identical rows (its own admin and
+    # older versions create them), and get_or_create would raise MultipleObjectsReturned.
+    row = CrontabSchedule.objects.filter(**fields).order_by("pk").first()
+    return row if row is not None else CrontabSchedule.objects.create(**fields)
+
+
 @transaction.atomic
 def schedule_save(*, schedule: JobSchedule) -> JobSchedule:
     """Save a schedule (validated) and create or update the PeriodicTask that fires it."""
+    schedule.timezone = schedule.timezone or "UTC"
+    schedule.crontab = " ".join(schedule.crontab.split())
     schedule.params = schedule_validate(
         kind=schedule.kind,
         params=schedule.params,
         every_seconds=schedule.every_seconds,
         crontab=schedule.crontab,
+        timezone_name=schedule.timezone,
     )
     schedule.save()
     interval = crontab = None
     if schedule.every_seconds:
-        interval, _ = IntervalSchedule.objects.get_or_create(
+        interval = IntervalSchedule.objects.filter(
+            every=schedule.every_seconds, period=IntervalSchedule.SECONDS
+        ).order_by("pk").first() or IntervalSchedule.objects.create(
             every=schedule.every_seconds, period=IntervalSchedule.SECONDS
         )
     else:
-        minute, hour, day_of_month, month_of_year, day_of_week = schedule.crontab.split()
-        crontab, _ = CrontabSchedule.objects.get_or_create(
-            minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
-            day_of_week=day_of_week, timezone="UTC",
-        )  # fmt: skip
+        crontab = _crontab_row(schedule.crontab, schedule.timezone)
     task = schedule.periodic_task or PeriodicTask(name=f"job-schedule:{schedule.pk}")
     task.task = TASK_NAME
     task.args = json.dumps([schedule.pk])
@@ -77,11 +216,88 @@ def schedule_delete(*, schedule: JobSchedule) -> None:
     schedule.delete()
 
 
-def schedule_run(*, schedule_id: int) -> Job | None:
-    """One run of a schedule: an ordinary job of its owner (validated again: kinds change)."""
-    schedule = JobSchedule.objects.select_related("owner").filter(pk=schedule_id, enabled=True).first()
+@transaction.atomic
+def schedule_set_enabled(*, schedule_id: int, enabled: bool) -> JobSchedule:
+    """Pause (``enabled=False``) or resume a schedule, and its beat task with it."""
+    schedule = JobSchedule.objects.select_for_update().get(pk=schedule_id)
+    schedule.enabled = enabled
+    schedule.save(update_fields=["enabled"])
+    task = PeriodicTask.objects.filter(pk=schedule.periodic_task_id).first()
+    if task is not None:
+        task.enabled = enabled
+        task.save()  # through save(): django-celery-beat's signal tells beat to re-read its tasks
+    return schedule
+
+
+@transaction.atomic
+def schedule_run(*, schedule_id: int, manual: bool = False) -> Job | None:
+    """One run of a schedule: an ordinary job of its owner (validated again: kinds change).
+
+    Beat's runs skip a paused schedule; ``manual`` (Run now) runs it anyway."""
+    rows = JobSchedule.objects.select_related("owner").filter(pk=schedule_id)
+    if not manual:
+        rows = rows.filter(enabled=True)
+    schedule = rows.first()
     if schedule is None or not schedule.owner.is_active:
         return None
     job = job_create(owner=schedule.owner, kind=schedule.kind, params=schedule.params, rate_limit=False)
-    JobSchedule.objects.filter(pk=schedule.pk).update(last_job=job)
+    # In this transaction, so before the job's message is sent: its end counts for the schedule.
+    Job.objects.filter(pk=job.pk).update(schedule=schedule)
+    job.schedule = schedule
+    JobSchedule.objects.filter(pk=schedule.pk).update(last_job=job, last_run_at=job.created_at)
     return job
+
+
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """What a schedule shows: its timing in words, next run, last run and that run's outcome."""
+
+    schedule: JobSchedule
+    timing: str
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_outcome: str  # the last run's job state, or "" when it never ran
+
+
+def schedule_next_run(schedule: JobSchedule, *, now: datetime | None = None) -> datetime | None:
+    """When beat next runs it (None when paused, or a crontab with no run within 5 years)."""
+    now = now or timezone.now()
+    if not schedule.enabled:
+        return None
+    if schedule.every_seconds:
+        last = schedule.last_run_at
+        return max(now, last + timedelta(seconds=schedule.every_seconds)) if last else now
+    try:
+        parsed = crontab_parse(schedule.crontab)
+        tz = timezone_get(schedule.timezone or "UTC")
+    except ValueError:
+        return None
+    return crontab_next_run(parsed, tz=tz, after=now)
+
+
+def schedule_timing(schedule: JobSchedule) -> str:
+    if schedule.every_seconds:
+        return f"every {schedule.every_seconds} s"
+    return f"{schedule.crontab} ({schedule.timezone or 'UTC'})"
+
+
+def schedule_last_outcome(schedule: JobSchedule) -> str:
+    """The last run's job state ("" when it never ran, or that job was deleted)."""
+    return schedule.last_job.state if schedule.last_job_id and schedule.last_job else ""
+
+
+def schedule_status(schedule: JobSchedule, *, now: datetime | None = None) -> ScheduleStatus:
+    return ScheduleStatus(
+        schedule=schedule,
+        timing=schedule_timing(schedule),
+        next_run_at=schedule_next_run(schedule, now=now),
+        last_run_at=schedule.last_run_at,
+        last_outcome=schedule_last_outcome(schedule),
+    )
+
+
+def schedules_status(*, now: datetime | None = None) -> list[ScheduleStatus]:
+    """Every schedule with its status (the operations page, the API, the command)."""
+    now = now or timezone.now()
+    rows = JobSchedule.objects.select_related("owner", "last_job").order_by("name")
+    return [schedule_status(schedule, now=now) for schedule in rows]

@@ -15,6 +15,7 @@ from uuid import UUID
 from django.db.models import Q, QuerySet
 from django.urls import get_script_prefix, reverse
 
+from jobs.conf import app_settings
 from notifications.events import JobPayload, LogLinePayload, ProgressPayload
 
 from .kinds.registry import UnknownKind, get_kind
@@ -178,6 +179,14 @@ def progress_rate(
     return round(rate, 3), (round(eta, 1) if eta is not None else None)
 
 
+def stall_after() -> float:
+    """Seconds of silence after which a running job is shown stalled ("no progress for N s")
+    instead of a rate and an ETA: its worker writes a heartbeat at least every
+    RUNBOARD_HEARTBEAT_MAX_SILENCE seconds, so this is that with a margin for a slow write."""
+    silence = float(app_settings.HEARTBEAT_MAX_SILENCE)
+    return silence + max(silence, 2.0)
+
+
 def progress_payload(current: Any, total: Any, message: Any) -> tuple[ProgressPayload, bool]:
     """Progress as shown: counters clamped to [0, 2**63 - 1], the message cut to MESSAGE_BYTES
     wire bytes; and whether the message was cut."""
@@ -204,13 +213,20 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
     constants above); ``truncated`` names the fields that were.
     """
     running = job.state == JobState.RUNNING
+    queued = job.state == JobState.QUEUED
     started_ts = job.started_at.timestamp() if job.started_at else None
     # Progress in the row is as of the last heartbeat: measure the rate at that moment, so it
     # does not sag between heartbeats.
-    measured_at = job.heartbeat_at.timestamp() if job.heartbeat_at else time.time()
+    now = time.time()
+    measured_at = job.heartbeat_at.timestamp() if job.heartbeat_at else now
+    # Seconds since its worker last showed life: past stall_after() the worker may be frozen or
+    # gone, and a rate or an ETA would be a confident guess about work nobody is doing.
+    last_sign = job.heartbeat_at or job.started_at
+    silent_for = round(max(0.0, now - last_sign.timestamp()), 1) if running and last_sign else None
+    stalled = silent_for is not None and silent_for > stall_after()
     rate, eta = (
         progress_rate(job.progress_current, job.progress_total, started_ts, measured_at)
-        if running
+        if running and not stalled
         else (None, None)
     )
     queue_wait = (job.started_at - job.created_at).total_seconds() if job.started_at else None
@@ -241,10 +257,16 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         "cancel_requested": job.cancel_requested_at is not None,
         # Queued, but its message has not reached the broker yet (jobs.dispatch._enqueue).
         "waiting_for_queue": job.state == JobState.QUEUED and job.enqueued_at is None,
+        "wait_code": (job.wait_code or None) if queued else None,
+        "wait_reason": (job.wait_note or None) if queued else None,
+        "queue_position": job.wait_position if queued else None,
         "params": params,
         "progress": progress,
         "rate": rate,
         "eta_seconds": eta,
+        "silent_for": silent_for,
+        "stall_after": stall_after() if running else None,
+        "stalled": stalled,
         "version": job.version * VERSION_STEP + push_seq,
         "created_at": _iso(job.created_at),  # type: ignore[typeddict-item]
         "started_at": _iso(job.started_at),
@@ -288,7 +310,8 @@ def job_payload_progressed(
     rate: float | None,
     eta: float | None,
 ) -> JobPayload:
-    """``base`` (a ``job_payload``) with live progress from a worker's memory, bounded the same way."""
+    """``base`` (a ``job_payload``) with live progress from a worker's memory, bounded the same way
+    (sent by the job's live worker, so it is not silent)."""
     shown, cut = progress_payload(*progress)
     truncated = [field for field in base["truncated"] if field != "progress"] + (["progress"] if cut else [])
     payload: JobPayload = {
@@ -298,6 +321,8 @@ def job_payload_progressed(
         "cancel_requested": cancel_requested,
         "rate": rate,
         "eta_seconds": eta,
+        "silent_for": 0.0 if base["state"] == JobState.RUNNING else None,
+        "stalled": False,
         "truncated": truncated,
     }
     return _bounded(payload)

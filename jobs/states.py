@@ -25,7 +25,7 @@ from notifications.models import Level
 from notifications.push import flush, push_event
 
 from .kinds.registry import UnknownKind, get_kind
-from .models import TRANSITIONS, Job, JobLogLine, JobState
+from .models import TRANSITIONS, Job, JobLogLine, JobSchedule, JobState
 from .results import RESULT_SUMMARY_BYTES, clip_text, result_digest
 from .selectors import job_payload, job_payload_redacted, kind_title, log_line_batches, running_count
 
@@ -103,6 +103,8 @@ def job_transition(
         if job.is_final:
             # Exactly once: only the one write that moved the job into its final state gets here.
             _notify_finished(job)
+            if job.schedule_id is not None:
+                _count_schedule_run(job, schedule_id=job.schedule_id)
         return job
 
 
@@ -130,6 +132,33 @@ def _notify_finished(job: Job) -> None:
         link=link,
         job_id=job.id,
         topic=f"job.{job.state}",
+    )
+
+
+def _count_schedule_run(job: Job, *, schedule_id: int) -> None:
+    """A scheduled run ended: a failure lengthens its schedule's failure streak (a success ends
+    it), and the run that makes it RUNBOARD_SCHEDULE_FAILURES_NOTIFY long tells the owner, once."""
+    rows = JobSchedule.objects.filter(pk=schedule_id)
+    if job.state == JobState.SUCCEEDED:
+        rows.exclude(failure_streak=0).update(failure_streak=0)
+        return
+    if job.state != JobState.FAILED:
+        return  # a cancelled run says nothing about the schedule
+    # One UPDATE, then the count as this transaction left it: concurrent ends are serialized by
+    # the row lock, so exactly one of them sees the threshold.
+    rows.update(failure_streak=F("failure_streak") + 1)
+    row = rows.values_list("failure_streak", "name").first()
+    threshold = app_settings.SCHEDULE_FAILURES_NOTIFY
+    if row is None or threshold <= 0 or row[0] != threshold:
+        return
+    notify(
+        recipient_id=job.owner_id,
+        title=f"Schedule {row[1]!r} keeps failing",
+        body=f"Its last {threshold} runs failed. Latest error: {job.error[:NOTIFY_ERROR_CHARS]}",
+        level=Level.ERROR,
+        link=reverse("frontend:job-detail", args=[job.id]),
+        job_id=job.id,
+        topic="job.failed",
     )
 
 

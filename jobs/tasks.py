@@ -7,6 +7,7 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure
 
+from .admission import jobs_admit
 from .housekeeping import job_purge_expired_result_files, job_reap_stale, job_requeue_lost, retention_apply
 from .runner import job_handle_task_failure, job_run, job_run_chunk
 from .schedules import schedule_run
@@ -30,7 +31,9 @@ def run_job_chunk(job_id: str, index: int) -> None:
 
 @shared_task(name="jobs.reap_stale_jobs", ignore_result=True)
 def reap_stale_jobs() -> int:
-    return job_reap_stale() + job_requeue_lost()
+    # The scheduler's timer: whatever no launch or finish admitted (a failed pass, a resumed
+    # queue, a slot a dead worker freed) is admitted here.
+    return job_reap_stale() + job_requeue_lost() + jobs_admit()
 
 
 @shared_task(name="jobs.run_schedule", ignore_result=True)

@@ -86,10 +86,25 @@ class JobPayload(TypedDict):
     cancel_requested: bool
     # Queued, but the broker could not be reached yet: it is sent when the broker is back.
     waiting_for_queue: bool
+    # Queued jobs (jobs.admission): why it waits, one of "paused", "user_limit", "kind_limit",
+    # "global_limit", "behind_own", "in_line" (admitted, waiting for a worker); the sentence
+    # shown ("2 of your jobs are running, limit 2.", "3rd in line for a worker."); its place in
+    # that line (in_line, global_limit). Null when not queued or not yet looked at.
+    wait_code: str | None
+    wait_reason: str | None
+    queue_position: int | None
     params: dict[str, Any]
     progress: ProgressPayload
-    rate: float | None
-    eta_seconds: float | None
+    rate: float | None  # null while stalled
+    eta_seconds: float | None  # null while stalled
+    # Running jobs: seconds since its worker last showed life (a heartbeat or a push), as of when
+    # this payload was built (0 in a push from the worker); null otherwise. A client adds the time
+    # since it received the payload: a frozen worker pushes nothing.
+    silent_for: float | None
+    # Running jobs: past this many seconds of silence the job is stalled (shown as "no progress
+    # for N s", no rate or ETA; the reaper ends it after RUNBOARD_STALE_AFTER); null otherwise.
+    stall_after: float | None
+    stalled: bool  # silent_for > stall_after when the payload was built
     version: int
     created_at: str
     started_at: str | None

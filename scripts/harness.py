@@ -5,8 +5,9 @@
   HTTP answer, stop with SIGTERM then SIGKILL, CPU and memory from /proc);
 - ``RedisServer``: a private redis-server on a free port (no persistence, snapshots, or an
   fsync'ed append-only file), restartable on the same port;
-- ``WebServer``, ``celery_worker``, ``celery_beat``: the web, worker and beat processes started
-  from the Procfile's own lines, so every caller runs them as a deployment does.
+- ``WebServer``, ``celery_worker``, ``celery_housekeeping``, ``celery_beat``: the web, worker,
+  housekeeping and beat processes started from the Procfile's own lines, so every caller runs
+  them as a deployment does.
 
 It imports nothing from the project (only ``redis``, lazily), so ``scripts/run.py`` (with the
 repository root on ``sys.path``), ``tests`` (``pythonpath = .``) and ``bench`` can all use it as
@@ -149,7 +150,8 @@ def raise_fd_limit() -> None:
 
 class Process:
     """A subprocess whose output goes to ``log_path`` (with ``pipes``: only stderr; stdin and
-    stdout are then line-buffered text pipes for a line protocol)."""
+    stdout are then line-buffered text pipes for a line protocol). ``own_group``: in a process
+    group of its own, so a Ctrl-C at the terminal reaches only its parent, which stops it once."""
 
     def __init__(
         self,
@@ -161,6 +163,7 @@ class Process:
         cwd: Path = ROOT,
         pipes: bool = False,
         many_files: bool = False,
+        own_group: bool = False,
     ) -> None:
         self.name = name
         self.log_path = Path(log_path)
@@ -172,7 +175,8 @@ class Process:
             options.update(text=True, bufsize=1)
         self.proc: subprocess.Popen[Any] = subprocess.Popen(
             list(args), cwd=cwd, env=None if env is None else dict(env),
-            preexec_fn=raise_fd_limit if many_files else None, **options,
+            preexec_fn=raise_fd_limit if many_files else None, process_group=0 if own_group else None,
+            **options,
         )  # fmt: skip
         self.pid = self.proc.pid
 
@@ -337,10 +341,12 @@ class WebServer(Restartable):
         ready_path: str = "/login/",
         timeout: float = 60,
         many_files: bool = False,
+        own_group: bool = False,
         start: bool = True,
     ) -> None:
         self.name = name
         self.log_dir = log_dir
+        self.own_group = own_group
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = self.url.replace("http", "ws", 1)
@@ -366,6 +372,7 @@ class WebServer(Restartable):
         self.process = Process(
             f"{self.name}-{self.starts}", self.command, env=self.env,
             log_path=self.log_dir / f"{self.name}-{self.starts}.log", many_files=self.many_files,
+            own_group=self.own_group,
         )  # fmt: skip
         return self.process
 
@@ -392,6 +399,7 @@ def celery_worker(
     wait: bool = True,
     timeout: float = 60,
     many_files: bool = False,
+    own_group: bool = False,
 ) -> Process:
     """A Celery worker from the Procfile's ``worker`` line (``hostname``, default ``name``, is the
     part before ``@%h``); unless ``gossip``, without mingle and gossip (it starts faster and talks
@@ -401,10 +409,37 @@ def celery_worker(
     )
     alone = () if gossip else ("--without-mingle", "--without-gossip")
     command = procfile_command("worker", *alone, *extra_args)
-    worker = Process(name, command, env=worker_env, log_path=log_dir / f"{name}.log", many_files=many_files)
+    worker = Process(
+        name, command, env=worker_env, log_path=log_dir / f"{name}.log", many_files=many_files,
+        own_group=own_group,
+    )  # fmt: skip
     if wait:
         worker.wait_for_log(" ready.", timeout=timeout)
     return worker
+
+
+def celery_housekeeping(
+    name: str,
+    env: Mapping[str, str],
+    *,
+    log_dir: Path,
+    hostname: str | None = None,
+    loglevel: str = "INFO",
+    wait: bool = True,
+    timeout: float = 60,
+    own_group: bool = False,
+) -> Process:
+    """The Procfile's ``housekeeping`` line: a worker of its own for the reaper, re-queue and
+    retention (the ``housekeeping`` queue, which no job worker consumes); ``wait``: until it logs
+    `` ready.`` (at INFO)."""
+    command = procfile_command("housekeeping", "--without-mingle", "--without-gossip")
+    process = Process(
+        name, command, env=process_env(env, HOUSEKEEPING_NAME=hostname or name, LOG_LEVEL=loglevel),
+        log_path=log_dir / f"{name}.log", own_group=own_group,
+    )  # fmt: skip
+    if wait:
+        process.wait_for_log(" ready.", timeout=timeout)
+    return process
 
 
 def celery_beat(
@@ -416,13 +451,14 @@ def celery_beat(
     loglevel: str = "INFO",
     wait: bool = True,
     timeout: float = 60,
+    own_group: bool = False,
 ) -> Process:
     """Celery beat from the Procfile's ``beat`` line; ``schedule_file``: the file scheduler on
     that file instead of the database one."""
     extra = ["-S", "celery.beat:PersistentScheduler", "-s", str(schedule_file)] if schedule_file else []
     beat = Process(
         name, procfile_command("beat", *extra), env=process_env(env, LOG_LEVEL=loglevel),
-        log_path=log_dir / f"{name}.log",
+        log_path=log_dir / f"{name}.log", own_group=own_group,
     )  # fmt: skip
     if wait:
         beat.wait_for_log("beat: Starting", timeout=timeout)

@@ -270,6 +270,20 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Housekeeping (the reaper, re-queue and admission timer, retention, schedules firing) has a queue
+# of its own, consumed by the Procfile's `housekeeping` process and no job worker, so no job can
+# occupy or freeze it (issue 14).
+HOUSEKEEPING_QUEUE = "housekeeping"
+CELERY_TASK_ROUTES = {
+    name: {"queue": HOUSEKEEPING_QUEUE}
+    for name in (
+        "jobs.reap_stale_jobs",
+        "jobs.run_schedule",
+        "jobs.apply_retention",
+        "jobs.purge_expired_result_files",
+        "celery.backend_cleanup",
+    )
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
@@ -314,7 +328,11 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {
         "task": "jobs.reap_stale_jobs",
         "schedule": _runboard("REAPER_INTERVAL"),
-        "options": {"expires": _runboard("REAPER_INTERVAL")},
+        # A pass not started within one interval is dropped: the next one does the same work,
+        # so a housekeeping process that was down finds one pass waiting, not a backlog.
+        # (`expires` for Celery's file scheduler; django-celery-beat's reads `expire_seconds`
+        # and silently drops `expires`.)
+        "options": {"expires": _runboard("REAPER_INTERVAL"), "expire_seconds": _runboard("REAPER_INTERVAL")},
     },
     "purge-expired-result-files": {
         "task": "jobs.purge_expired_result_files",

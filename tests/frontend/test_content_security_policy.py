@@ -89,6 +89,7 @@ def site(operator):
         "settings": "/settings/",
         "diagnostics": "/diagnostics/",
         "operator page": "/operations/",
+        "schedules": "/operations/schedules/",
         "notifications (API)": "/api/v1/notifications/",
         "jobs (API)": "/api/v1/jobs/",
         **{f"admin {path}": path for path in admin_pages(operator)},

@@ -398,6 +398,20 @@ def test_the_progress_line_shows_bar_percent_message_rate_and_eta():
     assert progress_line(payload) == "1,234 done  Reading  (cancelling)"
 
 
+def test_the_progress_line_of_a_stalled_job_says_how_long_since_progress_instead_of_an_eta():
+    payload = {
+        "state": "running",
+        "cancel_requested": False,
+        "progress": {"current": 290, "total": 580, "message": "Step 290 of 580"},
+        "rate": None,
+        "eta_seconds": None,
+        "silent_for": 40.2,
+        "stall_after": 10.0,
+        "stalled": True,
+    }
+    assert progress_line(payload) == "[##########----------]  50%  Step 290 of 580  no progress for 40 s"
+
+
 # --- Listing -----------------------------------------------------------------------------------
 
 

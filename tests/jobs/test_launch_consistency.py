@@ -108,7 +108,13 @@ def test_with_the_broker_up_a_launch_answers_queued_and_not_waiting(make_user, b
     assert response.status_code == 201, response.content
     body = response.json()
     assert body == json.loads(json.dumps(job_payload(Job.objects.get(pk=body["id"]))))
-    assert (body["state"], body["waiting_for_queue"], body["version"]) == ("queued", False, 1000)
+    # Version 2: inserted (1), then admitted by the scheduler and told where it stands (2).
+    assert (body["state"], body["waiting_for_queue"], body["version"]) == ("queued", False, 2000)
+    assert (body["wait_code"], body["wait_reason"], body["queue_position"]) == (
+        "in_line",
+        "1st in line for a worker.",
+        1,
+    )
     assert broker.sent == [Job.objects.get(pk=body["id"]).celery_task_id]
 
 
@@ -130,6 +136,8 @@ def test_jobs_waiting_for_the_queue_are_sent_at_the_reapers_next_pass_once_the_b
     make_user, broker, settings
 ):
     settings.RUNBOARD_REQUEUE_AFTER = 600
+    # All three admitted at once (by default the scheduler lines up one job of a user at a time).
+    settings.RUNBOARD_MAX_RUNNING_PER_USER = settings.RUNBOARD_ADMIT_AHEAD_PER_USER = 10
     owner = make_user()
     waiting = [job_create(owner=owner, kind="simulate", params={"steps": 1}) for _ in range(3)]
     # A job whose message went missing long ago: its resend fails too, so now it waits as well.

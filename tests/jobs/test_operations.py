@@ -1,8 +1,10 @@
 """Operators' tools: schedules fired by a real beat, admin actions, retention."""
 
+import os
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -13,6 +15,7 @@ from django_celery_results.models import TaskResult
 from jobs import housekeeping, launch, schedules
 from jobs.models import Job, JobSchedule, JobState, Upload
 from notifications.models import Notification
+from scripts.harness import celery_housekeeping
 from tests.conftest import ManagedProcess
 from tests.jobs.factories import make_job
 from tests.jobs.live import wait_for_job
@@ -42,6 +45,8 @@ def test_a_schedule_fires_in_beat_and_each_run_is_an_ordinary_job(celery_worker,
     beat = ManagedProcess(
         "beat", [sys.executable, "-m", "celery", "-A", "dashboard", "beat", "--loglevel", "INFO"], server_env
     )
+    # A schedule fires in the housekeeping process (its queue); the job runs on the session's worker.
+    firing = celery_housekeeping("housekeeping", server_env, log_dir=Path(os.environ["RUNBOARD_VAR_DIR"]))
     try:
         deadline = time.monotonic() + 30
         while Job.objects.filter(owner=owner, state=JobState.SUCCEEDED).count() < 2:
@@ -49,6 +54,7 @@ def test_a_schedule_fires_in_beat_and_each_run_is_an_ordinary_job(celery_worker,
             time.sleep(0.2)
     finally:
         beat.stop()
+        firing.stop()
     job = Job.objects.filter(owner=owner).first()
     assert job.kind == "simulate" and job.params == {"steps": 1, "step_ms": 0, "fail_at_step": None}
     assert JobSchedule.objects.get(pk=schedule.pk).last_job is not None

@@ -15,6 +15,7 @@ import re
 import string
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from django.test import Client
@@ -134,6 +135,28 @@ def test_a_small_result_is_its_own_summary_and_nothing_is_marked_cut(make_user):
     assert payload["result_summary"] == {"steps": 3, "ok": True} and payload["result_complete"] is True
     assert payload["truncated"] == [] and payload["params"] == {"steps": 1, "step_ms": 0}
     assert payload["result_url"] == f"/api/v1/jobs/{job.id}/result/"
+
+
+def test_a_running_job_whose_heartbeat_is_late_is_shown_stalled_with_no_rate_or_eta(make_user, settings):
+    """Within RUNBOARD_HEARTBEAT_MAX_SILENCE plus a margin the payload has a rate and an ETA;
+    past it, ``stalled`` with how long the worker has been silent and neither (issue 14)."""
+    settings.RUNBOARD_HEARTBEAT_MAX_SILENCE = 5.0
+    now = timezone.now()
+    job = make_job(
+        owner=make_user(), state=JobState.RUNNING, progress_current=50, progress_total=100,
+        started_at=now - timedelta(seconds=12), heartbeat_at=now - timedelta(seconds=2),
+    )  # fmt: skip
+    fresh = selectors.job_payload(job)
+    assert fresh["stall_after"] == 10.0 and not fresh["stalled"]
+    assert 2 <= fresh["silent_for"] < 3 and fresh["rate"] == 5.0 and fresh["eta_seconds"] == 10.0
+
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=now - timedelta(seconds=40))
+    stalled = selectors.job_payload(Job.objects.get(pk=job.pk))
+    assert stalled["stalled"] and 40 <= stalled["silent_for"] < 41
+    assert stalled["rate"] is None and stalled["eta_seconds"] is None
+
+    done = selectors.job_payload(make_job(owner=job.owner, state=JobState.SUCCEEDED))
+    assert (done["silent_for"], done["stall_after"], done["stalled"]) == (None, None, False)
 
 
 def test_a_job_without_a_result_has_no_result_url(make_user):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from jobs.models import JobState
 from jobs.reporter import ProgressReporter
 from jobs.selectors import VERSION_STEP
 from tests.jobs.factories import make_job
@@ -19,8 +20,8 @@ class FakeClock:
 
 @pytest.fixture
 def recorder(make_user):
-    """A reporter over a real job whose pushes and heartbeats are captured, on a fake clock."""
-    job = make_job(owner=make_user())
+    """A reporter over a real running job whose pushes and heartbeats are captured, on a fake clock."""
+    job = make_job(owner=make_user(), state=JobState.RUNNING)
     clock = FakeClock()
     pushes, beats, timeline = [], [], []
     version = {"row": job.version, "cancel": False}
@@ -94,6 +95,26 @@ def test_heartbeats_are_rate_limited_but_never_stop(recorder):
     clock.now += 5.0  # a long silent step: liveness is still written
     reporter.tick()
     assert len(beats) == before + 1
+
+
+def test_a_job_that_reports_nothing_still_pushes_a_sign_of_life_at_each_heartbeat(recorder):
+    """Clients count a running job's silence from the last payload they got (a frozen worker
+    pushes nothing), so a live but quiet job must push at each of its heartbeats."""
+    reporter, clock, pushes, _ = recorder
+    reporter.progress(1, 10, "a long step")
+    clock.now += 0.1
+    reporter.tick()
+    before = len(pushes)
+
+    for _ in range(3):
+        clock.now += 5.0  # max_silence: a heartbeat, then a push of the same progress
+        reporter.tick()
+        clock.now += 0.1
+        reporter.tick()
+
+    assert len(pushes) == before + 3
+    assert all(p["silent_for"] == 0.0 and not p["stalled"] for p in pushes[before:])
+    assert [p["progress"]["current"] for p in pushes[before:]] == [1, 1, 1]
 
 
 def test_progress_keeps_total_and_message_when_omitted(recorder):

@@ -1,6 +1,7 @@
 """A private stack for tests that kill or restart processes: its own redis-server (persistent, so it
-can be restarted like a production one), Celery worker, beat and uvicorn web server, sharing only
-the session's test database. Killing any of them cannot disturb the rest of the suite."""
+can be restarted like a production one), Celery worker, beat (with its housekeeping process) and
+uvicorn web server, sharing only the session's test database. Killing any of them cannot disturb
+the rest of the suite."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from jobs.tokens import token_create
-from scripts.harness import Process, RedisServer, celery_beat, celery_worker
+from scripts.harness import Process, RedisServer, celery_beat, celery_housekeeping, celery_worker
 from tests.conftest import LiveServer, session_cookie
 
 _stacks = itertools.count(1)
@@ -50,6 +51,7 @@ class Stack:
         self.concurrency = concurrency
         self.workers: list[Process] = []
         self.beat: Process | None = None
+        self.housekeeping: Process | None = None
         self.web: LiveServer | None = None
         self._tokens: dict[int, str] = {}
         try:
@@ -64,6 +66,8 @@ class Stack:
                 process.wait_for_log(" ready.", timeout=60)
             if self.beat is not None:
                 self.beat.wait_for_log("beat: Starting", timeout=60)
+            if self.housekeeping is not None:
+                self.housekeeping.wait_for_log(" ready.", timeout=60)
         except BaseException:
             self.close()
             raise
@@ -84,11 +88,15 @@ class Stack:
         return self.workers[-1]
 
     def start_beat(self, *, wait: bool = True) -> Process:
+        """Beat and the housekeeping process that runs what it schedules (the reaper and co.)."""
         # The file scheduler: the test database's beat tables are left to the session's own beat.
         self.beat = celery_beat(
             f"{self.name}-beat", self.env, log_dir=self.directory,
             schedule_file=self.directory / "beat-schedule", wait=wait,
         )  # fmt: skip
+        self.housekeeping = celery_housekeeping(
+            f"{self.name}-housekeeping", self.env, log_dir=self.directory, wait=wait
+        )
         return self.beat
 
     def close(self) -> None:
@@ -96,10 +104,16 @@ class Stack:
             self.web.stop()
         if self.beat is not None:
             self.beat.stop()
+        if self.housekeeping is not None:
+            self.housekeeping.stop()
         for worker in self.workers:
             # Warm shutdown waits for running jobs; a test that leaves one running does not care.
             worker.stop(signal.SIGQUIT)
         self.redis.stop()
+
+    def housekeeping_log(self) -> str:
+        """What the housekeeping process (the reaper, re-queue) logged; empty without beat."""
+        return self.housekeeping.log() if self.housekeeping is not None else ""
 
     def logs(self) -> str:
         parts = [(w.name, w.log()) for w in self.workers]
@@ -107,6 +121,8 @@ class Stack:
             parts.append(("web", self.web.web.log()))
         if self.beat is not None:
             parts.append(("beat", self.beat.log()))
+        if self.housekeeping is not None:
+            parts.append(("housekeeping", self.housekeeping.log()))
         return "\n".join(f"--- {name} ---\n{text[-3000:]}" for name, text in parts)
 
     # --- clients -----------------------------------------------------------------------------

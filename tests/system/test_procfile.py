@@ -1,5 +1,5 @@
-"""The Procfile's processes for real: two web processes, two workers and beat, sharing this
-session's Redis (a separate database for the broker) and test database."""
+"""The Procfile's processes for real: two web processes, two workers, housekeeping and beat,
+sharing this session's Redis (a separate database for the broker) and test database."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import pytest
 from celery import Celery
 from websockets.sync.client import connect
 
+from dashboard.celery import app as celery_app
 from jobs import schedules
+from jobs.kinds.registry import all_kinds
 from jobs.models import Job, JobSchedule, JobState
 from jobs.tokens import token_create
 from tests.conftest import ROOT, receive_json
@@ -75,13 +77,14 @@ def stack(server_env):
     }
     processes = Stack(env)
     entries = procfile()
-    assert set(entries) == {"release", "web", "worker", "beat"}
+    assert set(entries) == {"release", "web", "worker", "housekeeping", "beat"}
     assert subprocess.run(["sh", "-c", entries["release"]], cwd=ROOT, env=env, timeout=120).returncode == 0
     ports = [free_port(), free_port()]
     for i, port in enumerate(ports, 1):
         processes.start(f"web.{i}", entries["web"], PORT=str(port))
     for i in (1, 2):
         processes.start(f"worker.{i}", entries["worker"], WORKER_NAME=f"procfile-{i}")
+    processes.start("housekeeping", entries["housekeeping"])
     processes.start("beat", entries["beat"])
     processes.urls = [f"http://127.0.0.1:{port}" for port in ports]
     for url in processes.urls:
@@ -91,11 +94,37 @@ def stack(server_env):
     processes.control = Celery("procfile-control", broker=redis_url, set_as_current=False).control
     try:
         deadline = time.monotonic() + 60
-        while len(processes.control.ping(timeout=1.0) or []) < 2:
+        while len(processes.control.ping(timeout=1.0) or []) < 3:
             assert time.monotonic() < deadline, processes.log("worker.1")[-3000:]
+        # Job workers take jobs only; the housekeeping process takes housekeeping only.
+        queues = {
+            name.split("@")[0]: {q["name"] for q in found}
+            for name, found in (processes.control.inspect(timeout=2.0).active_queues() or {}).items()
+        }
+        assert queues == {
+            "procfile-1": {"default"},
+            "procfile-2": {"default"},
+            next(n for n in queues if n.startswith("housekeeping")): {"housekeeping"},
+        }, queues
         yield processes
     finally:
         processes.stop()
+
+
+def test_housekeeping_runs_in_a_process_of_its_own_that_no_job_can_occupy():
+    """The reaper, re-queue and retention go to the `housekeeping` queue; the Procfile consumes it
+    with one process of its own (solo pool: the task runs in the process that holds the broker
+    connection, so it has no pool process a job could freeze), and job workers only take the
+    queues they are given (default: `default`, the queue of every built-in kind)."""
+    entries = procfile()
+    assert "-Q housekeeping" in entries["housekeeping"] and "--pool solo" in entries["housekeeping"]
+    assert "-Q ${WORKER_QUEUES:-default}" in entries["worker"]
+    for task in ("jobs.reap_stale_jobs", "jobs.run_schedule", "jobs.apply_retention",
+                 "jobs.purge_expired_result_files", "celery.backend_cleanup"):  # fmt: skip
+        assert celery_app.amqp.router.route({}, task)["queue"].name == "housekeeping"
+    for task in ("jobs.run_job", "jobs.run_job_chunk"):
+        assert celery_app.amqp.router.route({}, task)["queue"].name == "default"
+    assert {kind.queue for kind in all_kinds()} == {"default"}
 
 
 def launch(url: str, token: str, params: dict) -> str:
@@ -144,6 +173,6 @@ def test_the_procfile_runs_a_whole_deployment(stack, make_user):
     assert reaped.state == JobState.FAILED and reaped.error.startswith("Worker lost")
     # The reaper logs just after its write commits: give the line a moment to reach the log.
     deadline = time.monotonic() + 10
-    while "Reaped job" not in stack.log("worker.1") + stack.log("worker.2"):
+    while "Reaped job" not in stack.log("housekeeping"):
         assert time.monotonic() < deadline, "the reaper did not log what it did"
         time.sleep(0.1)

@@ -92,10 +92,15 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   const waiting = job.state === "queued" ? "Waiting for a worker…" : "";
   // Only ever queued: the job queue could not be reached, and the job is sent when it is back.
   const queueDown = job.waiting_for_queue ? "Waiting for the queue…" : "";
-  row.querySelector(".job-message").textContent = queueDown || job.progress.message || waiting;
+  // Why a queued job waits and where it stands (admission control): "2 of your jobs are
+  // running, limit 2.", "3rd in line for a worker.", "Paused: …".
+  const reason = job.state === "queued" && job.wait_reason ? job.wait_reason : "";
+  row.querySelector(".job-message").textContent = queueDown || reason || job.progress.message || waiting;
+  row.dataset.wait = job.state === "queued" && job.wait_code ? job.wait_code : "";
   const rate = job.state === "running" && job.rate ? `${job.rate.toFixed(job.rate < 10 ? 1 : 0)}/s` : "";
   const eta = job.state === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined ? ` · ${duration(job.eta_seconds)} left` : "";
   row.querySelector(".job-rate").textContent = rate + eta;
+  trackSilence(row, job);
   row.querySelector(".job-error").textContent = job.error || "";
   const download = row.querySelector(".job-download");
   if (job.download_url) {
@@ -106,6 +111,39 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   if (cancel) cancel.hidden = FINAL.has(job.state) || job.cancel_requested;
   const retry = row.querySelector(".job-retry");
   if (retry) retry.hidden = !FINAL.has(job.state);
+}
+
+// A running job's silence (seconds since its worker last showed life) as of when its payload
+// arrived, aged here: a frozen or vanished worker pushes nothing, so no payload would ever say it
+// stalled. Past the payload's stall_after the row says "no progress for N s" instead of a rate
+// and an ETA, until a newer payload arrives.
+const receivedAt = new WeakMap();
+let silenceTimer = null;
+
+function trackSilence(row, job) {
+  if (!receivedAt.has(job)) receivedAt.set(job, Date.now());
+  if (job.state !== "running" || job.silent_for === null || job.silent_for === undefined || !job.stall_after) {
+    delete row.dataset.silentSince;
+    delete row.dataset.stalled;
+    return;
+  }
+  row.dataset.silentSince = String(receivedAt.get(job) - job.silent_for * 1000);
+  row.dataset.stallAfter = String(job.stall_after);
+  delete row.dataset.stalled;
+  showSilence(row, Date.now());
+  if (silenceTimer === null) {
+    silenceTimer = setInterval(() => {
+      const now = Date.now();
+      for (const node of document.querySelectorAll("[data-silent-since]")) showSilence(node, now);
+    }, 1000);
+  }
+}
+
+function showSilence(row, now) {
+  const silent = (now - Number(row.dataset.silentSince)) / 1000;
+  if (silent <= Number(row.dataset.stallAfter)) return;
+  row.dataset.stalled = "";
+  row.querySelector(".job-rate").textContent = `no progress for ${duration(silent)}`;
 }
 
 export function toast(title, body, level, link) {

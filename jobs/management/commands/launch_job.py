@@ -183,6 +183,10 @@ def progress_line(payload: dict[str, Any]) -> str:
     if state == JobState.QUEUED:
         if payload.get("waiting_for_queue"):
             return f"queued, {WAITING_FOR_QUEUE}"
+        reason = payload.get("wait_reason")
+        if reason:
+            # Why it waits and where it stands (jobs.admission): "3rd in line for a worker."
+            return f"queued, {reason[0].lower()}{reason[1:]}{'  ' + message if message else ''}"
         return f"queued, waiting for a worker{'  ' + message if message else ''}"
     pct = percent(current, total)
     if pct is not None:
@@ -192,10 +196,15 @@ def progress_line(payload: dict[str, Any]) -> str:
         parts = [f"{current:,} done" if current else state]
     if message:
         parts.append(message)
-    if payload.get("rate"):
-        parts.append(_format_rate(payload["rate"]))
-    if payload.get("eta_seconds") is not None:
-        parts.append(f"ETA {format_seconds(payload['eta_seconds'])}")
+    if state == JobState.RUNNING and payload.get("stalled"):
+        # Its worker has been silent past the heartbeat limit (frozen or gone): no rate, no ETA.
+        silent = round(payload.get("silent_for") or 0)
+        parts.append(f"no progress for {f'{silent} s' if silent < 60 else format_seconds(silent)}")
+    else:
+        if payload.get("rate"):
+            parts.append(_format_rate(payload["rate"]))
+        if payload.get("eta_seconds") is not None:
+            parts.append(f"ETA {format_seconds(payload['eta_seconds'])}")
     if state == JobState.RUNNING and payload.get("cancel_requested"):
         parts.append("(cancelling)")
     return "  ".join(parts)
@@ -208,7 +217,7 @@ def steady_payload(job: Job) -> dict[str, Any]:
     heartbeats the rate sags and the ETA climbs; measured at the heartbeat, the ETA counts down.
     """
     payload: dict[str, Any] = dict(job_payload(job))
-    if job.state == JobState.RUNNING and job.started_at and job.heartbeat_at:
+    if job.state == JobState.RUNNING and job.started_at and job.heartbeat_at and not payload["stalled"]:
         beat = job.heartbeat_at.timestamp()
         rate, eta = progress_rate(job.progress_current, job.progress_total, job.started_at.timestamp(), beat)
         if eta is not None:

@@ -1,0 +1,145 @@
+"""Scenario 14, fair admission: admission latency (launch -> running) and jobs per second, with the
+fair scheduler (jobs.admission) and without it (RUNBOARD_ADMISSION_CONTROL=False: every job handed
+to the broker at launch, first come first served, as before issue 14), in the same run.
+
+Run from the project root: ``.venv/bin/python bench/admission.py [--database sqlite|postgresql]
+[--jobs 300] [--users 4]``. Writes bench/results/admission.json.
+
+Everything is real: a private redis-server, a throwaway database, one ``celery worker`` subprocess
+per mode (prefork, ``--concurrency 2``, the product's default per-user cap of 2), launches through
+``jobs.launch.job_create`` in this process. Per mode:
+
+- **the issue's example**: user A launches 8 simulated jobs of 20 x 250 ms; one second later user
+  B launches a 1-step job. Reported: B's admission latency (its ``started_at - created_at``) and
+  the latency of A's jobs.
+- **throughput**: ``--users`` users launch ``--jobs`` zero-step jobs between them (round-robin),
+  end to end from the first launch to the last ``finished_at``; jobs per second and the
+  launch -> running latency (p50, p95, max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support import bench_environment, worker_environment
+from scripts.harness import celery_worker
+
+RESULTS = Path(__file__).resolve().parent / "results" / "admission.json"
+
+
+def _wait_done(ids: list[Any], timeout: float) -> None:
+    from jobs.models import Job
+
+    deadline = time.monotonic() + timeout
+    while Job.objects.filter(pk__in=ids, finished_at__isnull=True).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("jobs did not finish in time")
+        time.sleep(0.05)
+
+
+def _latencies(ids: list[Any]) -> list[float]:
+    from jobs.models import Job
+
+    rows = Job.objects.filter(pk__in=ids).values_list("created_at", "started_at")
+    return sorted((started - created).total_seconds() for created, started in rows if started)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3) if values else float("nan")
+
+
+def run_mode(admission_on: bool, args: argparse.Namespace, users: list[Any]) -> dict[str, Any]:
+    from django.conf import settings
+
+    from jobs.launch import job_create
+    from jobs.models import Job
+
+    settings.RUNBOARD_ADMISSION_CONTROL = admission_on
+    env = worker_environment(
+        extra={"RUNBOARD_ADMISSION_CONTROL": str(admission_on), "RUNBOARD_MAX_RUNNING_PER_USER": "2"}
+    )
+    worker = celery_worker(
+        f"worker-{'on' if admission_on else 'off'}", env, log_dir=Path(os.environ["RUNBOARD_VAR_DIR"]),
+        hostname=f"admission-{os.getpid()}-{admission_on}", concurrency=2,
+    )  # fmt: skip
+    try:
+        # The issue's example.
+        alice, bob = users[0], users[1]
+        alices = [
+            job_create(
+                owner=alice, kind="simulate", params={"steps": 20, "step_ms": 250}, rate_limit=False
+            ).id
+            for _ in range(8)
+        ]
+        time.sleep(1.0)
+        bobs = job_create(owner=bob, kind="simulate", params={"steps": 1, "step_ms": 0}, rate_limit=False).id
+        _wait_done([*alices, bobs], timeout=120)
+        bob_wait = _latencies([bobs])[0]
+        alice_waits = _latencies(alices)
+        print(f"admission {'on ' if admission_on else 'off'}: B waited {bob_wait:.2f} s", file=sys.stderr)
+
+        # Throughput: zero-step jobs from several users.
+        t0 = time.time()
+        ids = [
+            job_create(owner=users[i % len(users)], kind="simulate", params={"steps": 0}, rate_limit=False).id
+            for i in range(args.jobs)
+        ]
+        _wait_done(ids, timeout=60 + args.jobs * 0.5)
+        last = max(Job.objects.filter(pk__in=ids).values_list("finished_at", flat=True)).timestamp()
+        waits = _latencies(ids)
+        rows = Job.objects.filter(pk__in=ids).values_list("admitted_at", "started_at", "attempts")
+        in_line = sorted((started - admitted).total_seconds() for admitted, started, _ in rows if admitted)
+        restarted = sum(1 for *_, attempts in rows if attempts > 1)
+        rate = args.jobs / (last - t0)
+        print(f"admission {'on ' if admission_on else 'off'}: {rate:.1f} jobs/s", file=sys.stderr)
+        return {
+            "admission_control": admission_on,
+            "example_bob_wait_s": round(bob_wait, 3),
+            "example_alice_wait_s": {"p50": _pct(alice_waits, 0.5), "max": _pct(alice_waits, 1.0)},
+            "jobs": args.jobs,
+            "users": len(users),
+            "jobs_per_second": round(rate, 1),
+            "admitted_to_running_s": {"p50": _pct(in_line, 0.5), "max": _pct(in_line, 1.0)},
+            "restarted": restarted,  # started more than once (a lost worker: re-queued)
+            "launch_to_running_s": {
+                "p50": _pct(waits, 0.5),
+                "p95": _pct(waits, 0.95),
+                "max": _pct(waits, 1.0),
+                "mean": round(statistics.fmean(waits), 3),
+            },
+        }
+    finally:
+        worker.stop()
+
+
+def main() -> None:
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--users", type=int, default=4)
+    args = parser.parse_args()
+    with bench_environment(database=args.database):
+        from django.contrib.auth import get_user_model
+
+        users = [
+            get_user_model().objects.create_user(username=f"admission-{i}", password="unused-pw-1")
+            for i in range(max(2, args.users))
+        ]
+        results = [run_mode(False, args, users), run_mode(True, args, users)]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"database": args.database, "modes": results}, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

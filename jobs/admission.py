@@ -1,0 +1,545 @@
+"""Admission control: the database is the queue of record, and a fair scheduler hands queued jobs
+to the broker (issue 14 §1, design.md §5b "Fair admission").
+
+A launch inserts its job `queued` and not admitted (``admitted_at`` empty): no broker message yet.
+``jobs_admit`` (after a launch commits, when a job finishes, 0.25 s after a job starts unless it
+is over by then (jobs.runner), on the reaper's tick) picks
+the jobs that may go now, round-robin across users (the user with the fewest jobs admitted first,
+then whoever has waited longest; oldest first within a user), within
+
+- the per-user limit ``RUNBOARD_MAX_RUNNING_PER_USER`` (running + admitted),
+- a kind's ``max_running_per_user``,
+- the global ``RUNBOARD_MAX_ADMITTED`` (0: none),
+- ``RUNBOARD_ADMIT_AHEAD_PER_USER`` admitted-but-not-started jobs per user and queue: the
+  broker's line holds at most one job of each user, so it is round-robin too and a user with
+  nothing running is next at the next free slot, whatever the others have queued,
+- and the kinds and queues staff paused (``AdmissionControl``).
+
+Every admission pass runs under one lock (PostgreSQL: a transaction-level advisory lock; SQLite:
+its one writer, transactions begin IMMEDIATE), so any number of web and worker processes cannot
+over-admit. Admitted jobs whose message is lost or whose worker dies are recovered as before
+(jobs.housekeeping: re-send, reap); they keep their admission. Each waiting job carries why it
+waits and where it stands (``wait_code``, ``wait_note``, ``wait_position``), rewritten (a new
+version, pushed) only when it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import connection, transaction
+from django.db.models import Case, Count, F, Field, Max, Min, Q, QuerySet, Value, When
+from django.utils import timezone
+
+from jobs.conf import app_settings
+
+from .dispatch import _enqueue
+from .kinds.registry import JobKind, UnknownKind, get_kind
+from .models import AdmissionAudit, AdmissionControl, Job, JobState
+from .states import _push_job, job_rows_update
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+
+# Any fixed 64-bit key: the one PostgreSQL advisory lock admission passes take.
+ADMISSION_LOCK_KEY = 0x52554E_41444D  # "RUN" "ADM"
+# The oldest waiting jobs one pass looks at (and notes); later ones keep their last note.
+CANDIDATES = 500
+# Places in line shown exactly (each admission moves them all: a write per job shown).
+POSITIONS_SHOWN = 50
+
+PAUSED, USER_LIMIT, KIND_LIMIT, GLOBAL_LIMIT, BEHIND_OWN, IN_LINE = (
+    "paused",
+    "user_limit",
+    "kind_limit",
+    "global_limit",
+    "behind_own",
+    "in_line",
+)
+WAIT_CODES = (PAUSED, USER_LIMIT, KIND_LIMIT, GLOBAL_LIMIT, BEHIND_OWN, IN_LINE)
+ACTIONS = ("pause", "resume", "drain")
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _kind(name: str) -> JobKind | None:
+    try:
+        return get_kind(name)
+    except UnknownKind:
+        return None
+
+
+def _queue_of(kind_name: str) -> str:
+    kind = _kind(kind_name)
+    return kind.queue if kind is not None else "default"
+
+
+def _lock() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADMISSION_LOCK_KEY])
+    # SQLite: the transaction began IMMEDIATE (dashboard/settings/base.py), it holds the write lock.
+
+
+@dataclass
+class _Row:
+    """What a pass needs of a job: read as plain values (a pass reads hundreds of rows; model
+    instances cost five times as much), the job itself loaded only when its row is written."""
+
+    pk: Any
+    owner_id: int
+    kind: str
+    created_at: datetime
+    wait_code: str
+    wait_note: str
+    wait_position: int | None
+
+
+_ROW_FIELDS = ("pk", "owner_id", "kind", "created_at", "wait_code", "wait_note", "wait_position")
+
+
+def _rows(jobs: QuerySet[Job]) -> list[_Row]:
+    return [_Row(*values) for values in jobs.values_list(*_ROW_FIELDS)]
+
+
+@dataclass
+class _Counts:
+    user: Counter[int] = field(default_factory=Counter)  # running + admitted
+    user_kind: Counter[tuple[int, str]] = field(default_factory=Counter)
+    ahead: Counter[tuple[int, str]] = field(default_factory=Counter)  # admitted, not started, by queue
+    total: int = 0
+
+    def add(self, job: _Row, *, started: bool) -> None:
+        self.user[job.owner_id] += 1
+        self.user_kind[(job.owner_id, job.kind)] += 1
+        if not started:
+            self.ahead[(job.owner_id, _queue_of(job.kind))] += 1
+        self.total += 1
+
+    def copy(self) -> _Counts:
+        return _Counts(Counter(self.user), Counter(self.user_kind), Counter(self.ahead), self.total)
+
+
+@dataclass
+class _Pass:
+    paused_kinds: set[str]
+    paused_queues: set[str]
+    counts: _Counts
+    in_line: dict[str, list[_Row]]  # admitted, not started, per queue, in the broker's order
+    last_served: dict[int, datetime] = field(default_factory=dict)  # a user's latest admission
+    # The settings, read once a pass (a pass checks them for every waiting job).
+    cap: int = field(default_factory=lambda: app_settings.MAX_RUNNING_PER_USER)
+    ahead: int = field(default_factory=lambda: app_settings.ADMIT_AHEAD_PER_USER)
+
+    def paused(self, job: _Row) -> str | None:
+        if job.kind in self.paused_kinds:
+            kind = _kind(job.kind)
+            return f"Paused: staff paused {kind.title if kind else job.kind!r} jobs."
+        queue = _queue_of(job.kind)
+        if queue in self.paused_queues:
+            return f"Paused: staff paused the {queue!r} queue."
+        return None
+
+    def blocked(self, job: _Row, counts: _Counts) -> tuple[str, str] | None:
+        """Why ``job`` may not be admitted with ``counts`` (global limit aside), or None."""
+        note = self.paused(job)
+        if note:
+            return PAUSED, note
+        cap = self.cap
+        if counts.user[job.owner_id] >= cap:
+            # Running or lined up for a worker (counted alike, so the sentence does not change,
+            # and is not rewritten, as one moves to the other).
+            return USER_LIMIT, f"{counts.user[job.owner_id]} of your jobs are running, limit {cap}."
+        kind = _kind(job.kind)
+        kind_cap = kind.max_running_per_user if kind is not None else None
+        mine = counts.user_kind[(job.owner_id, job.kind)]
+        if kind is not None and kind_cap is not None and mine >= kind_cap:
+            return KIND_LIMIT, f"{mine} of your {kind.title!r} jobs are running, limit {kind_cap}."
+        if counts.ahead[(job.owner_id, _queue_of(job.kind))] >= self.ahead:
+            return BEHIND_OWN, "Waiting behind your job that is next in line for a worker."
+        return None
+
+
+def _fair_order(waiting: list[_Row], state: _Pass, counts: _Counts, limit: int | None) -> list[_Row]:
+    """The jobs admitted (``counts`` updated) round-robin, at most ``limit`` (None: no limit):
+    the users with the fewest jobs admitted first, then the one served least recently, then the
+    one whose oldest job has waited longest."""
+    by_owner: dict[int, list[_Row]] = defaultdict(list)
+    for job in waiting:
+        by_owner[job.owner_id].append(job)
+    never = datetime.min.replace(tzinfo=UTC)
+    owners = sorted(
+        by_owner,
+        key=lambda owner: (
+            counts.user[owner],
+            state.last_served.get(owner) or never,
+            by_owner[owner][0].created_at,
+        ),
+    )
+    chosen: list[_Row] = []
+    progress = True
+    while progress and (limit is None or len(chosen) < limit):
+        progress = False
+        for owner in owners:
+            if limit is not None and len(chosen) >= limit:
+                break
+            if counts.user[owner] >= state.cap:
+                continue  # at their cap: every job of theirs is blocked (paused or not)
+            jobs = by_owner[owner]
+            # Whether a job is blocked depends on its owner and kind only (``counts`` do not
+            # change within this scan): one check per kind, not per job.
+            blocked_kinds: set[str] = set()
+            for index, job in enumerate(jobs):
+                if job.kind in blocked_kinds:
+                    continue
+                if state.blocked(job, counts) is None:
+                    chosen.append(jobs.pop(index))
+                    counts.add(job, started=False)
+                    progress = True
+                    break
+                blocked_kinds.add(job.kind)
+    return chosen
+
+
+class _Writes:
+    """What one pass changes, written at its end: one UPDATE (a CASE per field that differs
+    between rows), one read-back, then a push per job written, in the order noted."""
+
+    def __init__(self) -> None:
+        self.changes: dict[Any, dict[str, object]] = {}
+
+    def note(
+        self, job: _Row, code: str, note: str, position: int | None, *, now: datetime | None = None
+    ) -> bool:
+        """Note a queued job's waiting reason (and its admission) if it changed; returns whether
+        a write is pending for it."""
+        fields: dict[str, object] = {}
+        if now is not None:
+            fields.update(admitted_at=now, enqueued_at=now)
+        if (job.wait_code, job.wait_note, job.wait_position) != (code, note, position) or fields:
+            fields.update(wait_code=code, wait_note=note[:200], wait_position=position)
+        if not fields:
+            return False
+        self.changes[job.pk] = fields
+        return True
+
+    def flush(self, tracked: Job | None) -> dict[Any, Job]:
+        """Write and push what was noted; returns the jobs written (still queued), by pk."""
+        changes = self.changes
+        if not changes:
+            return {}
+        names: list[str] = []
+        for fields in changes.values():
+            names.extend(name for name in fields if name not in names)
+        update: dict[str, Any] = {}
+        for name in names:
+            values = [fields[name] for fields in changes.values() if name in fields]
+            if len(values) == len(changes) and all(value == values[0] for value in values):
+                update[name] = values[0]
+                continue
+            model_field = Job._meta.get_field(name)
+            assert isinstance(model_field, Field)
+            update[name] = Case(
+                *(
+                    When(pk=pk, then=Value(fields[name], output_field=model_field))
+                    for pk, fields in changes.items()
+                    if name in fields
+                ),
+                default=F(name),
+                output_field=model_field,
+            )
+        rows = Job.objects.filter(pk__in=list(changes), state=JobState.QUEUED)
+        if not job_rows_update(rows, **update):
+            return {}
+        written = {job.pk: job for job in rows.select_related("owner").defer("result")}
+        result: dict[Any, Job] = {}
+        for pk, fields in changes.items():
+            job = written.get(pk)
+            if job is None:
+                continue
+            if tracked is not None and tracked.pk == pk:
+                for name, value in fields.items():
+                    setattr(tracked, name, value)
+                tracked.version = job.version
+            _push_job(job)
+            result[pk] = job
+        return result
+
+
+def jobs_admit(*, for_job: Job | None = None, started: Job | None = None) -> int:
+    """Admit the jobs that may go now (their messages are sent once this commits), and note why
+    the others wait; returns how many were admitted. ``for_job`` (a launch's) is kept up to date
+    with what the pass wrote to its row, so the launch answers with what is stored. ``started``:
+    the pass follows that job's start, which frees no slot: it can only line up its owner's next
+    job (admit ahead) and move the jobs in line up, so it runs only if one of those waits."""
+    queued = Job.objects.filter(state=JobState.QUEUED)
+    if started is not None:
+        queued = queued.filter(
+            Q(owner_id=started.owner_id, admitted_at__isnull=True) | Q(admitted_at__isnull=False)
+        )
+    if not queued.exists():
+        # Nothing waits (one read, no lock): a launch that commits meanwhile runs its own pass.
+        return 0
+    with transaction.atomic():
+        _lock()
+        admitted = [] if for_job is not None and _behind_own_launch(for_job) else _admission_pass(for_job)
+
+        def send() -> None:
+            for job in admitted:
+                # A broker that is down: it waits for the queue, re-sent by the reaper's tick.
+                _enqueue(for_job if for_job is not None and job.pk == for_job.pk else job)
+
+        transaction.on_commit(send)
+    return len(admitted)
+
+
+def jobs_admit_quietly(*, for_job: Job | None = None, started: Job | None = None) -> int:
+    """``jobs_admit`` for callers that must not fail on it (a worker after a job): the reaper's
+    tick admits what a failed pass left."""
+    try:
+        return jobs_admit(for_job=for_job, started=started)
+    except Exception:
+        logger.warning("Admission pass failed; the next pass (or the reaper's tick) admits", exc_info=True)
+        return 0
+
+
+def _behind_own_launch(job: Job) -> bool:
+    """A launch's pass, short: if its owner already has an older job of the same kind waiting,
+    the new job cannot go now (whether a job may go depends on its owner and kind only; under
+    the lock, every pass before saw that older job blocked, and a change since runs its own pass,
+    which sees the new job), nor does it move anyone else: only its own note is written. With a
+    global limit (places counted across users) or admission off, the full pass. Returns whether
+    it was done."""
+    if app_settings.MAX_ADMITTED > 0 or not app_settings.ADMISSION_CONTROL:
+        return False
+    older = Job.objects.filter(
+        state=JobState.QUEUED,
+        admitted_at__isnull=True,
+        owner_id=job.owner_id,
+        kind=job.kind,
+        created_at__lt=job.created_at,
+    )
+    if not older.exists():
+        return False
+    controls = list(AdmissionControl.objects.filter(paused=True).values_list("target", "name"))
+    state = _Pass(
+        paused_kinds={name for target, name in controls if target == AdmissionControl.Target.KIND},
+        paused_queues={name for target, name in controls if target == AdmissionControl.Target.QUEUE},
+        counts=_Counts(),
+        in_line={},
+    )
+    row = _Row(*(getattr(job, name) for name in _ROW_FIELDS))
+    note = state.paused(row)
+    writes = _Writes()
+    if note:
+        writes.note(row, PAUSED, note, None)
+    else:
+        writes.note(row, BEHIND_OWN, "Waiting behind your earlier jobs.", None)
+    writes.flush(job)
+    return True
+
+
+def _admission_pass(for_job: Job | None) -> list[Job]:
+    now = timezone.now()
+    controls = list(AdmissionControl.objects.filter(paused=True).values_list("target", "name"))
+    state = _Pass(
+        paused_kinds={name for target, name in controls if target == AdmissionControl.Target.KIND},
+        paused_queues={name for target, name in controls if target == AdmissionControl.Target.QUEUE},
+        counts=_Counts(),
+        in_line=defaultdict(list),
+    )
+    active = Job.objects.filter(
+        Q(state=JobState.RUNNING) | Q(state=JobState.QUEUED, admitted_at__isnull=False)
+    ).order_by("admitted_at", "created_at")
+    for *values, job_state in active.values_list(*_ROW_FIELDS, "state"):
+        job = _Row(*values)
+        started = job_state == JobState.RUNNING
+        state.counts.add(job, started=started)
+        if not started:
+            state.in_line[_queue_of(job.kind)].append(job)
+    waiting = _rows(
+        Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=True).order_by("created_at")[
+            :CANDIDATES
+        ]
+    )
+    if not waiting and not any(state.in_line.values()):
+        return []
+    # Round-robin's memory: when each waiting user was last served (within the hour).
+    owners = {job.owner_id for job in waiting}
+    state.last_served = (
+        {}
+        if len(owners) < 2
+        else dict(
+            Job.objects.filter(
+                owner_id__in=owners,
+                admitted_at__gte=now - timedelta(hours=1),
+            )
+            .values_list("owner_id")
+            .annotate(last=Max("admitted_at"))
+            .values_list("owner_id", "last")
+        )
+    )
+    limit = app_settings.MAX_ADMITTED
+    free = None if limit <= 0 else max(0, limit - state.counts.total)
+    writes = _Writes()
+    if not app_settings.ADMISSION_CONTROL:
+        # Switched off: everything goes at once, first come first served (the worker still holds a
+        # user to their cap by deferring, jobs.states.job_start).
+        for job in waiting:
+            writes.note(job, IN_LINE, "Waiting for a worker.", None, now=now)
+        return list(writes.flush(for_job).values())
+    admitted = _fair_order(waiting, state, state.counts, free)
+    chosen = {job.pk for job in admitted}
+    for job in admitted:
+        state.in_line[_queue_of(job.kind)].append(job)
+    order: list[Any] = []  # the admitted jobs, in the order their messages go
+    # Where each admitted job stands in its queue's line (the broker's order: admission order).
+    for line in state.in_line.values():
+        for position, job in enumerate(line, 1):
+            note = f"{ordinal(position)} in line for a worker."
+            admit = job.pk in chosen
+            if writes.note(job, IN_LINE, note, position, now=now if admit else None) and admit:
+                order.append(job.pk)
+    rest = [job for job in waiting if job.pk not in chosen]
+    # Held by the global limit: where they stand in the order the next free slots go.
+    virtual = _fair_order(list(rest), state, state.counts.copy(), None) if free is not None else []
+    positions = {job.pk: index for index, job in enumerate(virtual, 1)}
+    heads: set[int] = set()  # owners whose next waiting job was noted
+    for job in rest:
+        if job.pk in positions:
+            place = positions[job.pk]
+            shown = place if place <= POSITIONS_SHOWN else None
+            # Past POSITIONS_SHOWN the place is not rewritten at every admission.
+            note = (
+                f"Every slot is taken ({limit}): {ordinal(place)} in line for the next free one."
+                if shown is not None
+                else f"Every slot is taken ({limit}): over {POSITIONS_SHOWN} jobs ahead."
+            )
+            writes.note(job, GLOBAL_LIMIT, note, shown)
+            continue
+        if job.owner_id in heads and not state.paused(job):
+            # Behind the owner's next job: a sentence that does not change as theirs move along
+            # (rewriting every waiting job of a user at each of their starts cost ~25 writes a job).
+            writes.note(job, BEHIND_OWN, "Waiting behind your earlier jobs.", None)
+            continue
+        heads.add(job.owner_id)
+        reason = state.blocked(job, state.counts)
+        code, note = reason if reason is not None else (GLOBAL_LIMIT, "Waiting for a free slot.")
+        writes.note(job, code, note, None)
+    written = writes.flush(for_job)
+    return [written[pk] for pk in order if pk in written]
+
+
+# --- Staff controls: pause, resume, drain ---------------------------------------------------------
+
+
+def admission_control_set(*, user: User, action: str, target: str, name: str) -> AdmissionControl:
+    """Pause, resume or drain a kind or a queue, audited (who, when); then admit (a resume lets
+    jobs go at once; a pause rewrites the waiting jobs' notes). Raises ValueError on a bad
+    action, target or name. The caller checked the power (jobs.permissions.Power.CONTROL_QUEUES)."""
+    if action not in ACTIONS:
+        raise ValueError(f"Unknown action {action!r}: expected one of {', '.join(ACTIONS)}.")
+    if target not in AdmissionControl.Target.values:
+        raise ValueError(f"Unknown target {target!r}: expected 'kind' or 'queue'.")
+    if target == AdmissionControl.Target.KIND and _kind(name) is None:
+        raise ValueError(f"No job kind named {name!r}.")
+    if not name or len(name) > 64:
+        raise ValueError("Name a kind or a queue (at most 64 characters).")
+    with transaction.atomic():
+        control, _ = AdmissionControl.objects.select_for_update().get_or_create(target=target, name=name)
+        control.paused = action != "resume"
+        control.draining = action == "drain"
+        control.changed_by = user
+        control.save()
+        AdmissionAudit.objects.create(
+            action=action,
+            target=target,
+            name=name,
+            user=user,
+            username=user.get_username(),
+        )
+        transaction.on_commit(jobs_admit_quietly)
+    return control
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queue: str
+    waiting: int  # queued, not admitted
+    in_line: int  # admitted, not started
+    running: int
+    oldest_wait_seconds: float | None
+    paused: bool
+    draining: bool
+    drained: bool  # draining and nothing of it running or in line
+
+
+def queue_depths(*, kinds: Iterable[JobKind], now: datetime | None = None) -> list[QueueDepth]:
+    """Per queue: how many wait, are in line and run, the oldest wait, and its controls."""
+    now = now or timezone.now()
+    queue_of: Callable[[str], str] = _queue_of
+    names = {kind.queue for kind in kinds} | {"default"}
+    rows = (
+        Job.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING])
+        .values("kind", "state", admitted=Q(admitted_at__isnull=False))
+        .annotate(n=Count("id"), oldest=Min("created_at"))
+    )
+    waiting: Counter[str] = Counter()
+    in_line: Counter[str] = Counter()
+    running: Counter[str] = Counter()
+    oldest: dict[str, datetime] = {}
+    for row in rows:
+        queue = queue_of(row["kind"])
+        names.add(queue)
+        if row["state"] == JobState.RUNNING:
+            running[queue] += row["n"]
+            continue
+        (in_line if row["admitted"] else waiting)[queue] += row["n"]
+        if queue not in oldest or row["oldest"] < oldest[queue]:
+            oldest[queue] = row["oldest"]
+    controls = {
+        control.name: control
+        for control in AdmissionControl.objects.filter(target=AdmissionControl.Target.QUEUE)
+    }
+    depths = []
+    for queue in sorted(names):
+        control = controls.get(queue)
+        paused = bool(control and control.paused)
+        draining = bool(control and control.draining and control.paused)
+        depths.append(
+            QueueDepth(
+                queue=queue,
+                waiting=waiting[queue],
+                in_line=in_line[queue],
+                running=running[queue],
+                oldest_wait_seconds=(
+                    round((now - oldest[queue]).total_seconds(), 1) if queue in oldest else None
+                ),
+                paused=paused,
+                draining=draining,
+                drained=draining and not running[queue] and not in_line[queue],
+            )
+        )
+    return depths
+
+
+def paused_kinds() -> list[str]:
+    return sorted(
+        AdmissionControl.objects.filter(target=AdmissionControl.Target.KIND, paused=True).values_list(
+            "name", flat=True
+        )
+    )
+
+
+def admission_audit_recent(*, limit: int = 20) -> list[AdmissionAudit]:
+    return list(AdmissionAudit.objects.all()[:limit])

@@ -1,0 +1,224 @@
+"""Admission control (issue 14 §1, §5): the database is the queue of record; a fair scheduler hands
+jobs to the broker within the per-user, per-kind and global limits; staff pause, resume and drain
+kinds and queues. The broker is a recorder here; tests/system/test_admission_live.py runs workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from dashboard.celery import app as celery_app
+from jobs import admission, launch
+from jobs.kinds import registry
+from jobs.models import AdmissionAudit, Job, JobState
+from jobs.permissions import Power
+from jobs.selectors import job_payload
+from tests.conftest import grant_powers
+from tests.jobs.factories import make_job
+
+pytestmark = pytest.mark.django_db(transaction=True)  # real commits: admission runs on commit
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.lock = threading.Lock()
+
+    def send_task(self, name: str, args: Any = None, **options: Any) -> None:
+        with self.lock:
+            self.sent.append(args[0])
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> Broker:
+    broker = Broker()
+    monkeypatch.setattr(celery_app, "send_task", broker.send_task)
+    return broker
+
+
+@pytest.fixture(autouse=True)
+def product_defaults(settings: Any) -> None:
+    # The product's defaults (the test session runs its workers with a cap of 1).
+    settings.RUNBOARD_MAX_RUNNING_PER_USER = 2
+    settings.RUNBOARD_MAX_ADMITTED = 0
+    settings.RUNBOARD_ADMIT_AHEAD_PER_USER = 1
+
+
+def create(owner: Any, kind: str = "simulate") -> Job:
+    return launch.job_create(owner=owner, kind=kind, params={"steps": 1}, rate_limit=False)
+
+
+def fresh(job: Job) -> Job:
+    return Job.objects.select_related("owner").get(pk=job.pk)
+
+
+def test_a_user_with_nothing_running_is_next_in_line_whatever_another_user_queued(make_user, broker):
+    alice, bob = make_user(), make_user()
+    make_job(owner=alice, state=JobState.RUNNING)
+    make_job(owner=alice, state=JobState.RUNNING)  # Alice at her cap of 2
+    alices = [create(alice) for _ in range(6)]
+    bobs = create(bob)
+
+    # Alice's queued jobs were never handed to the broker: Bob's is the only message, next.
+    assert broker.sent == [str(bobs.id)]
+    payload = job_payload(fresh(bobs))
+    assert (payload["wait_code"], payload["wait_reason"], payload["queue_position"]) == (
+        "in_line",
+        "1st in line for a worker.",
+        1,
+    )
+    waiting = job_payload(fresh(alices[0]))
+    assert (waiting["wait_code"], waiting["wait_reason"]) == (
+        "user_limit",
+        "2 of your jobs are running, limit 2.",
+    )
+    assert all(fresh(job).admitted_at is None for job in alices)
+
+
+def test_one_job_of_each_user_lines_up_round_robin(make_user, broker):
+    alice, bob, carol = make_user(), make_user(), make_user()
+    alices = [create(alice) for _ in range(3)]
+    bobs = [create(bob) for _ in range(2)]
+    carols = create(carol)
+
+    assert broker.sent == [str(alices[0].id), str(bobs[0].id), str(carols.id)]
+    positions = [job_payload(fresh(job))["queue_position"] for job in (alices[0], bobs[0], carols)]
+    assert positions == [1, 2, 3]
+    assert job_payload(fresh(alices[1]))["wait_code"] == "behind_own"
+
+
+def test_the_global_limit_holds_jobs_in_the_database_and_says_where_each_stands(make_user, broker, settings):
+    settings.RUNBOARD_MAX_ADMITTED = 1
+    alice, bob = make_user(), make_user()
+    first = create(alice)
+    second, third = create(alice), create(bob)
+
+    assert broker.sent == [str(first.id)]
+    # The next free slot goes to Bob (nothing of his admitted), then to Alice.
+    assert (
+        job_payload(fresh(third))["wait_reason"]
+        == "Every slot is taken (1): 1st in line for the next free one."
+    )
+    assert job_payload(fresh(second))["wait_code"] == "behind_own"  # her first holds the slot
+
+    Job.objects.filter(pk=first.pk).update(state=JobState.SUCCEEDED, finished_at=first.created_at)
+    assert admission.jobs_admit() == 1
+    assert broker.sent[-1] == str(third.id)
+
+
+def test_a_kinds_own_limit_is_respected(make_user, broker, settings, monkeypatch):
+    settings.RUNBOARD_ADMIT_AHEAD_PER_USER = 5
+    one_at_a_time = dataclasses.replace(registry.get_kind("simulate"), max_running_per_user=1)
+    monkeypatch.setitem(registry._kinds, "simulate", one_at_a_time)
+    alice = make_user()
+    make_job(owner=alice, state=JobState.RUNNING)  # a simulate job
+    job = create(alice)
+    payload = job_payload(fresh(job))
+    assert payload["wait_code"] == "kind_limit", payload
+    assert payload["wait_reason"] == "1 of your 'Simulated work' jobs are running, limit 1."
+    assert broker.sent == []
+
+
+def test_a_paused_kinds_jobs_stay_queued_and_say_so_until_resumed(make_user, broker):
+    staff, alice = make_user(operator=True), make_user()
+    admission.admission_control_set(user=staff, action="pause", target="kind", name="simulate")
+    job = create(alice)
+
+    payload = job_payload(fresh(job))
+    assert payload["state"] == "queued" and payload["wait_code"] == "paused"
+    assert payload["wait_reason"].startswith("Paused")
+    assert broker.sent == []
+
+    admission.admission_control_set(user=staff, action="resume", target="kind", name="simulate")
+    assert broker.sent == [str(job.id)]
+    assert job_payload(fresh(job))["wait_code"] == "in_line"
+    actions = list(AdmissionAudit.objects.order_by("at").values_list("action", "username", "name"))
+    assert actions == [("pause", staff.username, "simulate"), ("resume", staff.username, "simulate")]
+
+
+def api(user: Any, body: dict[str, Any]) -> Any:
+    client = Client()
+    client.force_login(user)
+    return client.post("/api/v1/ops/queues/control/", data=json.dumps(body), content_type="application/json")
+
+
+def test_pausing_a_queue_takes_the_power_and_is_audited(make_user, broker):
+    viewer = grant_powers(make_user(is_staff=True), Power.USE_OPERATOR_VIEW)
+    controller = grant_powers(make_user(), Power.CONTROL_QUEUES, Power.USE_OPERATOR_VIEW)
+    body = {"action": "drain", "target": "queue", "name": "default"}
+
+    refused = api(viewer, body)
+    assert refused.status_code == 403, refused.content
+    assert not AdmissionAudit.objects.exists()
+
+    answer = api(controller, body)
+    assert answer.status_code == 200, answer.content
+    queues = {q["queue"]: q for q in answer.json()["queues"]}
+    assert queues["default"]["paused"] and queues["default"]["draining"] and queues["default"]["drained"]
+    audit = AdmissionAudit.objects.get()
+    assert (audit.user_id, audit.action, audit.target, audit.name) == (
+        controller.pk,
+        "drain",
+        "queue",
+        "default",
+    )
+    assert answer.json()["audit"][0]["user"] == controller.username
+
+    job = create(make_user())
+    assert job_payload(fresh(job))["wait_code"] == "paused" and broker.sent == []
+    assert api(controller, {"action": "resume", "target": "queue", "name": "default"}).status_code == 200
+    assert broker.sent == [str(job.id)]
+
+    listing = Client()
+    listing.force_login(viewer)
+    depth = listing.get("/api/v1/ops/queues/").json()["queues"]
+    assert {q["queue"]: q["in_line"] for q in depth}["default"] == 1
+    assert api(controller, {"action": "pause", "target": "kind", "name": "nope"}).status_code == 400
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite runs one writer at a time")
+def test_concurrent_admitters_never_admit_past_the_limits(make_user, broker, settings):
+    """20 threads, each with its own connection, run admission passes at once over 40 waiting
+    jobs of 10 users: the lock lets exactly the global limit through, one per user at most."""
+    settings.RUNBOARD_MAX_ADMITTED = 5
+    users = [make_user() for _ in range(10)]
+    for user in users:
+        for _ in range(4):
+            Job.objects.create(owner=user, kind="simulate", params={"steps": 1}, celery_task_id="t")
+    start = threading.Barrier(20)
+
+    def run() -> None:
+        try:
+            start.wait(timeout=30)
+            admission.jobs_admit()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    admitted = Job.objects.filter(admitted_at__isnull=False)
+    assert admitted.count() == 5 and len(broker.sent) == 5
+    assert max(Counter(admitted.values_list("owner_id", flat=True)).values()) == 1
+
+
+def test_the_operations_page_offers_the_controls_only_with_the_power(make_user):
+    viewer = grant_powers(make_user(is_staff=True), Power.USE_OPERATOR_VIEW)
+    controller = grant_powers(make_user(), Power.CONTROL_QUEUES, Power.USE_OPERATOR_VIEW)
+    pages = {}
+    for user in (viewer, controller):
+        client = Client()
+        client.force_login(user)
+        pages[user.pk] = client.get("/operations/").content.decode()
+    assert 'data-may-control="false"' in pages[viewer.pk] and "Pause kind" not in pages[viewer.pk]
+    assert 'data-may-control="true"' in pages[controller.pk] and "Pause kind" in pages[controller.pk]
