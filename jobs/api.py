@@ -867,9 +867,7 @@ def schedule_run_now(request: HttpRequest, schedule_id: str) -> JsonResponse:
     summary="Pause a schedule (beat skips it until resumed)",
 )
 def schedule_pause(request: HttpRequest, schedule_id: str) -> JsonResponse:
-    _, schedule = _schedule_for_action(request, schedule_id)
-    schedule = schedules.schedule_set_enabled(schedule_id=schedule.pk, enabled=False)
-    return JsonResponse(_schedule_info(schedules.schedule_status(schedule)))
+    return _schedule_set_enabled(request, schedule_id, enabled=False)
 
 
 @router.post(
@@ -879,8 +877,12 @@ def schedule_pause(request: HttpRequest, schedule_id: str) -> JsonResponse:
     summary="Resume a paused schedule",
 )
 def schedule_resume(request: HttpRequest, schedule_id: str) -> JsonResponse:
+    return _schedule_set_enabled(request, schedule_id, enabled=True)
+
+
+def _schedule_set_enabled(request: HttpRequest, schedule_id: str, *, enabled: bool) -> JsonResponse:
     _, schedule = _schedule_for_action(request, schedule_id)
-    schedule = schedules.schedule_set_enabled(schedule_id=schedule.pk, enabled=True)
+    schedule = schedules.schedule_set_enabled(schedule_id=schedule.pk, enabled=enabled)
     return JsonResponse(_schedule_info(schedules.schedule_status(schedule)))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,20 +22,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 DEFAULTS = {"RUNBOARD_MAX_RUNNING_PER_USER": "2", "RUNBOARD_MAX_ADMITTED": "0"}
 STEP_MS = 250
 STEPS = 8  # 2 s a job
-
-
-@pytest.fixture
-def stack_of(server_env: dict[str, str]) -> Iterator[Any]:
-    started: list[Stack] = []
-
-    def start(**options: Any) -> Stack:
-        stack = Stack(server_env, **options)
-        started.append(stack)
-        return stack
-
-    yield start
-    for stack in started:
-        stack.close()
 
 
 def _launch_and_measure(stack: Stack, alice: Any, bob: Any) -> tuple[list[Job], Job]:
@@ -67,14 +52,14 @@ def _assert_fair(alices: list[Job], bobs: Job) -> None:
         assert not (max(a[0], b[0], c[0]) < min(a[1], b[1], c[1])), "three of Alice's jobs ran at once"
 
 
-def test_a_user_with_nothing_running_starts_at_the_next_free_slot(stack_of, make_user):
-    stack = stack_of(env=DEFAULTS, concurrency=2)
+def test_a_user_with_nothing_running_starts_at_the_next_free_slot(stacks, make_user):
+    stack = stacks(env=DEFAULTS, concurrency=2)
     alice, bob = make_user(), make_user()
     _assert_fair(*_launch_and_measure(stack, alice, bob))
 
 
-def test_fair_admission_holds_with_two_worker_processes(stack_of, make_user):
-    stack = stack_of(env=DEFAULTS, concurrency=1, worker=True)
+def test_fair_admission_holds_with_two_worker_processes(stacks, make_user):
+    stack = stacks(env=DEFAULTS, concurrency=1, worker=True)
     stack.start_worker()  # a second process: 2 slots in all
     alice, bob = make_user(), make_user()
     _assert_fair(*_launch_and_measure(stack, alice, bob))

@@ -56,21 +56,6 @@ def shared_stack(server_env: dict[str, str]) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def stacks(server_env: dict[str, str]) -> Iterator[Any]:
-    """Start private stacks with ``stacks(**options)``; all are stopped after the test."""
-    started: list[Stack] = []
-
-    def start(**options: Any) -> Stack:
-        stack = Stack(server_env, **options)
-        started.append(stack)
-        return stack
-
-    yield start
-    for stack in started:
-        stack.close()
-
-
-@pytest.fixture
 def client_of() -> Iterator[Any]:
     """``client_of(stack, user)``: a connected Client, stopped after the test whatever happens."""
     started: list[Client] = []
