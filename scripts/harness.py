@@ -408,14 +408,25 @@ def celery_worker(
         env, WORKER_NAME=hostname or name, WORKER_CONCURRENCY=str(concurrency), LOG_LEVEL=loglevel
     )
     alone = () if gossip else ("--without-mingle", "--without-gossip")
-    command = procfile_command("worker", *alone, *extra_args)
-    worker = Process(
-        name, command, env=worker_env, log_path=log_dir / f"{name}.log", many_files=many_files,
+    return _celery_process(
+        name, procfile_command("worker", *alone, *extra_args), worker_env, log_dir=log_dir,
+        wait=wait, timeout=timeout, many_files=many_files, own_group=own_group,
+    )  # fmt: skip
+
+
+def _celery_process(
+    name: str, command: list[str], env: dict[str, str], *, log_dir: Path, wait: bool, timeout: float,
+    many_files: bool = False, own_group: bool = False,
+) -> Process:  # fmt: skip
+    """A Celery worker process (a job worker or housekeeping) logging to ``<log_dir>/<name>.log``;
+    ``wait``: until it logs `` ready.``."""
+    process = Process(
+        name, command, env=env, log_path=log_dir / f"{name}.log", many_files=many_files,
         own_group=own_group,
     )  # fmt: skip
     if wait:
-        worker.wait_for_log(" ready.", timeout=timeout)
-    return worker
+        process.wait_for_log(" ready.", timeout=timeout)
+    return process
 
 
 def celery_housekeeping(
@@ -433,13 +444,10 @@ def celery_housekeeping(
     retention (the ``housekeeping`` queue, which no job worker consumes); ``wait``: until it logs
     `` ready.`` (at INFO)."""
     command = procfile_command("housekeeping", "--without-mingle", "--without-gossip")
-    process = Process(
-        name, command, env=process_env(env, HOUSEKEEPING_NAME=hostname or name, LOG_LEVEL=loglevel),
-        log_path=log_dir / f"{name}.log", own_group=own_group,
-    )  # fmt: skip
-    if wait:
-        process.wait_for_log(" ready.", timeout=timeout)
-    return process
+    housekeeping_env = process_env(env, HOUSEKEEPING_NAME=hostname or name, LOG_LEVEL=loglevel)
+    return _celery_process(
+        name, command, housekeeping_env, log_dir=log_dir, wait=wait, timeout=timeout, own_group=own_group
+    )
 
 
 def celery_beat(
