@@ -6,6 +6,7 @@ Redis at call time, so any number of web processes agree and an operator's page 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from bisect import bisect
@@ -256,12 +257,51 @@ def celery_app() -> Any:
     return app
 
 
-def check_workers(app: Any = None, timeout: float = CHECK_TIMEOUT) -> None:
-    """At least one Celery worker answers ``ping`` within ``timeout`` seconds."""
+def job_queues() -> set[str]:
+    """The queues the registered kinds send their jobs to."""
+    return {kind.queue for kind in all_kinds()}
+
+
+class _Covered(Exception):
+    """Every queue asked for has a consumer: stop collecting replies."""
+
+
+def consumed_queues(needed: set[str], app: Any = None, timeout: float = CHECK_TIMEOUT) -> set[str]:
+    """Which of ``needed`` some Celery worker consumes, asked of every worker (``active_queues``
+    over the broadcast mailbox): returns as soon as all are covered, else once no worker has
+    replied for ``timeout`` seconds."""
     app = app or celery_app()
-    # limit=1: return as soon as one worker answers rather than waiting out the timeout.
-    if not app.control.ping(timeout=timeout, limit=1):
-        raise CheckFailed(f"no Celery worker answered ping within {timeout:g} s")
+    found: set[str] = set()
+
+    def on_reply(body: Mapping[str, Any]) -> None:
+        for queues in body.values():
+            found.update(str(queue.get("name")) for queue in queues or () if isinstance(queue, dict))
+        if needed <= found:
+            # kombu's reply collector has no "enough" predicate, only a count; an exception
+            # from the callback leaves it (its `finally` releases the reply queue).
+            raise _Covered
+
+    with contextlib.suppress(_Covered):
+        app.control.broadcast("active_queues", reply=True, timeout=timeout, callback=on_reply)
+    return needed & found
+
+
+def check_workers(app: Any = None, timeout: float = CHECK_TIMEOUT) -> None:
+    """Every job queue (the kinds' queues) has a worker consuming it that answers within
+    ``timeout`` seconds (the housekeeping process does not count: it runs no job)."""
+    needed = job_queues()
+    missing = needed - consumed_queues(needed, app, timeout)
+    if missing:
+        raise CheckFailed(
+            f"no worker consumes the job queue(s) {', '.join(sorted(missing))} (asked for {timeout:g} s)"
+        )
+
+
+def check_housekeeping(app: Any = None, timeout: float = CHECK_TIMEOUT) -> None:
+    """The housekeeping process (the reaper, re-queue, retention, admission timer) answers."""
+    queue = settings.HOUSEKEEPING_QUEUE
+    if not consumed_queues({queue}, app, timeout):
+        raise CheckFailed(f"no process consumes the {queue!r} queue (asked for {timeout:g} s)")
 
 
 def default_checks() -> dict[str, Callable[[], object]]:
@@ -269,6 +309,7 @@ def default_checks() -> dict[str, Callable[[], object]]:
     if _channel_layer_hosts() is not None:
         checks["channel_layer"] = check_channel_layer
     checks["workers"] = check_workers
+    checks["housekeeping"] = check_housekeeping
     return checks
 
 

@@ -46,6 +46,7 @@ PREFERENCE_FIELDS = [
     ("job_succeeded", "A job of mine finishes"),
     ("job_failed", "A job of mine fails"),
     ("job_cancelled", "A job of mine is cancelled"),
+    ("job_attempt_failed", "An attempt of a job of mine fails and will be retried"),
     ("announcements", "Announcements"),
     ("toast", "Show a toast in open tabs"),
     ("browser_push", "Browser notifications when no tab is open"),

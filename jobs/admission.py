@@ -26,6 +26,7 @@ version, pushed) only when it changes.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from jobs.conf import app_settings
 from .dispatch import _enqueue
 from .kinds.registry import JobKind, UnknownKind, get_kind
 from .models import AdmissionAudit, AdmissionControl, Job, JobState
-from .states import _push_job, job_rows_update
+from .states import RETRY_WAIT_CODE, _push_job, job_rows_update
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -63,7 +64,9 @@ PAUSED, USER_LIMIT, KIND_LIMIT, GLOBAL_LIMIT, BEHIND_OWN, IN_LINE = (
     "behind_own",
     "in_line",
 )
-WAIT_CODES = (PAUSED, USER_LIMIT, KIND_LIMIT, GLOBAL_LIMIT, BEHIND_OWN, IN_LINE)
+# RETRY: backing off after a failed attempt, until ``retry_at`` (written by jobs.states).
+RETRY = RETRY_WAIT_CODE
+WAIT_CODES = (PAUSED, USER_LIMIT, KIND_LIMIT, GLOBAL_LIMIT, BEHIND_OWN, IN_LINE, RETRY)
 ACTIONS = ("pause", "resume", "drain")
 
 
@@ -328,7 +331,7 @@ def _behind_own_launch(job: Job) -> bool:
         owner_id=job.owner_id,
         kind=job.kind,
         created_at__lt=job.created_at,
-    )
+    ).exclude(retry_at__gt=timezone.now())  # one backing off is not in line (the full pass)
     if not older.exists():
         return False
     controls = list(AdmissionControl.objects.filter(paused=True).values_list("target", "name"))
@@ -368,9 +371,9 @@ def _admission_pass(for_job: Job | None) -> list[Job]:
         if not started:
             state.in_line[_queue_of(job.kind)].append(job)
     waiting = _rows(
-        Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=True).order_by("created_at")[
-            :CANDIDATES
-        ]
+        Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=True)
+        .exclude(retry_at__gt=now)  # backing off after a failed attempt (jobs.retries)
+        .order_by("created_at")[:CANDIDATES]
     )
     if not waiting and not any(state.in_line.values()):
         return []
@@ -438,6 +441,42 @@ def _admission_pass(for_job: Job | None) -> list[Job]:
         writes.note(job, code, note, None)
     written = writes.flush(for_job)
     return [written[pk] for pk in order if pk in written]
+
+
+def job_hold_if_paused(*, job_id: Any) -> bool:
+    """A worker took the message of an admitted job whose kind or queue staff paused after it
+    was admitted: put the job back to waiting (not admitted, "Paused: …", a new task id for the
+    message it gets when resumed) instead of starting it; returns whether it was held.
+
+    One small read when nothing is paused (the usual case): the check every start pays."""
+    controls = list(AdmissionControl.objects.filter(paused=True).values_list("target", "name"))
+    if not controls:
+        return False
+    state = _Pass(
+        paused_kinds={name for target, name in controls if target == AdmissionControl.Target.KIND},
+        paused_queues={name for target, name in controls if target == AdmissionControl.Target.QUEUE},
+        counts=_Counts(),
+        in_line={},
+    )
+    with transaction.atomic():
+        _lock()  # as a pass: a resume that commits meanwhile admits it again after this
+        rows = Job.objects.filter(pk=job_id, state=JobState.QUEUED, admitted_at__isnull=False)
+        found = _rows(rows)
+        note = state.paused(found[0]) if found else None
+        if note is None:
+            return False
+        job_rows_update(
+            rows,
+            admitted_at=None,
+            celery_task_id=str(uuid.uuid4()),
+            wait_code=PAUSED,
+            wait_note=note,
+            wait_position=None,
+        )
+        held = Job.objects.select_related("owner").defer("result").get(pk=job_id)
+        _push_job(held)  # sent once this commits
+    logger.info("Job %s was lined up when its kind or queue was paused: held back (%s)", job_id, note)
+    return True
 
 
 # --- Staff controls: pause, resume, drain ---------------------------------------------------------

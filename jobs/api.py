@@ -324,14 +324,25 @@ class ResultPage(TypedDict):
     total: int
 
 
+class AttemptFailure(TypedDict):
+    """One failed attempt that was retried (jobs/retries.py)."""
+
+    attempt: int
+    error: str  # at most 300 characters
+    failed_at: str  # ISO 8601
+    retry_in: float  # seconds of backoff before the next attempt
+
+
 class JobResult(TypedDict):
-    """The job's whole result and error (one page of the kind's list with ``limit``)."""
+    """The job's whole result and error (one page of the kind's list with ``limit``), and the
+    attempts that failed before its last (oldest first)."""
 
     id: str
     state: str
     result: Any  # null if none
     result_bytes: int | None
     error: str
+    attempts: list[AttemptFailure]
     page: ResultPage | None
     next: str | None
 
@@ -682,6 +693,7 @@ def job_result(
         "result": result,
         "result_bytes": job.result_bytes,
         "error": job.error,
+        "attempts": job.attempt_errors or [],
         "page": page,
         "next": next_url,
     }

@@ -26,6 +26,9 @@ class KindContext(Protocol):
     job_id: UUID
     owner_id: int | None
     result_file: str | None
+    # Which attempt this is (1-based; jobs/retries.py) and how many the job may have in all.
+    attempt: int
+    max_attempts: int
 
     def progress(self, current: int, total: int | None = None, message: str | None = None) -> None: ...
 
@@ -53,8 +56,12 @@ class Reporter(Protocol):
 class JobContext:
     """What a job kind's function receives as ``ctx``."""
 
-    def __init__(self, reporter: Reporter, *, owner_id: int | None = None) -> None:
+    def __init__(
+        self, reporter: Reporter, *, owner_id: int | None = None, attempt: int = 1, max_attempts: int = 1
+    ) -> None:
         self._reporter = reporter
+        self.attempt = attempt
+        self.max_attempts = max_attempts
         self.progress = reporter.progress
         self.log = reporter.log
         self.job_id = reporter.job_id

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 RUN_JOB = "jobs.run_job"
 RUN_JOB_CHUNK = "jobs.run_job_chunk"
+ADMIT_JOBS = "jobs.admit_jobs"
 
 
 def _enqueue(job: Job, *, countdown: float | None = None) -> bool:
@@ -48,6 +49,20 @@ def _enqueue(job: Job, *, countdown: float | None = None) -> bool:
         return False
     if job.enqueued_at is None:
         _mark_waiting_for_queue(job, waiting=False)
+    return True
+
+
+def admission_pass_later(*, countdown: float) -> bool:
+    """Ask the housekeeping process for an admission pass ``countdown`` seconds from now (a
+    retried job's backoff ends then); returns whether the broker took the message. Missing it
+    costs at most one reaper interval: every reaper tick runs a pass too."""
+    try:
+        current_app.send_task(ADMIT_JOBS, countdown=max(0.0, countdown), expires=countdown + 3600)
+    except Exception as exc:
+        logger.warning(
+            "Could not ask for an admission pass in %.1f s (the reaper's tick will): %s", countdown, exc
+        )
+        return False
     return True
 
 

@@ -123,6 +123,7 @@ def job_create(
         celery_task_id=str(uuid.uuid4()),
         retry_of=retry_of,
         enqueued_at=timezone.now(),
+        max_attempts=job_kind.retry.max_attempts,
     )
     _push_job(job)
     transaction.on_commit(lambda: _admit_and_refresh(job))

@@ -86,8 +86,17 @@ class Job(models.Model):
 
     # Cooperative cancel: the reporter sees this at its next heartbeat and the job stops.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
-    # How many times a worker has started it (a lost worker's job may be re-queued).
+    # How many times a worker has started it (a lost worker's job may be re-queued; a failed
+    # attempt its kind retries goes back to the queue: jobs/retries.py).
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Attempts it may have in all: its kind's retry policy when it was created (1: no retries).
+    max_attempts = models.PositiveSmallIntegerField(default=1)
+    # Queued again after a failed attempt: not admitted before this instant (the backoff).
+    retry_at = models.DateTimeField(null=True, blank=True)
+    # The attempts that failed and were retried, oldest first: [{"attempt": n, "error": text
+    # (at most 300 characters), "failed_at": ISO 8601, "retry_in": seconds}]; at most
+    # max_attempts - 1 entries (jobs.retries.MAX_ATTEMPTS_LIMIT bounds it).
+    attempt_errors = models.JSONField(default=list, blank=True)
     # Retry (same parameters) and re-run (edited parameters) make a new job pointing here.
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"

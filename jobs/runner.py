@@ -13,14 +13,15 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .admission import jobs_admit_quietly
+from .admission import job_hold_if_paused, jobs_admit_quietly
 from .context import JobContext, Split
-from .dispatch import _dispatch_chunks, _enqueue
+from .dispatch import _dispatch_chunks, _enqueue, admission_pass_later
 from .kinds.registry import JobKind, UnknownKind, get_kind
 from .models import FINAL_STATES, Job, JobChunk, JobState
 from .reporter import ChunkReporter, ProgressReporter
 from .results import ResultTooLarge
-from .states import Deferred, job_finish, job_start, job_transition
+from .retries import MAX_ATTEMPTS_LIMIT
+from .states import Deferred, job_finish, job_retry_later, job_start, job_transition
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,10 @@ START_PASS_DELAY = 0.25
 
 
 def job_run(*, job_id: uuid.UUID | str) -> Deferred | None:
-    """Execute a queued job in this worker: start it, run its kind, record the outcome."""
+    """Execute a queued job in this worker: start it, run its kind, record the outcome (unless
+    staff paused its kind or queue since it was admitted: then it goes back to waiting)."""
+    if job_hold_if_paused(job_id=job_id):
+        return None
     started = job_start(job_id=job_id)
     if isinstance(started, Deferred):
         return started
@@ -71,17 +75,21 @@ def _run_started(job: Job) -> None:
         return None
 
     reporter = ProgressReporter(job=job)
-    ctx = JobContext(reporter, owner_id=job.owner_id)
+    ctx = JobContext(reporter, owner_id=job.owner_id, attempt=job.attempts, max_attempts=job.max_attempts)
     state, result, error = JobState.SUCCEEDED, None, ""
+    failure: BaseException | None = None
     try:
         result = kind.run(ctx, params)
-    except SoftTimeLimitExceeded:
-        state, error = JobState.FAILED, f"Time limit exceeded ({kind.soft_time_limit} s)."
+    except SoftTimeLimitExceeded as exc:
+        state, error, failure = JobState.FAILED, f"Time limit exceeded ({kind.soft_time_limit} s).", exc
     except Exception as exc:
-        logger.info("Job %s failed", job.id, exc_info=True)
-        state, error = JobState.FAILED, str(exc) or type(exc).__name__
+        logger.info("Job %s failed (attempt %d of %d)", job.id, job.attempts, job.max_attempts, exc_info=True)
+        state, error, failure = JobState.FAILED, str(exc) or type(exc).__name__, exc
     finally:
         progress = reporter.close()
+
+    if failure is not None and not reporter.cancelled and _retry_later(job, kind, failure, error):
+        return None
 
     if isinstance(result, Split) and state == JobState.SUCCEEDED and not reporter.cancelled:
         _dispatch_chunks(job=job, kind=kind, chunks=result.chunks, progress=progress)
@@ -90,6 +98,19 @@ def _run_started(job: Job) -> None:
         state, result = JobState.CANCELLED, None
     _finish_with_result(job, state, result, error, progress, ctx.result_file)
     return None
+
+
+def _retry_later(job: Job, kind: JobKind, failure: BaseException, error: str) -> bool:
+    """If ``kind``'s policy retries ``failure`` and the job has attempts left, queue it again
+    after the policy's backoff (and ask for an admission pass then); returns whether it did."""
+    policy = kind.retry
+    if job.attempts >= min(job.max_attempts, MAX_ATTEMPTS_LIMIT) or not policy.retryable(failure):
+        return False
+    delay = policy.delay(job.attempts)
+    if job_retry_later(job=job, error=error, delay=delay) is None:
+        return False  # cancelled or ended meanwhile: finish it as it is
+    transaction.on_commit(lambda: admission_pass_later(countdown=delay))
+    return True
 
 
 def _finish_with_result(
@@ -127,7 +148,7 @@ def _run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:
     kind = get_kind(job.kind)
     params = kind.validate(job.params)
     reporter = ChunkReporter(job=job)
-    ctx = JobContext(reporter, owner_id=job.owner_id)
+    ctx = JobContext(reporter, owner_id=job.owner_id, attempt=job.attempts, max_attempts=job.max_attempts)
     try:
         result = kind.run_chunk(ctx, params, chunk.params)  # type: ignore[misc]
     except SoftTimeLimitExceeded:
@@ -192,6 +213,15 @@ def _recover_lost(job: Job, *, reason: str, condition: Q | None = None) -> Job |
             heartbeat_at=None,
             enqueued_at=timezone.now(),
             progress_message=f"{reason} Re-queued (attempt {job.attempts + 1}).",
+            attempt_errors=[
+                *(job.attempt_errors or []),
+                {
+                    "attempt": job.attempts,
+                    "error": reason,
+                    "failed_at": timezone.now().isoformat(),
+                    "retry_in": 0,
+                },
+            ],
         )
         if requeued is not None:
             transaction.on_commit(lambda: _enqueue(requeued))

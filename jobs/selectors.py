@@ -46,7 +46,9 @@ SNAPSHOT_JOBS = 50
 NAME_BYTES = 128  # each of kind, kind_title and owner
 PARAMS_BYTES = 512
 MESSAGE_BYTES = 384
-ERROR_BYTES = 640
+ERROR_BYTES = 576
+# "retrying" steps in a payload's timeline: the latest failed attempts (each about 50 bytes).
+RETRY_STEPS_SHOWN = 3
 # Progress counters beyond a signed 64-bit integer are shown clamped (the column's own range).
 _INT_MAX = 2**63 - 1
 
@@ -260,6 +262,9 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         "wait_code": (job.wait_code or None) if queued else None,
         "wait_reason": (job.wait_note or None) if queued else None,
         "queue_position": job.wait_position if queued else None,
+        "attempt": job.attempts,
+        "max_attempts": job.max_attempts,
+        "retry_at": _iso(job.retry_at) if queued else None,
         "params": params,
         "progress": progress,
         "rate": rate,
@@ -277,7 +282,11 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         "result_summary": job.result_summary if has_result else None,
         "result_complete": has_result and job.result_summary_complete,
         "result_bytes": job.result_bytes,
-        "result_url": _job_url("api:job-result", job.id) if has_result or "error" in truncated else None,
+        "result_url": (
+            _job_url("api:job-result", job.id)
+            if has_result or job.attempt_errors or "error" in truncated
+            else None
+        ),
         "download_url": _job_url("api:job-download", job.id) if job.result_file else None,
         "retry_of": str(job.retry_of_id) if job.retry_of_id else None,
         "timeline": _timeline(job),
@@ -413,9 +422,29 @@ def log_line_batches(lines: Sequence[LogLinePayload]) -> list[list[LogLinePayloa
     return batches
 
 
+def _attempt_failed_at(entry: Any) -> str | None:
+    """An attempt history entry's time, as ISO 8601 (None if it has none that parses: the
+    timeline's size stays fixed whatever the row holds)."""
+    try:
+        return dt.datetime.fromisoformat(str(entry["failed_at"])[:64]).isoformat()
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 def _timeline(job: Job) -> list[dict[str, str]]:
     """The job's state changes, oldest first."""
-    steps = [("queued", job.created_at), ("running", job.started_at), ("cancelling", job.cancel_requested_at)]
+    # The latest failed attempts only (the payload's bound: jobs/retries.py allows 10); every
+    # one is at the job's result_url.
+    retried = [
+        {"state": "retrying", "at": at}
+        for at in (_attempt_failed_at(entry) for entry in (job.attempt_errors or [])[-RETRY_STEPS_SHOWN:])
+        if at is not None
+    ]
+    steps = [("running", job.started_at), ("cancelling", job.cancel_requested_at)]
     if job.is_final:
         steps.append((job.state, job.finished_at))
-    return [{"state": state, "at": at.isoformat()} for state, at in steps if at is not None]
+    return [
+        {"state": "queued", "at": job.created_at.isoformat()},
+        *retried,
+        *({"state": state, "at": at.isoformat()} for state, at in steps if at is not None),
+    ]

@@ -30,7 +30,8 @@ from .results import RESULT_SUMMARY_BYTES, clip_text, result_digest
 from .selectors import job_payload, job_payload_redacted, kind_title, log_line_batches, running_count
 
 MESSAGE_MAX = Job._meta.get_field("progress_message").max_length or 500
-# A job's stored error is cut to this many characters (payloads show its first 640 bytes; the
+WAIT_NOTE_MAX = Job._meta.get_field("wait_note").max_length or 200
+# A job's stored error is cut to this many characters (payloads show its first 576 bytes; the
 # result endpoint all of it); the worker's log keeps the traceback.
 ERROR_MAX_CHARS = 4000
 # A finished job's notification quotes at most this much of its error (the link shows the rest).
@@ -117,6 +118,10 @@ _FINISHED = {
 
 def _notify_finished(job: Job) -> None:
     verb, level = _FINISHED[JobState(job.state)]
+    if job.state == JobState.FAILED and job.attempts > 1:
+        verb = f"failed after {job.attempts} attempts"
+    elif job.state == JobState.SUCCEEDED and job.attempts > 1:
+        verb = f"finished (attempt {job.attempts} of {job.max_attempts})"
     body = job.error if job.state == JobState.FAILED else ""
     if len(body) > NOTIFY_ERROR_CHARS:
         body = body[: NOTIFY_ERROR_CHARS - 1] + "…"
@@ -216,7 +221,69 @@ def job_start(*, job_id: uuid.UUID | str) -> Job | Deferred | None:
             started_at=now,
             heartbeat_at=now,
             attempts=job.attempts + 1,
+            retry_at=None,
         )
+
+
+# The wait_code of a job queued again after a failed attempt, until its backoff is over
+# (jobs.admission leaves it alone until ``retry_at``).
+RETRY_WAIT_CODE = "retry"
+# Characters of an attempt's error kept in its history entry (the job's ``error`` keeps the
+# latest attempt's in full, up to ERROR_MAX_CHARS).
+ATTEMPT_ERROR_CHARS = 300
+
+
+def job_retry_later(*, job: Job, error: str, delay: float) -> Job | None:
+    """Queue ``job`` (running, its attempt ``job.attempts`` just failed with ``error``) again, to
+    be admitted no sooner than ``delay`` seconds from now; returns the queued job, or None if it
+    is no longer that running attempt (cancelled, reaped, finished) and so was not moved.
+
+    Not a final state: no "failed" notification (only a "job.attempt_failed" one, which users
+    opt into). The wait note reads "Attempt 1 of 3 failed: <error> — retrying in 30 s."; the
+    attempt is added to ``attempt_errors``. Admission (jobs.admission) skips the job until
+    ``retry_at``; the caller arranges a pass then (jobs.dispatch.admission_pass_later).
+    """
+    now = timezone.now()
+    first_line = (error.strip().splitlines() or [""])[0]
+    entry = {
+        "attempt": job.attempts,
+        "error": error[:ATTEMPT_ERROR_CHARS],
+        "failed_at": now.isoformat(),
+        "retry_in": delay,
+    }
+    note = f" — retrying in {delay:g} s."
+    head = f"Attempt {job.attempts} of {job.max_attempts} failed: "
+    room = WAIT_NOTE_MAX - len(head) - len(note)
+    shown = first_line if len(first_line) <= room else first_line[: room - 1] + "…"
+    queued = job_transition(
+        job_id=job.id,
+        to=JobState.QUEUED,
+        condition=Q(attempts=job.attempts, cancel_requested_at__isnull=True),
+        celery_task_id=str(uuid.uuid4()),
+        started_at=None,
+        heartbeat_at=None,
+        admitted_at=None,
+        enqueued_at=now,
+        retry_at=now + timedelta(seconds=delay),
+        error=error,
+        progress_current=0,
+        progress_message="",
+        wait_code=RETRY_WAIT_CODE,
+        wait_note=head + shown + note,
+        wait_position=None,
+        attempt_errors=[*(job.attempt_errors or []), entry],
+    )
+    if queued is not None:
+        notify(
+            recipient_id=queued.owner_id,
+            title=f"{kind_title(queued.kind)}: attempt {job.attempts} of {job.max_attempts} failed",
+            body=f"{first_line[:NOTIFY_ERROR_CHARS]} — retrying in {delay:g} s.",
+            level=Level.WARNING,
+            link=reverse("frontend:job-detail", args=[queued.id]),
+            job_id=queued.id,
+            topic="job.attempt_failed",
+        )
+    return queued
 
 
 def job_finish(

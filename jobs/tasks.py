@@ -36,6 +36,12 @@ def reap_stale_jobs() -> int:
     return job_reap_stale() + job_requeue_lost() + jobs_admit()
 
 
+@shared_task(name="jobs.admit_jobs", ignore_result=True)
+def admit_jobs() -> int:
+    # Asked for when a retried job's backoff ends (jobs.dispatch.admission_pass_later).
+    return jobs_admit()
+
+
 @shared_task(name="jobs.run_schedule", ignore_result=True)
 def run_schedule(schedule_id: int) -> str | None:
     job = schedule_run(schedule_id=schedule_id)

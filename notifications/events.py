@@ -87,12 +87,21 @@ class JobPayload(TypedDict):
     # Queued, but the broker could not be reached yet: it is sent when the broker is back.
     waiting_for_queue: bool
     # Queued jobs (jobs.admission): why it waits, one of "paused", "user_limit", "kind_limit",
-    # "global_limit", "behind_own", "in_line" (admitted, waiting for a worker); the sentence
-    # shown ("2 of your jobs are running, limit 2.", "3rd in line for a worker."); its place in
-    # that line (in_line, global_limit). Null when not queued or not yet looked at.
+    # "global_limit", "behind_own", "in_line" (admitted, waiting for a worker), "retry" (backing
+    # off after a failed attempt, until retry_at); the sentence shown ("2 of your jobs are
+    # running, limit 2.", "3rd in line for a worker.", "Attempt 1 of 3 failed: … — retrying in
+    # 30 s."); its place in that line (in_line, global_limit). Null when not queued or not yet
+    # looked at.
     wait_code: str | None
     wait_reason: str | None
     queue_position: int | None
+    # Attempts (jobs/retries.py): how many have started, how many it may have in all (1: the
+    # kind does not retry), and while it backs off after a failed attempt, when the next may
+    # start (ISO 8601; null otherwise). The timeline has a "retrying" entry per failed attempt;
+    # GET result_url's "attempts" lists each one's error.
+    attempt: int
+    max_attempts: int
+    retry_at: str | None
     params: dict[str, Any]
     progress: ProgressPayload
     rate: float | None  # null while stalled

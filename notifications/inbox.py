@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 500
 # Which preference switches an event of each topic.
 TOPICS = {"job.succeeded": "job_succeeded", "job.failed": "job_failed", "job.cancelled": "job_cancelled",
-          "announcement": "announcements"}  # fmt: skip
+          "job.attempt_failed": "job_attempt_failed", "announcement": "announcements"}  # fmt: skip
 
 
 def preference_get(*, user_id: int) -> NotificationPreference:

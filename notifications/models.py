@@ -68,6 +68,8 @@ class NotificationPreference(models.Model):
     job_succeeded = models.BooleanField(default=True)
     job_failed = models.BooleanField(default=True)
     job_cancelled = models.BooleanField(default=True)
+    # Each failed attempt that will be retried (off: only the job's final outcome notifies).
+    job_attempt_failed = models.BooleanField(default=False)
     announcements = models.BooleanField(default=True)
     toast = models.BooleanField(default=True)
     browser_push = models.BooleanField(default=True)

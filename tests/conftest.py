@@ -18,7 +18,7 @@ from django.conf import settings
 from django.test import Client
 from websockets.sync.client import ClientConnection, connect
 
-from scripts.harness import Process, WebServer, process_env
+from scripts.harness import Process, WebServer, celery_housekeeping, process_env
 from scripts.harness import celery_worker as start_celery_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +142,15 @@ def celery_worker(server_env: dict[str, str]) -> Iterator[Process]:
     _worker_started = True
     yield worker
     worker.stop()
+
+
+@pytest.fixture(scope="session")
+def housekeeping_worker(server_env: dict[str, str]) -> Iterator[Process]:
+    """The Procfile's housekeeping process (its own queue: the reaper, admission passes asked
+    for later, retention) on this session's Redis."""
+    process = celery_housekeeping("housekeeping", server_env, log_dir=_log_dir())
+    yield process
+    process.stop()
 
 
 class LiveServer(WebServer):

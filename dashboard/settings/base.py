@@ -278,6 +278,7 @@ CELERY_TASK_ROUTES = {
     name: {"queue": HOUSEKEEPING_QUEUE}
     for name in (
         "jobs.reap_stale_jobs",
+        "jobs.admit_jobs",
         "jobs.run_schedule",
         "jobs.apply_retention",
         "jobs.purge_expired_result_files",

@@ -7,10 +7,12 @@ import json
 import unicodedata
 from typing import Literal
 
+from django.db import InterfaceError, OperationalError
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.context import KindContext
 from jobs.models import Job
+from jobs.retries import RetryPolicy, TransientError
 
 from .registry import JobKind, register
 
@@ -90,5 +92,13 @@ register(
         soft_time_limit=600,
         time_limit=660,
         rerun_safe=True,
+        # Writing the file or reading the history can fail for a moment (a full disk, a database
+        # restart); the export starts again from nothing, so it is safe to repeat.
+        retry=RetryPolicy(
+            max_attempts=3,
+            base=30,
+            retry_on=(TransientError, OSError, OperationalError, InterfaceError),
+            give_up_on=(PermissionError,),
+        ),
     )
 )

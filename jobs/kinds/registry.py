@@ -17,6 +17,7 @@ from jobs.conf import app_settings
 
 from ..context import KindContext
 from ..permissions import Power, has_power
+from ..retries import NO_RETRY, RetryPolicy
 
 
 class UnknownKind(LookupError):
@@ -57,6 +58,9 @@ class JobKind:
     queue: str = "default"
     # Safe to run again from the start if its worker was lost mid-way (the reaper re-queues it).
     rerun_safe: bool = False
+    # Which failed attempts are retried, and when (jobs/retries.py). Default: none. A parallel
+    # kind (run_chunk) cannot retry: a failed chunk ends its job.
+    retry: RetryPolicy = NO_RETRY
     # Launching it takes a power (jobs/permissions.py): ``power`` if set, else, for an admin_only
     # kind, "launch staff-only kinds".
     admin_only: bool = False
@@ -102,6 +106,8 @@ def register(kind: JobKind) -> JobKind:
         raise ImproperlyConfigured(f"Job kind {kind.name!r} is registered twice.")
     if (kind.run_chunk is None) != (kind.combine is None):
         raise ImproperlyConfigured(f"Job kind {kind.name!r}: run_chunk and combine go together.")
+    if kind.retry.retries and kind.run_chunk is not None:
+        raise ImproperlyConfigured(f"Job kind {kind.name!r}: a parallel kind cannot declare retries.")
     if not 0 < kind.soft_time_limit < kind.time_limit <= app_settings.MAX_JOB_TIME_LIMIT:
         raise ImproperlyConfigured(
             f"Job kind {kind.name!r}: need 0 < soft_time_limit < time_limit <= "

@@ -5,6 +5,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from jobs.context import KindContext
+from jobs.retries import RetryPolicy, TransientError
 
 from .registry import JobKind, register
 
@@ -24,6 +25,17 @@ class SimulateParams(BaseModel):
         ge=1,
         title="Fail at step",
         description="Raise an error when this step starts, to see a failure.",
+    )
+
+    fail_attempts: int = Field(
+        0,
+        ge=0,
+        le=5,
+        title="Fail the first attempts",
+        description=(
+            "Fail this many attempts with a transient error (retried: up to 3 attempts, "
+            "10 s then 20 s apart), to see automatic retries."
+        ),
     )
 
     @field_validator("step_ms")
@@ -46,11 +58,22 @@ class SimulateParams(BaseModel):
 
 
 class SimulatedFailure(RuntimeError):
-    pass
+    """Fail at step N: for good (not retried)."""
+
+
+class SimulatedTransientFailure(TransientError):
+    """Fail the first attempts: retried by the kind's policy."""
+
+
+# Simulated work is safe to repeat (it only sleeps): transient failures are retried.
+RETRY = RetryPolicy(max_attempts=3, base=10, factor=2, max_delay=60, jitter=0.1)
 
 
 def run(ctx: KindContext, params: SimulateParams) -> dict[str, int]:
     ctx.progress(0, params.steps, "Starting")
+    if ctx.attempt <= params.fail_attempts:
+        ctx.log(f"Attempt {ctx.attempt}: failing on purpose (fail_attempts={params.fail_attempts})")
+        raise SimulatedTransientFailure(f"Simulated transient failure on attempt {ctx.attempt}")
     for step in range(1, params.steps + 1):
         if params.fail_at_step == step:
             raise SimulatedFailure(f"Simulated failure at step {step} of {params.steps}")
@@ -72,5 +95,6 @@ register(
         run=run,
         soft_time_limit=SOFT_TIME_LIMIT,
         time_limit=SOFT_TIME_LIMIT + 60,
+        retry=RETRY,
     )
 )

@@ -21,5 +21,5 @@ def make_job(*, owner: Any, state: JobState = JobState.QUEUED, **fields: Any) ->
     if state in (JobState.QUEUED, JobState.RUNNING):
         fields.setdefault("admitted_at", timezone.now())
     return Job.objects.create(
-        owner=owner, kind="simulate", params={"steps": 1, "step_ms": 0}, state=state, **fields
+        **{"owner": owner, "kind": "simulate", "params": {"steps": 1, "step_ms": 0}, "state": state, **fields}
     )

@@ -8,6 +8,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.kinds.registry import JobKind, register
+from jobs.retries import RetryPolicy, TransientError
 
 
 class SleepParams(BaseModel):
@@ -139,5 +140,39 @@ register(
         run=chatty,
         soft_time_limit=60,
         time_limit=90,
+    )
+)
+
+
+class FlakyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="Test: flaky")
+
+    fail_attempts: int = Field(0, ge=0, le=10, title="Attempts that fail")
+    for_good: bool = Field(False, title="Fail with an error the policy does not retry")
+
+
+class FlakyFailure(TransientError):
+    pass
+
+
+def flaky(ctx, params: FlakyParams) -> dict:
+    ctx.progress(0, 1, f"attempt {ctx.attempt} of {ctx.max_attempts}")
+    if params.for_good:
+        raise ValueError(f"bad input on attempt {ctx.attempt}")
+    if ctx.attempt <= params.fail_attempts:
+        raise FlakyFailure(f"service unavailable on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+register(
+    JobKind(
+        name="test_flaky",
+        title="Test: flaky",
+        description="Fails its first N attempts with a transient error; retried 0.3 s, then 0.6 s later.",
+        params_model=FlakyParams,
+        run=flaky,
+        soft_time_limit=60,
+        time_limit=90,
+        retry=RetryPolicy(max_attempts=3, base=0.3, factor=2, max_delay=5, jitter=0),
     )
 )

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from dashboard.celery import app as celery_app
-from jobs import admission, launch
+from jobs import admission, launch, runner
 from jobs.kinds import registry
 from jobs.models import AdmissionAudit, Job, JobState
 from jobs.permissions import Power
@@ -141,6 +142,36 @@ def test_a_paused_kinds_jobs_stay_queued_and_say_so_until_resumed(make_user, bro
     assert job_payload(fresh(job))["wait_code"] == "in_line"
     actions = list(AdmissionAudit.objects.order_by("at").values_list("action", "username", "name"))
     assert actions == [("pause", staff.username, "simulate"), ("resume", staff.username, "simulate")]
+
+
+@pytest.mark.parametrize("target, name", [("kind", "simulate"), ("queue", "default")])
+def test_a_job_already_lined_up_in_the_broker_when_paused_goes_back_to_waiting_not_running(
+    make_user, broker, target, name
+):
+    """Issue 14: pausing held only jobs not yet admitted; one whose message was in the broker
+    still started. Now the worker that takes its message puts it back to waiting, and a resume
+    sends it again (once, with a new task id)."""
+    staff, alice = make_user(operator=True), make_user()
+    job = create(alice)
+    lined_up = fresh(job)
+    assert broker.sent == [str(job.id)] and lined_up.admitted_at is not None
+    admission.admission_control_set(user=staff, action="pause", target=target, name=name)
+
+    assert runner.job_run(job_id=job.id) is None  # the worker takes the message
+
+    held = fresh(job)
+    assert (held.state, held.attempts, held.admitted_at) == ("queued", 0, None)
+    assert job_payload(held)["wait_code"] == "paused" and held.celery_task_id != lined_up.celery_task_id
+    admission.admission_control_set(user=staff, action="resume", target=target, name=name)
+    assert broker.sent == [str(job.id), str(job.id)]
+    assert fresh(job).admitted_at is not None
+
+
+def test_with_nothing_paused_a_start_pays_one_small_read_for_the_pause_check(make_user, broker):
+    job = create(make_user())
+    with CaptureQueriesContext(connection) as queries:
+        assert admission.job_hold_if_paused(job_id=job.id) is False
+    assert len(queries) == 1
 
 
 def api(user: Any, body: dict[str, Any]) -> Any:

@@ -29,7 +29,10 @@ def test_launching_a_valid_simulate_job_creates_it_queued(client_for):
 
     assert response.status_code == 201, response.content
     job = Job.objects.get(pk=response.json()["id"])
-    assert (job.state, job.params) == ("queued", {"steps": 3, "step_ms": 10, "fail_at_step": None})
+    assert (job.state, job.params) == (
+        "queued",
+        {"steps": 3, "step_ms": 10, "fail_at_step": None, "fail_attempts": 0},
+    )
     assert job.celery_task_id
 
 

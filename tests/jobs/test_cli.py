@@ -281,7 +281,7 @@ def test_without_follow_the_job_is_queued_and_only_its_id_goes_to_stdout(make_us
     job = Job.objects.get(owner=user)
     assert out.strip() == str(job.id)
     assert job.state == JobState.QUEUED and job.kind == "simulate"
-    assert job.params == {"steps": 2, "step_ms": 200, "fail_at_step": None}
+    assert job.params == {"steps": 2, "step_ms": 200, "fail_at_step": None, "fail_attempts": 0}
     assert f"jobs --follow {job.id}" in err
 
 
@@ -305,7 +305,11 @@ def test_invalid_params_name_every_field_and_create_nothing(make_user):
 @pytest.mark.parametrize(
     ("kind", "pairs", "expected"),
     [
-        ("simulate", ["steps=5", "fail_at_step=null"], {"steps": 5, "step_ms": 200, "fail_at_step": None}),
+        (
+            "simulate",
+            ["steps=5", "fail_at_step=null"],
+            {"steps": 5, "step_ms": 200, "fail_at_step": None, "fail_attempts": 0},
+        ),
         (
             "test_sleep",
             ["seconds=0.5", "ignore_soft_limit=true"],

@@ -56,7 +56,12 @@ def test_a_schedule_fires_in_beat_and_each_run_is_an_ordinary_job(celery_worker,
         beat.stop()
         firing.stop()
     job = Job.objects.filter(owner=owner).first()
-    assert job.kind == "simulate" and job.params == {"steps": 1, "step_ms": 0, "fail_at_step": None}
+    assert job.kind == "simulate" and job.params == {
+        "steps": 1,
+        "step_ms": 0,
+        "fail_at_step": None,
+        "fail_attempts": 0,
+    }
     assert JobSchedule.objects.get(pk=schedule.pk).last_job is not None
 
 

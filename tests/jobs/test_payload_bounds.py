@@ -64,6 +64,18 @@ def hostile_job(owner, text: str) -> Job:
         heartbeat_at=timezone.now(),
         cancel_requested_at=timezone.now(),
         retry_of=earlier,
+        # Every attempt a policy may have, each failed (more entries than may exist, too).
+        attempts=10,
+        max_attempts=10,
+        attempt_errors=[
+            {
+                "attempt": n,
+                "error": text,
+                "failed_at": timezone.now().isoformat() if n % 2 else text,
+                "retry_in": 1e300,
+            }
+            for n in range(1, 30)
+        ],
     )
     result = {"blob": text, "rows": [[text[:1000]] * 10 for _ in range(50)], "deep": _nested(text[:1000], 40)}
     states.job_finish(

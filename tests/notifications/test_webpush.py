@@ -524,7 +524,8 @@ def test_the_settings_page_saves_notification_preferences_and_offers_browser_pus
     client = logged_in(user)
 
     page = client.get(reverse("frontend:settings")).content.decode()
-    assert page.count('type="checkbox"') == 6 and page.count(" checked") == 6
+    # Seven switches; each failed attempt of a retried job is off by default (only the outcome).
+    assert page.count('type="checkbox"') == 7 and page.count(" checked") == 6
     assert 'id="browser-push"' in page and "frontend/push.js" in page
 
     response = client.post(

@@ -25,7 +25,7 @@ from jobs.models import JobState
 from notifications import inbox as notification_services
 from notifications.models import SocketConnection
 from notifications.realtime import presence as notification_presence
-from scripts.harness import RedisServer, free_port
+from scripts.harness import RedisServer, celery_housekeeping, free_port, process_env
 from tests.jobs.factories import make_job
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -81,19 +81,21 @@ def test_healthz_answers_ok_without_touching_the_database():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_readyz_is_ready_when_database_redis_channel_layer_and_a_worker_answer(celery_worker):
+def test_readyz_is_ready_when_database_redis_channel_layer_a_worker_and_housekeeping_answer(
+    celery_worker, housekeeping_worker
+):
     response = Client().get("/readyz")
 
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"database", "redis", "channel_layer", "workers"}
+    assert set(body["checks"]) == {"database", "redis", "channel_layer", "workers", "housekeeping"}
     for check in body["checks"].values():
         assert check["ok"] is True and isinstance(check["ms"], float) and "error" not in check
 
 
 @pytest.mark.django_db(transaction=True)
-def test_probes_answer_through_the_real_asgi_server(live_server_url, celery_worker):
+def test_probes_answer_through_the_real_asgi_server(live_server_url, celery_worker, housekeeping_worker):
     with urllib.request.urlopen(f"{live_server_url}/healthz", timeout=10) as response:
         assert response.status == 200 and json.load(response) == {"status": "ok"}
     with urllib.request.urlopen(f"{live_server_url}/readyz", timeout=10) as response:
@@ -113,16 +115,38 @@ def test_readyz_is_503_naming_the_workers_check_when_no_worker_answers(monkeypat
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "not ready"
-    assert body["failing"] == ["workers"]
+    assert body["failing"] == ["workers", "housekeeping"]
     assert body["checks"]["workers"]["ok"] is False
-    assert "no Celery worker answered ping" in body["checks"]["workers"]["error"]
+    assert "no worker consumes the job queue(s) default" in body["checks"]["workers"]["error"]
+    assert "no process consumes the 'housekeeping' queue" in body["checks"]["housekeeping"]["error"]
     assert body["checks"]["database"]["ok"] and body["checks"]["redis"]["ok"]
     assert elapsed < ops.READY_DEADLINE + 1
 
 
 @pytest.mark.django_db
+def test_the_housekeeping_process_alone_does_not_make_the_workers_check_pass(
+    monkeypatch, idle_redis, server_env, tmp_path
+):
+    """A broker whose only consumer is the housekeeping process (it runs no job): /readyz says the
+    job queues have no worker (issue 14: the ping answered by any process passed before)."""
+    housekeeping = celery_housekeeping(
+        "lonely-housekeeping", process_env(server_env, CELERY_BROKER_URL=idle_redis), log_dir=tmp_path
+    )
+    try:
+        with Celery("readyz-test", broker=idle_redis, set_as_current=False) as broker:
+            monkeypatch.setattr(ops, "celery_app", lambda: broker)
+            body = Client().get("/readyz").json()
+    finally:
+        housekeeping.stop()
+    assert body["failing"] == ["workers"], body
+    assert body["checks"]["housekeeping"]["ok"] is True
+    assert "no worker consumes the job queue(s) default" in body["checks"]["workers"]["error"]
+
+
+@pytest.mark.django_db
 def test_readyz_reports_an_unreachable_broker_without_its_password(unreachable_broker, monkeypatch):
     monkeypatch.setattr(ops, "check_workers", lambda: None)  # this test is about Redis
+    monkeypatch.setattr(ops, "check_housekeeping", lambda: None)
 
     response = Client().get("/readyz")
 

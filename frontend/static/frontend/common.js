@@ -32,7 +32,10 @@ export function duration(seconds) {
 }
 
 export function shownState(job) {
-  return job.state === "running" && job.cancel_requested ? "cancelling" : job.state;
+  if (job.state === "running" && job.cancel_requested) return "cancelling";
+  // Queued again after a failed attempt, until its backoff is over.
+  if (job.state === "queued" && job.wait_code === "retry") return "retrying";
+  return job.state;
 }
 
 // Apply a job only if it is newer than what is shown: events may arrive out of order
@@ -79,7 +82,9 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   row.dataset.version = String(job.version);
   row.querySelector(".job-title").textContent = job.kind_title;
   const staff = window.runboard?.user?.powers?.includes("view_all_jobs");
-  row.querySelector(".job-id").textContent = staff ? `${job.id.slice(0, 8)} · ${job.owner}` : job.id.slice(0, 8);
+  // Retries (the kind's policy): which attempt this is, once there has been more than one.
+  const attempt = job.max_attempts > 1 && (job.attempt > 1 || job.wait_code === "retry") ? ` · attempt ${job.attempt} of ${job.max_attempts}` : "";
+  row.querySelector(".job-id").textContent = (staff ? `${job.id.slice(0, 8)} · ${job.owner}` : job.id.slice(0, 8)) + attempt;
   const badge = row.querySelector(".badge");
   badge.textContent = state;
   badge.dataset.state = state;
@@ -101,7 +106,9 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   const eta = job.state === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined ? ` · ${duration(job.eta_seconds)} left` : "";
   row.querySelector(".job-rate").textContent = rate + eta;
   trackSilence(row, job);
-  row.querySelector(".job-error").textContent = job.error || "";
+  trackRetry(row, job);
+  // Backing off after a failed attempt: the reason quotes the error already.
+  row.querySelector(".job-error").textContent = job.wait_code === "retry" && job.state === "queued" ? "" : job.error || "";
   const download = row.querySelector(".job-download");
   if (job.download_url) {
     download.href = job.download_url;
@@ -144,6 +151,32 @@ function showSilence(row, now) {
   if (silent <= Number(row.dataset.stallAfter)) return;
   row.dataset.stalled = "";
   row.querySelector(".job-rate").textContent = `no progress for ${duration(silent)}`;
+}
+
+// A job backing off after a failed attempt: "Attempt 1 of 3 failed: … — retrying in 30 s." counts
+// down to its retry_at (then "retrying now"), until a newer payload arrives.
+let retryTimer = null;
+
+function trackRetry(row, job) {
+  if (job.state !== "queued" || job.wait_code !== "retry" || !job.retry_at || !job.wait_reason) {
+    delete row.dataset.retryAt;
+    return;
+  }
+  row.dataset.retryAt = String(Date.parse(job.retry_at));
+  row.dataset.retryReason = job.wait_reason.replace(/ — retrying in [^—]*$/, "");
+  showRetry(row, Date.now());
+  if (retryTimer === null) {
+    retryTimer = setInterval(() => {
+      const now = Date.now();
+      for (const node of document.querySelectorAll("[data-retry-at]")) showRetry(node, now);
+    }, 1000);
+  }
+}
+
+function showRetry(row, now) {
+  const left = Math.ceil((Number(row.dataset.retryAt) - now) / 1000);
+  const when = left > 0 ? `retrying in ${duration(left)}` : "retrying now";
+  row.querySelector(".job-message").textContent = `${row.dataset.retryReason} — ${when}.`;
 }
 
 export function toast(title, body, level, link) {

@@ -22,6 +22,7 @@ function meta(job) {
     ["Waited in queue", job.queue_wait_seconds === null ? "—" : duration(job.queue_wait_seconds)],
     ["Parameters", JSON.stringify(job.params) + ((job.truncated || []).includes("params") ? " (shortened)" : "")],
   ];
+  if (job.max_attempts > 1) items.push(["Attempt", `${job.attempt || 0} of ${job.max_attempts} (retried automatically)`]);
   if (job.retry_of) items.push(["Retry of", job.retry_of.slice(0, 8)]);
   for (const [term, value] of items) dl.append(el("dt", {}, term), el("dd", {}, value));
   const timeline = document.getElementById("timeline");
@@ -31,6 +32,28 @@ function meta(job) {
     item.append(el("span", { class: "badge", "data-state": step.state }, step.state), el("time", { datetime: step.at }, new Date(step.at).toLocaleTimeString()));
     timeline.append(item);
   }
+  renderAttempts(job);
+}
+
+// The attempts that failed and were retried, each with its error (from result_url: the payload
+// has only a "retrying" step for the latest ones). Fetched again when another attempt started
+// or the job ended.
+let shownAttempts = "";
+
+async function renderAttempts(job) {
+  const list = document.getElementById("attempts");
+  const key = `${job.attempt}|${FINAL.has(job.state)}`;
+  if (!list || !job.result_url || job.attempt < 2 && job.wait_code !== "retry" || key === shownAttempts) return;
+  shownAttempts = key;
+  const { response, body } = await api(job.result_url);
+  if (!response.ok || !Array.isArray(body.attempts)) return;
+  list.replaceChildren(...body.attempts.map((a) => {
+    const item = el("li", { "data-attempt": String(a.attempt) });
+    const wait = a.retry_in ? `, retried after ${duration(a.retry_in)}` : ", retried";
+    item.append(el("strong", {}, `Attempt ${a.attempt} failed`), el("time", { datetime: a.failed_at }, ` ${new Date(a.failed_at).toLocaleTimeString()}${wait}: `), el("span", { class: "error" }, a.error));
+    return item;
+  }));
+  list.hidden = body.attempts.length === 0;
 }
 
 // Payloads carry only a summary of the result (it can be megabytes): a small result is shown

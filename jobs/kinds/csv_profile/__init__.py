@@ -6,10 +6,12 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from django.db import OperationalError
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.context import KindContext
 from jobs.models import Upload
+from jobs.retries import RetryPolicy, TransientError
 
 from ..registry import JobKind, register
 from .profiler import CsvProfileError, ProfileStopped, profile_csv
@@ -81,6 +83,14 @@ register(
         soft_time_limit=1800,
         time_limit=1860,
         rerun_safe=True,
+        # Reading the upload can fail for a moment on shared storage (NFS, a full disk being
+        # cleared); the file being gone or unreadable, or its data being bad, is for good.
+        retry=RetryPolicy(
+            max_attempts=3,
+            base=30,
+            retry_on=(TransientError, OSError, OperationalError),
+            give_up_on=(FileNotFoundError, PermissionError, IsADirectoryError),
+        ),
         upload_param="upload_id",
         summarize=summarize,
         result_items="columns",

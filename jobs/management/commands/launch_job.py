@@ -207,6 +207,8 @@ def progress_line(payload: dict[str, Any]) -> str:
             parts.append(f"ETA {format_seconds(payload['eta_seconds'])}")
     if state == JobState.RUNNING and payload.get("cancel_requested"):
         parts.append("(cancelling)")
+    if (payload.get("attempt") or 0) > 1:
+        parts.append(f"attempt {payload['attempt']} of {payload.get('max_attempts')}")
     return "  ".join(parts)
 
 
