@@ -5,7 +5,8 @@ A launch inserts its job `queued` and not admitted (``admitted_at`` empty): no b
 ``jobs_admit`` (after a launch commits, when a job finishes, 0.25 s after a job starts unless it
 is over by then (jobs.runner), on the reaper's tick) picks
 the jobs that may go now, round-robin across users (the user with the fewest jobs admitted first,
-then whoever has waited longest; oldest first within a user), within
+then the one whose next job's kind has the higher ``priority``, then whoever has waited longest;
+within a user, highest priority then oldest first), within
 
 - the per-user limit ``RUNBOARD_MAX_RUNNING_PER_USER`` (running + admitted),
 - a kind's ``max_running_per_user``,
@@ -80,6 +81,11 @@ def _kind(name: str) -> JobKind | None:
         return get_kind(name)
     except UnknownKind:
         return None
+
+
+def _priority(kind_name: str) -> int:
+    kind = _kind(kind_name)
+    return kind.priority if kind is not None else 0
 
 
 def _queue_of(kind_name: str) -> str:
@@ -180,11 +186,14 @@ def _fair_order(waiting: list[_Row], state: _Pass, counts: _Counts, limit: int |
     by_owner: dict[int, list[_Row]] = defaultdict(list)
     for job in waiting:
         by_owner[job.owner_id].append(job)
+    for jobs in by_owner.values():
+        jobs.sort(key=lambda job: -_priority(job.kind))  # stable: oldest first within a priority
     never = datetime.min.replace(tzinfo=UTC)
     owners = sorted(
         by_owner,
         key=lambda owner: (
             counts.user[owner],
+            -_priority(by_owner[owner][0].kind),  # a kind's priority, among users equally served
             state.last_served.get(owner) or never,
             by_owner[owner][0].created_at,
         ),

@@ -56,5 +56,8 @@ register(
         time_limit=660,
         admin_only=True,
         power=Power.BROADCAST.value,
+        # An announcement is meant for now: ahead of its sender's other waiting jobs, and of
+        # other users' equally served ones. Not retried (retry=NO_RETRY): it is not idempotent.
+        priority=10,
     )
 )

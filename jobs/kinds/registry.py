@@ -67,6 +67,10 @@ class JobKind:
     power: str | None = None
     # Running jobs of this kind per user (None: only the global RUNBOARD_MAX_RUNNING_PER_USER).
     max_running_per_user: int | None = None
+    # Admission priority (jobs.admission): among users equally served, one whose waiting job has
+    # a higher priority goes first, and a user's own waiting jobs go highest priority first.
+    # Fairness comes first: a user with fewer jobs running is still admitted before.
+    priority: int = 0
     # Set when the kind takes an uploaded file: the parameter that holds the upload's id.
     upload_param: str | None = None
     run_chunk: Callable[[KindContext, Any, dict[str, Any]], Any] | None = None

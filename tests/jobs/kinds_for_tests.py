@@ -176,3 +176,17 @@ register(
         retry=RetryPolicy(max_attempts=3, base=0.3, factor=2, max_delay=5, jitter=0),
     )
 )
+
+
+register(
+    JobKind(
+        name="test_urgent",
+        title="Test: urgent sleep",
+        description="test_sleep with admission priority 5.",
+        params_model=SleepParams,
+        run=sleep,
+        soft_time_limit=60,
+        time_limit=90,
+        priority=5,
+    )
+)

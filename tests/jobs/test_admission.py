@@ -114,6 +114,47 @@ def test_the_global_limit_holds_jobs_in_the_database_and_says_where_each_stands(
     assert broker.sent[-1] == str(third.id)
 
 
+def launch_kind(owner: Any, kind: str) -> Job:
+    return launch.job_create(owner=owner, kind=kind, params={}, rate_limit=False)
+
+
+def free_the_slot(job: Job) -> None:
+    Job.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED, finished_at=job.created_at)
+    admission.jobs_admit()
+
+
+def test_a_users_higher_priority_job_is_admitted_before_their_older_ones(make_user, broker, settings):
+    settings.RUNBOARD_MAX_ADMITTED = 1
+    alice = make_user()
+    first = launch_kind(alice, "test_sleep")  # takes the one slot
+    older, urgent = launch_kind(alice, "test_sleep"), launch_kind(alice, "test_urgent")
+    assert broker.sent == [str(first.id)]
+
+    free_the_slot(first)
+
+    assert broker.sent[-1] == str(urgent.id) and fresh(older).admitted_at is None
+
+
+def test_among_users_equally_served_the_higher_priority_kind_goes_first(make_user, broker, settings):
+    """Priority orders users with as many jobs admitted; it never beats fairness (a user with
+    fewer jobs running is still first, see the round-robin tests)."""
+    settings.RUNBOARD_MAX_ADMITTED = 1
+    carol, bob, alice = make_user(), make_user(), make_user()
+    first = launch_kind(carol, "test_sleep")
+    bobs = launch_kind(bob, "test_sleep")  # has waited longer
+    alices = launch_kind(alice, "test_urgent")
+    assert (
+        job_payload(fresh(alices))["wait_reason"]
+        == "Every slot is taken (1): 1st in line for the next free one."
+    )
+
+    free_the_slot(first)
+
+    assert broker.sent[-1] == str(alices.id) and fresh(bobs).admitted_at is None
+    free_the_slot(alices)
+    assert broker.sent[-1] == str(bobs.id)
+
+
 def test_a_kinds_own_limit_is_respected(make_user, broker, settings, monkeypatch):
     settings.RUNBOARD_ADMIT_AHEAD_PER_USER = 5
     one_at_a_time = dataclasses.replace(registry.get_kind("simulate"), max_running_per_user=1)
