@@ -25,6 +25,36 @@ ROOT = Path(__file__).resolve().parent.parent
 _usernames = itertools.count(1)
 
 
+def _flush_retrying_on_deadlock(flush: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A transactional test's teardown TRUNCATEs every table; on PostgreSQL that can deadlock with
+    a live web or worker process of the session locking a row meanwhile (a heartbeat's credential
+    check, a counter lock). PostgreSQL ends one side; if that is the flush, wait and flush again."""
+
+    def teardown(self: Any) -> None:
+        from django.core.management.base import CommandError
+        from django.db import OperationalError
+
+        for attempt in range(1, 6):
+            try:
+                flush(self)
+                return
+            except CommandError as exc:
+                cause = exc.__cause__
+                if attempt == 5 or not (isinstance(cause, OperationalError) and "deadlock" in str(cause)):
+                    raise
+                time.sleep(0.2 * attempt)
+
+    return teardown
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from django.test import TransactionTestCase
+
+    TransactionTestCase._fixture_teardown = _flush_retrying_on_deadlock(  # type: ignore[method-assign]
+        TransactionTestCase._fixture_teardown
+    )
+
+
 def grant_powers(user: Any, *powers: Any) -> Any:
     """Give ``user`` operator powers (all of them by default) through a Django group, as an
     administrator would (jobs/permissions.py)."""
