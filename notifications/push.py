@@ -13,6 +13,8 @@ import asyncio
 import atexit
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -106,6 +108,26 @@ def flush(timeout: float = 5.0) -> bool:
     return True if publisher is None else publisher.flush(timeout)
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _exit_normally_on_termination() -> None:
+    """A process that publishes and is stopped (SIGTERM; SIGHUP: its SSH session dropped) runs
+    its atexit handlers, the flush above among them, instead of dying with its events: for a
+    plain script as for manage.py (which does the same before Django starts). Only where nobody
+    set a handler: servers and Celery's main processes keep theirs, and Celery's pool processes
+    (which flush after each task) are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    pool = sys.modules.get("billiard.process")
+    if pool is not None and pool.current_process().name != "MainProcess":
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _exit)
+
+
 class _Publisher:
     def __init__(self) -> None:
         self.published = 0
@@ -122,6 +144,7 @@ class _Publisher:
         # reached Redis: flush them at exit (manage.py turns SIGTERM into a normal exit too).
         self._pid = os.getpid()
         atexit.register(self._flush_at_exit)
+        _exit_normally_on_termination()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -88,15 +88,19 @@ class ReplayPage(NamedTuple):
     toast: bool
 
 
-def replay_after(*, user_id: int, after_id: int, limit: int = REPLAY_PAGE) -> ReplayPage:
-    """The page of notifications after ``after_id`` that a resume replays (three queries)."""
+def replay_after(
+    *, user_id: int, after_id: int, limit: int = REPLAY_PAGE, first_page: bool = True
+) -> ReplayPage:
+    """The page of notifications after ``after_id`` that a resume replays (three queries).
+    ``first_page``: whether the catch-up starts with this page; a later page is never toasted,
+    however short (the gap was more than a page)."""
     found = notifications_after(user_id=user_id, after_id=after_id, limit=limit + 1)
     more = len(found) > limit
     rows = [notification_payload(n) for n in found[:limit]]
     wants_toasts = (
         NotificationPreference.objects.filter(user_id=user_id).values_list("toast", flat=True).first()
     )
-    toast = wants_toasts is not False and not more and len(rows) <= REPLAY_TOASTS
+    toast = wants_toasts is not False and first_page and not more and len(rows) <= REPLAY_TOASTS
     return ReplayPage(rows, unread_count(user_id=user_id), more, toast)
 
 

@@ -89,6 +89,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         expires_at = await self._catch_up(
             resume_point((query.get("last_notification_id") or [None])[0]), connecting=True
         )
+        if self.closed:
+            return  # the credential ended while it connected
         self._check_at(expires_at)
         presence.Heartbeats.get().add(self)
         expiry = getattr(self.channel_layer, "group_expiry", None)
@@ -328,8 +330,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         ``resume``, and live notifications are held until the last page, so every one arrives
         exactly once and in order whatever the gap (docs/protocol.md, *Resume*)."""
         delivery = self.delivery
+        first_page = delivery.held is None  # not a page asked for after replay.more
         if after_id is not None:
             delivery.hold()
+        await snapshot.user_budget_wait(self.user.pk, lambda: self.closed)
+        if self.closed:
+            return None
         if connecting:
             step = await database_sync_to_async(snapshot.open_and_catch_up)(
                 channel_name=self.channel_name,
@@ -340,8 +346,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             )
         else:
             step = await database_sync_to_async(snapshot.catch_up_step)(
-                user=self.user, after_id=after_id, sent_up_to=delivery.sent_up_to
+                user=self.user, after_id=after_id, sent_up_to=delivery.sent_up_to, first_page=first_page
             )
+        if step.problem is not None:
+            await self.close_with(step.problem)
+            return None
+        snapshot.user_budgets.charge(self.user.pk, snapshot.step_bytes(step), time.monotonic())
         if step.page is not None:
             for _, event in delivery.replayed(step.page):
                 await self._send(event)
@@ -377,17 +387,3 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, code: str, detail: str) -> None:
         await self._send(events.error(code=code, detail=detail))
-
-
-class EchoConsumer(AsyncWebsocketConsumer):
-    """The Channels tutorial's echo: a connectivity and round-trip diagnostic (signed-in users)."""
-
-    async def connect(self) -> None:
-        await self.accept()
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=events.CLOSE_NOT_AUTHENTICATED)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is not None:
-            await self.send(text_data=text_data)

@@ -12,9 +12,13 @@ reads.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
+import asyncio
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
+
+from jobs.results import wire_size
 
 from .. import credentials, events, selectors
 from .presence import socket_open
@@ -50,16 +54,27 @@ class CatchUp(NamedTuple):
     """One step of a catch-up: the ``page`` of notifications after the resume point (None
     without one) and, if that page ends the catch-up, the ``snapshot`` (None: more pages
     follow); ``expires_at``: the credential's end (epoch seconds, or None) when the step also
-    recorded the connection."""
+    recorded the connection; ``problem``: the close code if the credential ended before the
+    connection was recorded (then there is no page and no snapshot)."""
 
     page: selectors.ReplayPage | None
     snapshot: events.SnapshotEvent | None
     expires_at: float | None = None
+    problem: int | None = None
 
 
-def connection_open(*, channel_name: str, user: Any, credential: credentials.Credential) -> float | None:
-    """Record an open socket or stream (its presence row, bound to its credential); returns
-    when the credential ends (a token's own end date, a session's as its row says)."""
+class Opened(NamedTuple):
+    expires_at: float | None  # the credential's end, epoch seconds (None: none)
+    problem: int | None  # a close code: the credential ended before the row was written
+
+
+def connection_open(*, channel_name: str, user: Any, credential: credentials.Credential) -> Opened:
+    """Record an open socket or stream (its presence row, bound to its credential), then check
+    the credential once more: a logout or revoke that committed between the sign-in check and the
+    row found no row to close (found by review: 36 of 56 racing sockets stayed open until the
+    heartbeat), so it is caught here; one that commits later finds the row. Returns when the
+    credential ends (a token's own end date, a session's as its row says) and the close code if
+    it already has."""
     socket_open(
         channel_name=channel_name,
         user_id=user.pk,
@@ -68,18 +83,20 @@ def connection_open(*, channel_name: str, user: Any, credential: credentials.Cre
         auth_hash=credential.auth_hash,
         privileges=credential.privileges,
     )
+    problem = credentials.credential_problems({channel_name: credential}).get(channel_name)
     if credential.token_id is not None:
-        return credential.expires_at
-    return credentials.session_expiry(credential.session_key)
+        return Opened(credential.expires_at, problem)
+    return Opened(credentials.session_expiry(credential.session_key), problem)
 
 
-def catch_up_step(*, user: Any, after_id: int | None, sent_up_to: int) -> CatchUp:
+def catch_up_step(*, user: Any, after_id: int | None, sent_up_to: int, first_page: bool = True) -> CatchUp:
     """The page of notifications after ``after_id`` (none without one) and, if that page ends
     the catch-up, the snapshot, whose ``last_notification_id`` is the most the connection has
-    then been sent (``sent_up_to`` or the page's last id)."""
+    then been sent (``sent_up_to`` or the page's last id). ``first_page``: the catch-up starts
+    here (only then may a short page pop toasts)."""
     if after_id is None:
         return CatchUp(None, selectors.snapshot_for_user(user=user))
-    page = selectors.replay_after(user_id=user.pk, after_id=after_id)
+    page = selectors.replay_after(user_id=user.pk, after_id=after_id, first_page=first_page)
     if page.more:
         return CatchUp(page, None)
     up_to = max([sent_up_to, *(row["id"] for row in page.rows)])
@@ -90,9 +107,13 @@ def open_and_catch_up(
     *, channel_name: str, user: Any, credential: credentials.Credential, after_id: int | None, sent_up_to: int
 ) -> CatchUp:
     """What a connect needs, in one trip to the database thread: record the connection, then
-    the first step of its catch-up."""
-    expires_at = connection_open(channel_name=channel_name, user=user, credential=credential)
-    return catch_up_step(user=user, after_id=after_id, sent_up_to=sent_up_to)._replace(expires_at=expires_at)
+    the first step of its catch-up (none if the credential ended meanwhile)."""
+    opened = connection_open(channel_name=channel_name, user=user, credential=credential)
+    if opened.problem is not None:
+        return CatchUp(None, None, opened.expires_at, opened.problem)
+    return catch_up_step(user=user, after_id=after_id, sent_up_to=sent_up_to)._replace(
+        expires_at=opened.expires_at
+    )
 
 
 class Delivery:
@@ -176,18 +197,76 @@ class Delivery:
         return True
 
 
+# Every catch-up step (a connect's snapshot, a replay page, on either transport) is also paid
+# from its user's budget in this web process, shared by all their connections: a reconnect loop
+# or SSE streams with `Last-Event-ID: 0` cannot send more than USER_BURST_BYTES + one step +
+# REPLY_BYTES_PER_SECOND per user per second from one process (found by review: 9-12 MiB/s). A
+# step costs at least STEP_MIN_BYTES, so its CPU is bounded too (at most 8 steps a second after
+# the burst). When it is spent the connection waits (no error: the client just gets it later).
+USER_BURST_BYTES = 2 * 1024 * 1024
+STEP_MIN_BYTES = 128 * 1024
+USER_BUDGETS_KEPT = 10_000
+
+
+class UserBudgets:
+    """The per-user catch-up budgets of this process (least recently used beyond
+    USER_BUDGETS_KEPT forgotten: a forgotten user starts with a full budget)."""
+
+    def __init__(self) -> None:
+        self._budgets: OrderedDict[int, ReplyBudget] = OrderedDict()
+
+    def wait(self, user_id: int, now: float) -> float:
+        """Seconds to wait before the user's next catch-up step may be sent (0: now)."""
+        budget = self._budgets.get(user_id)
+        if budget is None:
+            return 0.0
+        self._budgets.move_to_end(user_id)
+        return budget.refill(now) or 0.0
+
+    def charge(self, user_id: int, nbytes: int, now: float) -> None:
+        budget = self._budgets.get(user_id)
+        if budget is None:
+            budget = self._budgets[user_id] = ReplyBudget(now, burst=USER_BURST_BYTES)
+            while len(self._budgets) > USER_BUDGETS_KEPT:
+                self._budgets.popitem(last=False)
+        budget.refill(now)
+        budget.bytes -= max(nbytes, STEP_MIN_BYTES)
+
+
+user_budgets = UserBudgets()
+
+
+async def user_budget_wait(user_id: int, closed: Callable[[], bool]) -> None:
+    """Wait until the user's catch-up budget allows another step (or the connection closed)."""
+    while not closed():
+        wait = user_budgets.wait(user_id, time.monotonic())
+        if wait <= 0:
+            return
+        await asyncio.sleep(wait)
+
+
+def step_bytes(step: CatchUp) -> int:
+    """What a catch-up step sends, in wire bytes (about: the page's rows and the snapshot)."""
+    size = 0
+    if step.page is not None:
+        size += wire_size(step.page.rows)
+    if step.snapshot is not None:
+        size += wire_size(step.snapshot)
+    return size
+
+
 class ReplyBudget:
     """A socket's budget of reply bytes (see REPLY_BURST_BYTES), made on its first request."""
 
-    __slots__ = ("at", "bytes")
+    __slots__ = ("at", "burst", "bytes")
 
-    def __init__(self, now: float) -> None:
-        self.bytes, self.at = float(REPLY_BURST_BYTES), now
+    def __init__(self, now: float, *, burst: int = REPLY_BURST_BYTES) -> None:
+        self.bytes, self.at, self.burst = float(burst), now, burst
 
     def refill(self, now: float) -> float | None:
         """Refill for the time passed; returns None if a request may be answered, else how many
         seconds until it may."""
-        self.bytes = min(float(REPLY_BURST_BYTES), self.bytes + (now - self.at) * REPLY_BYTES_PER_SECOND)
+        self.bytes = min(float(self.burst), self.bytes + (now - self.at) * REPLY_BYTES_PER_SECOND)
         self.at = now
         if self.bytes <= 0:
             return -self.bytes / REPLY_BYTES_PER_SECOND

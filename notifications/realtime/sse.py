@@ -91,7 +91,8 @@ async def event_stream(request: HttpRequest) -> HttpResponse | StreamingHttpResp
 
 
 def _keepalive_seconds() -> float:
-    """Keepalives also refresh the stream's presence row, so they come at least once a heartbeat."""
+    """The stream's heartbeat (its presence row refreshed, its credential re-checked, a keepalive
+    line) comes at least once a socket heartbeat, busy or idle."""
     return min(KEEPALIVE_SECONDS, app_settings.SOCKET_HEARTBEAT)
 
 
@@ -104,24 +105,34 @@ async def _stream(
     # Join before reading anything, as the WebSocket consumer does.
     for group in groups:
         await layer.group_add(group, channel)
-    expires_at = await database_sync_to_async(snapshot.connection_open)(
-        channel_name=channel, user=user, credential=credential
-    )
     # What this stream has sent, to drop repeats; a resume's snapshot says it has all up to the
     # resume point (its ``id:`` line is where the stream resumes from next time).
     delivery = Delivery(sent_up_to=resume_from or 0)
     receiving: asyncio.Future[Any] | None = None
     try:
+        opened = await database_sync_to_async(snapshot.connection_open)(
+            channel_name=channel, user=user, credential=credential
+        )
+        if opened.problem is not None:  # the credential ended while it connected
+            yield _frame(json.dumps({"type": "closed", "code": opened.problem}))
+            return
+        expires_at = opened.expires_at
         yield f"retry: {RETRY_MS}\n\n"
         yield _frame(events.dumps(selectors.hello_for(user, powers=credential.powers)))
         ending: events.SnapshotEvent | None = None
+        first_page = True
         while ending is None:
-            # Page by page, as the client reads (each yield waits for the socket to drain).
+            # Page by page, as the client reads (each yield waits for the socket to drain), each
+            # paid from the user's catch-up budget (snapshot.py: waits when it is spent).
+            await snapshot.user_budget_wait(user.pk, lambda: False)
             step = await database_sync_to_async(snapshot.catch_up_step)(
                 user=user,
                 after_id=None if resume_from is None else delivery.sent_up_to,
                 sent_up_to=delivery.sent_up_to,
+                first_page=first_page,
             )
+            snapshot.user_budgets.charge(user.pk, snapshot.step_bytes(step), time.monotonic())
+            first_page = False
             if step.page is not None:
                 for notification_id, event in delivery.replayed(step.page):
                     yield _frame(events.dumps(event), event_id=notification_id)
@@ -131,41 +142,45 @@ async def _stream(
         yield _frame(events.dumps(ending), event_id=ending["last_notification_id"])
         # One receive stays pending across keepalives: cancelling it would unsubscribe the channel.
         receiving = asyncio.ensure_future(layer.receive(channel))
+        # The heartbeat (presence refresh, credential re-check, keepalive) is due at fixed times,
+        # whether or not events flow: a busy stream skipped it before (found by review: its row
+        # went stale and a raw-SQL credential change never closed it).
+        next_beat = time.monotonic() + _keepalive_seconds()
         while True:
-            timeout = _keepalive_seconds()
+            timeout = max(0.0, next_beat - time.monotonic())
             if expires_at is not None:
                 timeout = max(0.0, min(timeout, expires_at - time.time() + 0.05))
             done, _ = await asyncio.wait({receiving}, timeout=timeout)
-            if not done:
-                problems = await database_sync_to_async(presence.sockets_heartbeat)(due={channel: credential})
-                if problems:
-                    yield _frame(json.dumps({"type": "closed", "code": problems[channel]}))
-                    return
-                if expires_at is not None and expires_at <= time.time() and credential.token_id is None:
+            if done:
+                message = receiving.result()
+                receiving = asyncio.ensure_future(layer.receive(channel))
+                if message.get("type") == RECHECK_TYPE:
+                    # The session was saved: its end date may have moved (either way).
+                    problems = await database_sync_to_async(credentials.credential_problems)(
+                        {channel: credential}
+                    )
+                    if problems:
+                        yield _frame(json.dumps({"type": "closed", "code": problems[channel]}))
+                        return
                     expires_at = await database_sync_to_async(credentials.session_expiry)(
                         credential.session_key
                     )
-                yield ": keepalive\n\n"
-                continue
-            message = receiving.result()
-            receiving = asyncio.ensure_future(layer.receive(channel))
-            if message.get("type") == RECHECK_TYPE:
-                # The session was saved: its end date may have moved (either way).
-                problems = await database_sync_to_async(credentials.credential_problems)(
-                    {channel: credential}
-                )
-                if problems:
-                    yield _frame(json.dumps({"type": "closed", "code": problems[channel]}))
+                elif message.get("type") == CLOSE_TYPE:
+                    yield _frame(json.dumps({"type": "closed", "code": message.get("code")}))
                     return
-                expires_at = await database_sync_to_async(credentials.session_expiry)(credential.session_key)
-                continue
-            if message.get("type") == CLOSE_TYPE:
-                yield _frame(json.dumps({"type": "closed", "code": message.get("code")}))
+                elif message.get("type") == RELAY_TYPE and delivery.live(message):
+                    yield _frame(message["text"], event_id=message.get("notification_id"))
+                expired = expires_at is not None and expires_at <= time.time()
+                if time.monotonic() < next_beat and not expired:
+                    continue
+            next_beat = time.monotonic() + _keepalive_seconds()
+            problems = await database_sync_to_async(presence.sockets_heartbeat)(due={channel: credential})
+            if problems:
+                yield _frame(json.dumps({"type": "closed", "code": problems[channel]}))
                 return
-            if message.get("type") != RELAY_TYPE:
-                continue
-            if delivery.live(message):
-                yield _frame(message["text"], event_id=message.get("notification_id"))
+            if expires_at is not None and expires_at <= time.time() and credential.token_id is None:
+                expires_at = await database_sync_to_async(credentials.session_expiry)(credential.session_key)
+            yield ": keepalive\n\n"
     finally:
         if receiving is not None:
             receiving.cancel()

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -181,3 +182,77 @@ def test_resume_floods_within_the_message_limit_cost_at_most_the_documented_repl
     one_reply = page + 256 * 1024
     assert received <= bound + one_reply, f"{received / 2**20:.1f} MiB in {elapsed:.1f} s"
     assert frames >= 50
+
+
+def test_a_gap_one_past_a_page_pops_no_toasts_on_either_transport(live_server_url, make_user):
+    """The toast guard is per catch-up, not per page (found by review: a gap of 101 toasted the
+    last page's one notification)."""
+    user = make_user()
+    expected = missed(user, selectors.REPLAY_PAGE + 1)
+    toasts = []
+    with socket(live_server_url, user, after=0) as ws:
+        while (event := receive_json(ws, timeout=20))["type"] != "snapshot":
+            if event["type"] == "notification.new":
+                toasts.append(event["toast"])
+            elif event["type"] == "replay.more":
+                ws.send(json.dumps({"type": "resume", "last_notification_id": event["last_notification_id"]}))
+    assert len(toasts) == len(expected) and not any(toasts)
+
+    source = EventSource(live_server_url, cookie=session_cookie(user), last_event_id=0)
+    replayed = source.until(lambda e: e["type"] == "snapshot")
+    source.close()
+    streamed = [e["toast"] for e in replayed if e["type"] == "notification.new"]
+    assert len(streamed) == len(expected) and not any(streamed)
+
+
+def test_reconnect_loops_and_sse_replays_from_zero_cost_at_most_the_users_catch_up_budget(
+    live_server_url, make_user
+):
+    """Found by review: a new connection's catch-up was free, so SSE streams opened again and
+    again with `Last-Event-ID: 0` took 9-12 MiB/s (and most of a core) from one web process.
+    Every catch-up step of a user is now paid from one budget per user and process."""
+    user = make_user()
+    missed(user, 1000, body="x" * 4000)
+    received = [0, 0, 0, 0]
+    started = time.monotonic()
+    deadline = started + 8
+
+    def loop(index: int, transport: str) -> None:
+        while time.monotonic() < deadline:
+            if transport == "sse":
+                source = EventSource(live_server_url, cookie=session_cookie(user), last_event_id=0)
+                try:
+                    while time.monotonic() < deadline:
+                        line = source.response.fp.readline()
+                        if not line:
+                            break
+                        received[index] += len(line)
+                except (TimeoutError, OSError):
+                    pass
+                finally:
+                    source.close()
+            else:
+                try:
+                    with socket(live_server_url, user, after=0) as ws:
+                        while time.monotonic() < deadline:
+                            text = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+                            received[index] += len(text)
+                            if '"type": "snapshot"' in text or '"type":"snapshot"' in text:
+                                break
+                except (TimeoutError, OSError):
+                    pass
+
+    threads = [
+        threading.Thread(target=loop, args=(i, "sse" if i < 2 else "ws"), daemon=True) for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    elapsed = time.monotonic() - started
+    bound = snapshot.USER_BURST_BYTES + snapshot.REPLY_BYTES_PER_SECOND * elapsed
+    page = selectors.REPLAY_PAGE * (selectors.BODY_MAX_BYTES + selectors.TITLE_MAX_BYTES + 400)
+    in_flight = len(threads) * (page + 256 * 1024)  # a step each loop may have been granted last
+    total = sum(received)
+    assert total <= bound + in_flight, f"{total / 2**20:.1f} MiB in {elapsed:.1f} s"
+    assert total > 2 * 2**20  # it did stream: the budget, not a failure, is what held it

@@ -13,9 +13,9 @@ from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from django.test import Client
 
-from notifications import inbox, selectors
+from notifications import events, inbox, selectors
 from notifications.credentials import session_credential
-from notifications.models import Notification, NotificationState
+from notifications.models import Notification, NotificationState, SocketConnection
 from notifications.realtime.consumer import NotificationConsumer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,3 +96,26 @@ def test_a_paged_resume_holds_live_notifications_until_its_last_page(make_user):
         ids, pages = thread.submit(asyncio.run, run()).result(timeout=120)
     assert pages == len(missed) // selectors.REPLAY_PAGE
     assert ids == sorted(ids) and len(ids) == len(set(ids)) == 253
+
+
+def test_a_credential_that_ends_between_the_sign_in_check_and_the_socket_row_closes_the_socket(make_user):
+    """The race found by review: the sign-in was checked, then a logout committed before the
+    socket's row existed, so the logout found no connection to close (36 of 56 racing sockets
+    stayed open until the heartbeat). The consumer checks again once its row is written."""
+    user = make_user()
+    client = Client()
+    client.force_login(user)
+    credential = session_credential(user, client.session.session_key)  # what the middleware saw
+    client.logout()  # commits before the consumer records its row
+
+    async def run():
+        socket = Socket(user, credential)
+        await socket.open()
+        assert (await socket.receive())["type"] == "hello"
+        closing = await socket.communicator.receive_output(10)
+        assert closing == {"type": "websocket.close", "code": events.CLOSE_NOT_AUTHENTICATED}
+        assert await socket.communicator.receive_nothing(0.3)  # no snapshot, nothing after
+        await socket.close()  # the server's disconnect after the close: the row goes
+
+    asyncio.run(run())
+    assert not SocketConnection.objects.filter(user=user).exists()

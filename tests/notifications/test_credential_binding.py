@@ -28,6 +28,7 @@ from jobs.models import AccessToken
 from jobs.tokens import token_create
 from notifications import events, inbox
 from notifications.models import SocketConnection
+from notifications.push import flush, push_event
 from tests.conftest import ROOT, LiveServer, receive_json, session_cookie
 from tests.notifications.test_sse import EventSource
 
@@ -310,6 +311,39 @@ def test_a_credential_ended_behind_the_services_back_is_caught_by_the_heartbeat(
     while SocketConnection.objects.filter(token_id=token.pk).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not SocketConnection.objects.filter(token_id=token.pk).exists()
+
+
+def test_a_busy_stream_keeps_its_heartbeat_so_a_credential_ended_behind_the_services_back_closes_it(
+    fast_heartbeat, make_user, watchers
+):
+    """Found by review: an SSE stream ran its heartbeat only after a quiet keepalive interval, so
+    while events flowed its presence row went stale and a raw-SQL revoke never closed it (465
+    events in 20 s after). Now the heartbeat comes on time, busy or not."""
+    user = make_user()
+    token, raw = token_create(user=user, name="busy")
+    stream = watchers(StreamWatcher(fast_heartbeat, token=raw))
+    busy = threading.Event()
+
+    def keep_it_busy():
+        while not busy.is_set():
+            push_event(group=events.user_group(user.pk), event={"type": "test.busy"})
+            flush(timeout=1)
+            time.sleep(0.1)
+
+    pusher = threading.Thread(target=keep_it_busy, daemon=True)
+    pusher.start()
+    try:
+        time.sleep(3)  # three heartbeats of 1 s, each with events in between
+        seen = SocketConnection.objects.filter(token_id=token.pk).values_list("seen_at", flat=True).first()
+        assert seen is not None and (timezone.now() - seen).total_seconds() < 2 + WITHIN
+        started = time.monotonic()
+        AccessToken.objects.filter(pk=token.pk)._raw_delete(AccessToken.objects.db)
+        assert stream.wait_closed() == events.CLOSE_NOT_AUTHENTICATED
+        assert stream.closed_at - started < 1 + WITHIN
+    finally:
+        busy.set()
+        pusher.join(5)
+    assert sum(1 for frame in stream.frames if frame["type"] == "test.busy") > 10
 
 
 def test_a_session_shortened_through_the_session_api_closes_its_connections_at_the_new_end(

@@ -104,3 +104,40 @@ def test_a_command_stopped_with_sigterm_flushes_what_it_published_before_exiting
     assert proc.returncode == 128 + signal.SIGTERM
     event = receive_until(ws, lambda e: e["type"] == "notification.new", timeout=10)[-1]
     assert event["notification"]["title"] == "before sigterm"
+
+
+def test_a_plain_script_stopped_with_sigterm_flushes_what_it_published_before_exiting(
+    ws_connect, server_env, make_user
+):
+    """Not manage.py: a script of its own that sets Django up and calls the services (issue 11
+    §8, found by review: it lost its event on SIGTERM, only manage.py turned SIGTERM into an exit)."""
+    user = make_user()
+    ws = ws_connect(user=user)
+    receive_until(ws, lambda e: e["type"] == "snapshot")
+    code = (
+        "import os, time, django\n"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'dashboard.settings.local')\n"
+        "django.setup()\n"
+        "from notifications import push\n"
+        "from notifications.inbox import notify\n"
+        "publisher = push._publisher.get()\n"
+        "publisher._loop.call_soon_threadsafe(time.sleep, 1.5)\n"
+        f"notify(recipient_id={user.pk}, title='plain script')\n"
+        "print('published', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=server_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    while (line := proc.stdout.readline()) and line.strip() != b"published":
+        pass
+    assert line.strip() == b"published"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    event = receive_until(ws, lambda e: e["type"] == "notification.new", timeout=10)[-1]
+    assert event["notification"]["title"] == "plain script"

@@ -1,4 +1,5 @@
-// Which transports work from this browser, and the WebSocket round-trip time over the echo socket.
+// Which transports work from this browser, and the WebSocket round-trip time: `ping` and `pong` on
+// the notification socket itself (the one every page uses; bound to the sign-in like any socket).
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 const show = (id, text) => { document.getElementById(id).textContent = text; };
 
@@ -25,19 +26,21 @@ function checkSse() {
 
 function measure() {
   show("diag-rtt", "measuring…");
-  const ws = new WebSocket(`${scheme}//${location.host}/ws/echo/`);
+  const ws = new WebSocket(`${scheme}//${location.host}/ws/notifications/`);
   const samples = [];
   let sentAt = 0;
-  const next = () => { sentAt = performance.now(); ws.send(`ping ${samples.length}`); };
-  ws.onopen = next;
-  ws.onmessage = () => {
+  const next = () => { sentAt = performance.now(); ws.send(JSON.stringify({ type: "ping" })); };
+  ws.onmessage = (event) => {
+    const data = JSON.parse(event.data);
+    if (data.type === "snapshot" && samples.length === 0 && sentAt === 0) return next();
+    if (data.type !== "pong") return;
     samples.push(performance.now() - sentAt);
     if (samples.length < 20) return next();
     ws.close();
     samples.sort((a, b) => a - b);
     show("diag-rtt", `median ${samples[10].toFixed(1)} ms, worst ${samples[19].toFixed(1)} ms`);
   };
-  ws.onerror = () => show("diag-rtt", "the echo socket failed");
+  ws.onerror = () => show("diag-rtt", "the socket failed");
 }
 
 document.getElementById("diag-again").addEventListener("click", measure);
