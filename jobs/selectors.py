@@ -53,6 +53,14 @@ RETRY_STEPS_SHOWN = 3
 _INT_MAX = 2**63 - 1
 
 
+# The wait code and sentence of a queued job whose message the broker could not take (it is
+# sent again at the reaper's next tick once the broker answers: jobs.housekeeping).
+WAITING_FOR_QUEUE = "waiting_for_queue"
+WAITING_FOR_QUEUE_NOTE = (
+    "Waiting for the queue: the job broker could not be reached; it is sent once it answers."
+)
+
+
 class InvalidCursor(ValueError):
     pass
 
@@ -216,6 +224,7 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
     """
     running = job.state == JobState.RUNNING
     queued = job.state == JobState.QUEUED
+    waiting_for_queue = queued and job.enqueued_at is None
     started_ts = job.started_at.timestamp() if job.started_at else None
     # Progress in the row is as of the last heartbeat: measure the rate at that moment, so it
     # does not sag between heartbeats.
@@ -258,10 +267,13 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         "state": job.state,
         "cancel_requested": job.cancel_requested_at is not None,
         # Queued, but its message has not reached the broker yet (jobs.dispatch._enqueue).
-        "waiting_for_queue": job.state == JobState.QUEUED and job.enqueued_at is None,
-        "wait_code": (job.wait_code or None) if queued else None,
-        "wait_reason": (job.wait_note or None) if queued else None,
-        "queue_position": job.wait_position if queued else None,
+        "waiting_for_queue": waiting_for_queue,
+        # While the broker is away that is the reason, not the place in line it was given.
+        "wait_code": (WAITING_FOR_QUEUE if waiting_for_queue else job.wait_code or None) if queued else None,
+        "wait_reason": (WAITING_FOR_QUEUE_NOTE if waiting_for_queue else job.wait_note or None)
+        if queued
+        else None,
+        "queue_position": job.wait_position if queued and not waiting_for_queue else None,
         "attempt": job.attempts,
         "max_attempts": job.max_attempts,
         "retry_at": _iso(job.retry_at) if queued else None,

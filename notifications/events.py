@@ -88,7 +88,8 @@ class JobPayload(TypedDict):
     waiting_for_queue: bool
     # Queued jobs (jobs.admission): why it waits, one of "paused", "user_limit", "kind_limit",
     # "global_limit", "behind_own", "in_line" (admitted, waiting for a worker), "retry" (backing
-    # off after a failed attempt, until retry_at); the sentence shown ("2 of your jobs are
+    # off after a failed attempt, until retry_at), "waiting_for_queue" (the broker could not
+    # take its message: waiting_for_queue is true); the sentence shown ("2 of your jobs are
     # running, limit 2.", "3rd in line for a worker.", "Attempt 1 of 3 failed: … — retrying in
     # 30 s."); its place in that line (in_line, global_limit). Null when not queued or not yet
     # looked at.

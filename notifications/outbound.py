@@ -262,6 +262,15 @@ def check_and_resolve(url: str, *, allow_local: bool = False) -> Target:
     """Both checks, as done when a URL is accepted; raises RefusedURL."""
     target = check_url(url, allow_local=allow_local)
     resolve_public(target, allow_local=allow_local)
+    if (
+        target.literal is not None
+        and target.literal.version == 6
+        and not (allow_local and target.host in LOCAL_HOSTS)
+    ):
+        # Public, but py_vapid signs an audience of scheme://host[:port] with no brackets: no push
+        # to it could ever be sent (found by review: accepted, then every push failed). Push
+        # services use host names.
+        raise RefusedURL("Must name its host: an IPv6 address literal cannot be signed for (VAPID).")
     return target
 
 

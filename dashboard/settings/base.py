@@ -257,7 +257,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Lowering it (CELERY_VISIBILITY_TIMEOUT) makes Redis redeliver running jobs' messages: harmless,
 # since a job only starts from `queued`, and used by the tests to prove exactly that.
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, float] = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=_runboard("MAX_JOB_TIME_LIMIT") + 600)
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=_runboard("MAX_JOB_TIME_LIMIT") + 600),
+    # A broker that accepts but never answers (a frozen Redis) must not hold a launch forever:
+    # the send fails after these seconds and the job waits for the queue (found by review: the
+    # API never answered). Above the worker's 1 s BRPOP, so consuming is unaffected.
+    "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=3.0),
+    "socket_connect_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=3.0),
+}
+# One retry of a failed send (kombu's default is three): with the timeouts above, a launch
+# answers within about 7 s even when the broker is frozen.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
 }
 if env.str("CELERY_UNACKED_RESTORE_INTERVAL", default=""):
     # How often workers look for messages past their visibility timeout (kombu's default: a

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -92,12 +94,49 @@ def test_with_the_broker_down_a_launch_answers_queued_waiting_for_the_queue_as_t
     job = Job.objects.get(pk=body["id"])
     assert body == json.loads(json.dumps(job_payload(job)))  # the answer is the row, after the enqueue
     assert (body["state"], body["waiting_for_queue"], body["error"]) == ("queued", True, "")
+    # One story, not two (found by review: "1st in line for a worker." beside it).
+    assert (body["wait_code"], body["queue_position"]) == ("waiting_for_queue", None)
+    assert body["wait_reason"].startswith("Waiting for the queue")
     assert (job.state, job.finished_at) == (JobState.QUEUED, None)  # before: failed
     assert not Notification.objects.filter(job_id=job.id).exists()
     # The page shows what the API answered.
     page = api_client(user).get(f"/jobs/{job.id}/")
     assert page.status_code == 200
     assert page.context["payload"]["waiting_for_queue"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_frozen_broker_a_launch_still_answers_waiting_for_the_queue(make_user, monkeypatch):
+    """Found by review: a Redis that accepts connections but never answers (SIGSTOP) held
+    `POST /api/v1/jobs/` forever, with the row already committed. Now the send times out."""
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen(16)  # accepts (the kernel's backlog) and never says a word
+    url = f"redis://127.0.0.1:{frozen.getsockname()[1]}/0"
+
+    def send_task(name: str, *args: Any, **options: Any) -> Any:
+        if name != "jobs.run_job":
+            return original_send_task(name, *args, **options)
+        with celery_app.connection_for_write(url) as hanging:
+            return original_send_task(name, *args, connection=hanging, **options)
+
+    monkeypatch.setattr(celery_app, "send_task", send_task)
+    answers: list[Any] = []
+    user = make_user()
+    thread = threading.Thread(
+        target=lambda: answers.append(launch(api_client(user), {"kind": "simulate", "params": {"steps": 1}})),
+        daemon=True,
+    )
+    started = time.monotonic()
+    thread.start()
+    thread.join(30)
+    frozen.close()
+    assert answers, "no answer in 30 s"
+    elapsed = time.monotonic() - started
+    body = answers[0].json()
+    assert answers[0].status_code == 201 and body["waiting_for_queue"] is True, body
+    assert elapsed < 15, f"answered after {elapsed:.1f} s"
+    assert Job.objects.get(pk=body["id"]).state == JobState.QUEUED
 
 
 @pytest.mark.django_db(transaction=True)
