@@ -345,6 +345,28 @@ def jobs_admit_quietly(*, for_job: Job | None = None, started: Job | None = None
         return 0
 
 
+def launch_waits_behind_own(*, owner_id: int, kind: str) -> bool:
+    """Whether a job about to be launched for ``owner_id`` would wait behind that owner's older
+    job of the same kind that waits too (not admitted, not backing off), with no pause, no
+    global limit and admission on: then job_create inserts it already noted "Waiting behind your
+    earlier jobs." and runs no pass of its own (two reads instead of a locked pass, issue 14 §1:
+    jobs per second). Whether a job may go depends on its owner and kind only, so it could not
+    go now; the passes that later admit the older job see it. (Should the older one be
+    admitted, start and end within the instant between this read and the insert's commit, the
+    reaper's tick admits it.)"""
+    if app_settings.MAX_ADMITTED > 0 or not app_settings.ADMISSION_CONTROL:
+        return False
+    older = (
+        Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=True, owner_id=owner_id, kind=kind)
+        .exclude(retry_at__gt=timezone.now())
+        .exists()
+    )
+    return older and not AdmissionControl.objects.filter(paused=True).exists()
+
+
+BEHIND_OWN_NOTE = "Waiting behind your earlier jobs."
+
+
 def _behind_own_launch(job: Job) -> bool:
     """A launch's pass, short: if its owner already has an older job of the same kind waiting,
     the new job cannot go now (whether a job may go depends on its owner and kind only; under
@@ -376,7 +398,7 @@ def _behind_own_launch(job: Job) -> bool:
     if note:
         writes.note(row, PAUSED, note, None)
     else:
-        writes.note(row, BEHIND_OWN, "Waiting behind your earlier jobs.", None)
+        writes.note(row, BEHIND_OWN, BEHIND_OWN_NOTE, None)
     writes.flush(job)
     return True
 
@@ -476,7 +498,7 @@ def _admission_pass(for_job: Job | None) -> list[Job]:
         if job.owner_id in heads and not state.paused(job):
             # Behind the owner's next job: a sentence that does not change as theirs move along
             # (rewriting every waiting job of a user at each of their starts cost ~25 writes a job).
-            writes.note(job, BEHIND_OWN, "Waiting behind your earlier jobs.", None)
+            writes.note(job, BEHIND_OWN, BEHIND_OWN_NOTE, None)
             continue
         heads.add(job.owner_id)
         reason = state.blocked(job, state.counts)

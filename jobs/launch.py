@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from jobs.conf import app_settings
 
-from .admission import jobs_admit_quietly
+from .admission import BEHIND_OWN, BEHIND_OWN_NOTE, jobs_admit_quietly, launch_waits_behind_own
 from .dispatch import _revoke
 from .exceptions import Conflict, InvalidUpload, KindNotAllowed, RateLimited
 from .kinds.registry import InvalidParams, JobKind, get_kind, may_launch
@@ -115,6 +115,7 @@ def job_create(
     validated = job_kind.validate(params)
     if job_kind.upload_param:
         _check_upload_owner(owner, getattr(validated, job_kind.upload_param), job_kind.upload_param)
+    behind_own = launch_waits_behind_own(owner_id=owner.pk, kind=job_kind.name)
     job = Job.objects.create(
         owner=owner,
         kind=job_kind.name,
@@ -124,9 +125,11 @@ def job_create(
         retry_of=retry_of,
         enqueued_at=timezone.now(),
         max_attempts=job_kind.retry.max_attempts,
+        **({"wait_code": BEHIND_OWN, "wait_note": BEHIND_OWN_NOTE} if behind_own else {}),
     )
     _push_job(job)
-    transaction.on_commit(lambda: _admit_and_refresh(job))
+    if not behind_own:
+        transaction.on_commit(lambda: _admit_and_refresh(job))
     return job
 
 
