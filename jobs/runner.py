@@ -24,7 +24,7 @@ from .models import FINAL_STATES, Job, JobChunk, JobState
 from .reporter import ChunkReporter, ProgressReporter
 from .results import ResultTooLarge
 from .retries import MAX_ATTEMPTS_LIMIT
-from .states import Deferred, job_finish, job_retry_later, job_start, job_transition
+from .states import Deferred, attempt_errors_with, job_finish, job_retry_later, job_start, job_transition
 
 logger = logging.getLogger(__name__)
 
@@ -260,15 +260,7 @@ def _recover_lost(job: Job, *, reason: str, condition: Q | None = None) -> Job |
             heartbeat_at=None,
             enqueued_at=timezone.now(),
             progress_message=f"{reason} Re-queued (attempt {job.attempts + 1}).",
-            attempt_errors=[
-                *(job.attempt_errors or []),
-                {
-                    "attempt": job.attempts,
-                    "error": reason,
-                    "failed_at": timezone.now().isoformat(),
-                    "retry_in": 0,
-                },
-            ],
+            attempt_errors=attempt_errors_with(job, error=reason, retry_in=0),
         )
         if requeued is not None:
             transaction.on_commit(lambda: _enqueue(requeued))

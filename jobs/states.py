@@ -233,6 +233,19 @@ RETRY_WAIT_CODE = "retry"
 ATTEMPT_ERROR_CHARS = 300
 
 
+def attempt_errors_with(job: Job, *, error: str, retry_in: float) -> list[dict[str, Any]]:
+    """``job.attempt_errors`` with its current attempt added as failed now with ``error`` (cut
+    to ATTEMPT_ERROR_CHARS), the next one ``retry_in`` seconds later: a retry or a lost worker's
+    re-queue (jobs.runner)."""
+    entry = {
+        "attempt": job.attempts,
+        "error": error[:ATTEMPT_ERROR_CHARS],
+        "failed_at": timezone.now().isoformat(),
+        "retry_in": retry_in,
+    }
+    return [*(job.attempt_errors or []), entry]
+
+
 def job_retry_later(*, job: Job, error: str, delay: float) -> Job | None:
     """Queue ``job`` (running, its attempt ``job.attempts`` just failed with ``error``) again, to
     be admitted no sooner than ``delay`` seconds from now; returns the queued job, or None if it
@@ -245,12 +258,6 @@ def job_retry_later(*, job: Job, error: str, delay: float) -> Job | None:
     """
     now = timezone.now()
     first_line = (error.strip().splitlines() or [""])[0]
-    entry = {
-        "attempt": job.attempts,
-        "error": error[:ATTEMPT_ERROR_CHARS],
-        "failed_at": now.isoformat(),
-        "retry_in": delay,
-    }
     note = f" — retrying in {delay:g} s."
     head = f"Attempt {job.attempts} of {job.max_attempts} failed: "
     room = WAIT_NOTE_MAX - len(head) - len(note)
@@ -271,7 +278,7 @@ def job_retry_later(*, job: Job, error: str, delay: float) -> Job | None:
         wait_code=RETRY_WAIT_CODE,
         wait_note=head + shown + note,
         wait_position=None,
-        attempt_errors=[*(job.attempt_errors or []), entry],
+        attempt_errors=attempt_errors_with(job, error=error, retry_in=delay),
     )
     if queued is not None:
         notify(

@@ -4,7 +4,7 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from jobs import housekeeping, states
+from jobs import housekeeping, runner, selectors, states
 from jobs.models import Job, JobState
 from tests.jobs.factories import make_job
 
@@ -75,6 +75,23 @@ def test_the_reaper_fails_running_jobs_whose_worker_went_silent(make_user):
     fresh.refresh_from_db()
     assert stale.state == JobState.FAILED and "Worker lost" in stale.error
     assert fresh.state == JobState.RUNNING
+
+
+def test_a_rerunnable_job_the_reaper_requeues_keeps_its_lost_attempt_in_its_history(make_user, monkeypatch):
+    """The attempts are grouped on the job (issue 14 §3): a lost worker's attempt is one too."""
+    monkeypatch.setattr(runner, "_enqueue", lambda job, **_: True)
+    job = make_job(
+        owner=make_user(), state=JobState.RUNNING, kind="test_rerun", params={},
+        heartbeat_at=timezone.now() - timedelta(minutes=5), attempts=1,
+    )  # fmt: skip
+
+    assert housekeeping.job_reap_stale(stale_after=60) == 1
+
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED
+    assert [(e["attempt"], e["retry_in"]) for e in job.attempt_errors] == [(1, 0)]
+    assert job.attempt_errors[0]["error"].startswith("Worker lost")
+    assert [step["state"] for step in selectors.job_payload(job)["timeline"]] == ["queued", "retrying"]
 
 
 def test_only_queued_jobs_silent_past_the_requeue_limit_are_enqueued_again(make_user, monkeypatch, settings):
