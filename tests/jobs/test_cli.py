@@ -416,6 +416,25 @@ def test_the_progress_line_of_a_stalled_job_says_how_long_since_progress_instead
     assert progress_line(payload) == "[##########----------]  50%  Step 290 of 580  no progress for 40 s"
 
 
+def test_the_progress_line_says_which_attempt_and_why_a_retried_job_waits():
+    backing_off = {
+        "state": "queued", "waiting_for_queue": False, "attempt": 1, "max_attempts": 3,
+        "wait_reason": "Attempt 1 of 3 failed: service unavailable — retrying in 30 s.",
+        "progress": {"current": 0, "total": None, "message": ""},
+    }  # fmt: skip
+    assert (
+        progress_line(backing_off) == "queued, attempt 1 of 3 failed: service unavailable — retrying in 30 s."
+    )
+    running = {
+        "state": "running", "cancel_requested": False, "attempt": 2, "max_attempts": 3,
+        "progress": {"current": 1, "total": 2, "message": ""}, "rate": None, "eta_seconds": None,
+        "stalled": False,
+    }  # fmt: skip
+    assert progress_line(running).endswith("attempt 2 of 3")
+    # A lost worker's re-queue of a kind without retries: past its max_attempts, no "of".
+    assert progress_line({**running, "max_attempts": 1}).endswith("attempt 2")
+
+
 # --- Listing -----------------------------------------------------------------------------------
 
 

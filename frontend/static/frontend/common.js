@@ -83,7 +83,9 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   row.querySelector(".job-title").textContent = job.kind_title;
   const staff = window.runboard?.user?.powers?.includes("view_all_jobs");
   // Retries (the kind's policy): which attempt this is, once there has been more than one.
-  const attempt = job.max_attempts > 1 && (job.attempt > 1 || job.wait_code === "retry") ? ` · attempt ${job.attempt} of ${job.max_attempts}` : "";
+  // (A lost worker's re-queue may go past the kind's retries: then no "of".)
+  const of = job.max_attempts >= job.attempt ? ` of ${job.max_attempts}` : "";
+  const attempt = job.attempt > 1 || (job.max_attempts > 1 && job.wait_code === "retry") ? ` · attempt ${job.attempt}${of}` : "";
   row.querySelector(".job-id").textContent = (staff ? `${job.id.slice(0, 8)} · ${job.owner}` : job.id.slice(0, 8)) + attempt;
   const badge = row.querySelector(".badge");
   badge.textContent = state;

@@ -207,8 +207,10 @@ def progress_line(payload: dict[str, Any]) -> str:
             parts.append(f"ETA {format_seconds(payload['eta_seconds'])}")
     if state == JobState.RUNNING and payload.get("cancel_requested"):
         parts.append("(cancelling)")
-    if (payload.get("attempt") or 0) > 1:
-        parts.append(f"attempt {payload['attempt']} of {payload.get('max_attempts')}")
+    attempt, most = payload.get("attempt") or 0, payload.get("max_attempts") or 0
+    if attempt > 1:
+        # A lost worker's re-queue may go past the kind's retries (max_attempts): no "of" then.
+        parts.append(f"attempt {attempt} of {most}" if most >= attempt else f"attempt {attempt}")
     return "  ".join(parts)
 
 
