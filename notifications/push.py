@@ -112,12 +112,14 @@ def _exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _exit_normally_on_termination() -> None:
+def exit_normally_on_termination() -> None:
     """A process that publishes and is stopped (SIGTERM; SIGHUP: its SSH session dropped) runs
     its atexit handlers, the flush above among them, instead of dying with its events: for a
-    plain script as for manage.py (which does the same before Django starts). Only where nobody
-    set a handler: servers and Celery's main processes keep theirs, and Celery's pool processes
-    (which flush after each task) are left alone."""
+    plain script as for manage.py (which does the same before Django starts). Called when the
+    app is ready (on the main thread, where a script's first publish may not be: found by
+    review, a thread's publish was lost) and when the publisher is made. Only where nobody set a
+    handler: servers and Celery's main processes set theirs after, and Celery's pool processes
+    (which flush after each task) reset theirs."""
     if threading.current_thread() is not threading.main_thread():
         return
     pool = sys.modules.get("billiard.process")
@@ -144,7 +146,7 @@ class _Publisher:
         # reached Redis: flush them at exit (manage.py turns SIGTERM into a normal exit too).
         self._pid = os.getpid()
         atexit.register(self._flush_at_exit)
-        _exit_normally_on_termination()
+        exit_normally_on_termination()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

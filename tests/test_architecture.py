@@ -30,6 +30,7 @@ PUSH_CALLERS = {
     "notifications.inbox",  # a stored notification, the unread count
     "notifications.realtime.presence",  # closing and re-checking sockets
     "dashboard.celery",  # a pool process flushes what it published before it exits
+    "notifications.apps",  # at setup: a stopped script flushes what it published before it exits
 }
 
 

@@ -44,6 +44,10 @@ def _job_id(message: dict[str, Any]) -> str | None:
         return None
 
 
+# The requests whose replies can be large, paid from the user's budget as well as the socket's.
+LARGE_REPLIES = frozenset({"resume", "watch"})
+
+
 class NotificationConsumer(AsyncWebsocketConsumer):
     expiry: asyncio.TimerHandle  # set by _check_at: the credential's next check
 
@@ -149,8 +153,14 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if handler is None:
             await self._error("unknown_type", f"Unknown message type {message['type'][:64]!r}.")
             return
-        wait = self.budget.refill(now)
-        if wait is not None:
+        # This socket's reply budget, and for the requests with large replies (a catch-up, a log
+        # tail) its user's in this process too, shared by all their connections: a new socket's
+        # full budget must not make a reconnect loop free (found by review: 29.9 MiB/s of log
+        # tails from sockets opened again and again).
+        wait = self.budget.refill(now) or 0.0
+        if message["type"] in LARGE_REPLIES:
+            wait = max(wait, snapshot.user_budgets.wait(self.user.pk, now))
+        if wait > 0:
             await self._send(
                 events.error(
                     code="rate_limited", detail="Too much asked of the server: retry later.", retry_after=wait
@@ -305,6 +315,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             delay, lambda: asyncio.ensure_future(self._check_credential())
         )
 
+    async def _wait_checking(self, seconds: float) -> None:
+        """Wait for the user's budget, then look at the credential: this handler holds up the
+        socket's channel messages (a close among them) while it waits."""
+        await asyncio.sleep(seconds)
+        await self._check_credential()
+
     async def _check_credential(self) -> None:
         try:
             problems = await database_sync_to_async(credentials.credential_problems)(
@@ -333,7 +349,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         first_page = delivery.held is None  # not a page asked for after replay.more
         if after_id is not None:
             delivery.hold()
-        await snapshot.user_budget_wait(self.user.pk, lambda: self.closed)
+        await snapshot.user_budget_wait(self.user.pk, lambda: self.closed, check=self._wait_checking)
         if self.closed:
             return None
         if connecting:
@@ -351,7 +367,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if step.problem is not None:
             await self.close_with(step.problem)
             return None
-        snapshot.user_budgets.charge(self.user.pk, snapshot.step_bytes(step), time.monotonic())
+        if not getattr(self, "charging", False):
+            # A connect's catch-up (no request of the client's: _send charges those frame by
+            # frame) costs its user at least a step.
+            snapshot.user_budgets.charge(self.user.pk, snapshot.step_bytes(step), time.monotonic())
         if step.page is not None:
             for _, event in delivery.replayed(step.page):
                 await self._send(event)
@@ -382,7 +401,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         text = events.dumps(event)
         if getattr(self, "charging", False) and self.budget is not None:
-            self.budget.charge(text)
+            size = self.budget.charge(text)
+            snapshot.user_budgets.charge(self.user.pk, size, time.monotonic(), minimum=0)
         await self.send(text_data=text)
 
     async def _error(self, code: str, detail: str) -> None:

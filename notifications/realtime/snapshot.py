@@ -12,10 +12,9 @@ reads.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NamedTuple
 
 from jobs.results import wire_size
@@ -223,26 +222,37 @@ class UserBudgets:
         self._budgets.move_to_end(user_id)
         return budget.refill(now) or 0.0
 
-    def charge(self, user_id: int, nbytes: int, now: float) -> None:
+    def charge(self, user_id: int, nbytes: int, now: float, *, minimum: int = STEP_MIN_BYTES) -> None:
+        """Pay ``nbytes`` (at least ``minimum``: a catch-up step's least cost) from the user's
+        budget."""
         budget = self._budgets.get(user_id)
         if budget is None:
             budget = self._budgets[user_id] = ReplyBudget(now, burst=USER_BURST_BYTES)
             while len(self._budgets) > USER_BUDGETS_KEPT:
                 self._budgets.popitem(last=False)
         budget.refill(now)
-        budget.bytes -= max(nbytes, STEP_MIN_BYTES)
+        budget.bytes -= max(nbytes, minimum)
 
 
 user_budgets = UserBudgets()
 
 
-async def user_budget_wait(user_id: int, closed: Callable[[], bool]) -> None:
-    """Wait until the user's catch-up budget allows another step (or the connection closed)."""
+# A connection waiting for its user's budget looks at its credential at least this often (in
+# seconds): the wait must not outlast a revoke (found by review: a stream kept paging after one).
+BUDGET_WAIT_SLICE = 0.5
+
+
+async def user_budget_wait(
+    user_id: int, closed: Callable[[], bool], *, check: Callable[[float], Awaitable[None]]
+) -> None:
+    """Wait until the user's catch-up budget allows another step or the connection closed;
+    ``check(seconds)`` waits that long (at most BUDGET_WAIT_SLICE) while handling what may end
+    the connection (a close message, a credential re-check), then returns."""
     while not closed():
         wait = user_budgets.wait(user_id, time.monotonic())
         if wait <= 0:
             return
-        await asyncio.sleep(wait)
+        await check(min(wait, BUDGET_WAIT_SLICE))
 
 
 def step_bytes(step: CatchUp) -> int:
@@ -272,5 +282,8 @@ class ReplyBudget:
             return -self.bytes / REPLY_BYTES_PER_SECOND
         return None
 
-    def charge(self, text: str) -> None:
-        self.bytes -= len(text.encode())
+    def charge(self, text: str) -> int:
+        """Pay for ``text``; returns its size in bytes."""
+        size = len(text.encode())
+        self.bytes -= size
+        return size

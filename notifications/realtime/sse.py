@@ -29,6 +29,16 @@ from . import presence, snapshot
 from .snapshot import Delivery, resume_point
 
 KEEPALIVE_SECONDS = 15.0
+
+
+class _Ended(Exception):
+    """The stream must end with ``code`` (its credential ended or changed) during its catch-up."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 RETRY_MS = 3000
 
 
@@ -117,31 +127,94 @@ async def _stream(
             yield _frame(json.dumps({"type": "closed", "code": opened.problem}))
             return
         expires_at = opened.expires_at
+        # One receive stays pending from here on (cancelling it would unsubscribe the channel):
+        # while the catch-up pages, a close or a credential re-check is acted on between frames
+        # (found by review: a stream revoked mid catch-up sent 999 notifications, then closed),
+        # and live notifications wait for the snapshot: held by ``delivery`` while a resume pages
+        # (beyond its bound, dropped and fetched by one more page, as on the socket), in
+        # ``early`` on a fresh connect.
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        early: list[dict[str, Any]] = []
+        if resume_from is not None:
+            delivery.hold()
+
+        async def ending_code(timeout: float = 0.0) -> int | None:
+            """Handle what the channel has (waiting up to ``timeout`` for it): the close code
+            if the stream must end, else None (relayed events are held)."""
+            nonlocal receiving
+            deadline = time.monotonic() + timeout
+            while True:
+                pending = receiving
+                assert pending is not None  # set before the catch-up, renewed as it is read
+                done, _ = await asyncio.wait({pending}, timeout=max(0.0, deadline - time.monotonic()))
+                if not done:
+                    return None
+                message = pending.result()
+                receiving = asyncio.ensure_future(layer.receive(channel))
+                if message.get("type") == CLOSE_TYPE:
+                    return int(message.get("code", events.CLOSE_NOT_AUTHENTICATED))
+                if message.get("type") == RECHECK_TYPE:
+                    problems = await database_sync_to_async(credentials.credential_problems)(
+                        {channel: credential}
+                    )
+                    if problems:
+                        return problems[channel]
+                elif message.get("type") == RELAY_TYPE:
+                    if delivery.held is not None:
+                        delivery.live(message)  # held for the last page (or fetched by it)
+                    elif len(early) >= snapshot.HELD_KEPT:
+                        # More than a page of them during one snapshot: start again from it.
+                        return events.CLOSE_EVENTS_INTERRUPTED
+                    else:
+                        early.append(message)  # checked against the snapshot once it is sent
+
+        async def wait_checking(seconds: float) -> None:
+            code = await ending_code(seconds)
+            if code is None:
+                problems = await database_sync_to_async(credentials.credential_problems)(
+                    {channel: credential}
+                )
+                code = problems.get(channel)
+            if code is not None:
+                raise _Ended(code)
+
         yield f"retry: {RETRY_MS}\n\n"
         yield _frame(events.dumps(selectors.hello_for(user, powers=credential.powers)))
         ending: events.SnapshotEvent | None = None
         first_page = True
-        while ending is None:
-            # Page by page, as the client reads (each yield waits for the socket to drain), each
-            # paid from the user's catch-up budget (snapshot.py: waits when it is spent).
-            await snapshot.user_budget_wait(user.pk, lambda: False)
-            step = await database_sync_to_async(snapshot.catch_up_step)(
-                user=user,
-                after_id=None if resume_from is None else delivery.sent_up_to,
-                sent_up_to=delivery.sent_up_to,
-                first_page=first_page,
-            )
-            snapshot.user_budgets.charge(user.pk, snapshot.step_bytes(step), time.monotonic())
-            first_page = False
-            if step.page is not None:
-                for notification_id, event in delivery.replayed(step.page):
-                    yield _frame(events.dumps(event), event_id=notification_id)
-            ending = step.snapshot
+        try:
+            while True:
+                # Page by page, as the client reads (each yield waits for the socket to drain),
+                # each paid from the user's catch-up budget (snapshot.py: waits when it is spent).
+                await snapshot.user_budget_wait(user.pk, lambda: False, check=wait_checking)
+                step = await database_sync_to_async(snapshot.catch_up_step)(
+                    user=user,
+                    after_id=None if resume_from is None else delivery.sent_up_to,
+                    sent_up_to=delivery.sent_up_to,
+                    first_page=first_page,
+                )
+                snapshot.user_budgets.charge(user.pk, snapshot.step_bytes(step), time.monotonic())
+                first_page = False
+                if step.page is not None:
+                    for notification_id, event in delivery.replayed(step.page):
+                        if receiving.done() and (code := await ending_code()) is not None:
+                            raise _Ended(code)
+                        yield _frame(events.dumps(event), event_id=notification_id)
+                if (code := await ending_code()) is not None:
+                    raise _Ended(code)
+                if not delivery.more_pages(step):
+                    ending = step.snapshot
+                    break
+        except _Ended as ended:
+            yield _frame(json.dumps({"type": "closed", "code": ended.code}))
+            return
         delivery.snapshot_sent(ending)
         # Always an id, 0 included, so a dropped stream resumes from here and misses nothing.
         yield _frame(events.dumps(ending), event_id=ending["last_notification_id"])
-        # One receive stays pending across keepalives: cancelling it would unsubscribe the channel.
-        receiving = asyncio.ensure_future(layer.receive(channel))
+        # Live notifications that came during the catch-up, in order, less what it sent.
+        for message in [*delivery.release(), *early]:
+            if delivery.live(message):
+                yield _frame(message["text"], event_id=message.get("notification_id"))
         # The heartbeat (presence refresh, credential re-check, keepalive) is due at fixed times,
         # whether or not events flow: a busy stream skipped it before (found by review: its row
         # went stale and a raw-SQL credential change never closed it).

@@ -260,3 +260,47 @@ def test_reconnect_loops_and_sse_replays_from_zero_cost_at_most_the_users_catch_
     print(f"catch-up loops: {total / 2**20:.1f} MiB in {elapsed:.1f} s (bound {limit:.1f})")
     assert total <= bound + in_flight, f"{total / 2**20:.1f} MiB in {elapsed:.1f} s"
     assert total > 2 * 2**20  # it did stream: the budget, not a failure, is what held it
+
+
+def test_log_tails_from_sockets_opened_again_and_again_cost_at_most_the_users_budget(
+    live_server_url, make_user
+):
+    """Found by review: `watch` tails were paid only from the socket's own budget, which every
+    new socket gets in full, so reconnecting and watching took 29.9 MiB/s. Large replies are now
+    paid from the user's budget too."""
+    from jobs.models import JobLogLine
+
+    user = make_user()
+    job = make_job(owner=user)
+    JobLogLine.objects.bulk_create([JobLogLine(job=job, seq=i, text="y" * 8000) for i in range(1, 201)])
+    received = [0, 0]
+    started = time.monotonic()
+    deadline = started + 8
+
+    def loop(index: int) -> None:
+        while time.monotonic() < deadline:
+            try:
+                with socket(live_server_url, user) as ws:
+                    receive_until(ws, lambda e: e["type"] == "snapshot")
+                    ws.send(json.dumps({"type": "watch", "job_id": str(job.pk)}))
+                    while time.monotonic() < deadline:
+                        text = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+                        received[index] += len(text)
+                        if '"rate_limited"' in text or (text.count('"seq"') and '"seq":200' in text):
+                            break  # the whole tail, or refused: open a new socket
+            except (TimeoutError, OSError):
+                pass
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    elapsed = time.monotonic() - started
+    bound = snapshot.USER_BURST_BYTES + snapshot.REPLY_BYTES_PER_SECOND * elapsed
+    in_flight = len(threads) * (200 * 8100 + 256 * 1024)  # a whole tail and a snapshot each
+    total = sum(received)
+    print(
+        f"watch loops: {total / 2**20:.1f} MiB in {elapsed:.1f} s (bound {(bound + in_flight) / 2**20:.1f})"
+    )
+    assert total <= bound + in_flight, f"{total / 2**20:.1f} MiB in {elapsed:.1f} s"

@@ -117,5 +117,7 @@ def test_a_credential_that_ends_between_the_sign_in_check_and_the_socket_row_clo
         assert await socket.communicator.receive_nothing(0.3)  # no snapshot, nothing after
         await socket.close()  # the server's disconnect after the close: the row goes
 
-    asyncio.run(run())
+    # In a thread of its own: an earlier browser test may leave an event loop set on this one.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, run()).result(timeout=60)
     assert not SocketConnection.objects.filter(user=user).exists()

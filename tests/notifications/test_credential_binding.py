@@ -384,3 +384,54 @@ def test_a_basic_authorization_header_from_a_proxy_in_front_leaves_the_session_s
     # Without Origin, a Basic header is not a token: a cookie still needs the browser's Origin.
     with pytest.raises(Exception):  # noqa: B017 - websockets' InvalidStatus (HTTP 403)
         connect(ws_url(live_server_url), additional_headers=basic, open_timeout=5)
+
+
+def spend_catch_up_budget(base, user, loops=3):
+    """Read the user's whole history from 0 a few times over SSE: their catch-up budget on that
+    web process is then spent, so the next catch-up has to wait for it."""
+    for _ in range(loops):
+        source = EventSource(base, cookie=session_cookie(user), last_event_id=0)
+        source.until(lambda e: e["type"] == "snapshot", timeout=60)
+        source.close()
+
+
+def test_a_credential_that_ends_during_a_catch_up_stops_it_on_both_transports(live_server_url, make_user):
+    """Found by review: a stream revoked while its catch-up paged (waiting on the user's budget)
+    went on to send 999 notifications and the snapshot, and closed 5.6 s later; a socket paging
+    with `resume` sent two more pages. Now the close is acted on between frames and while waiting."""
+    from tests.notifications.test_catch_up import missed
+
+    user = make_user()
+    missed(user, 1000, body="x" * 4000)
+    spend_catch_up_budget(live_server_url, user)
+    _, raw = token_create(user=user, name="paging")
+    source = EventSource(live_server_url, headers={"Authorization": f"Bearer {raw}"}, last_event_id=0)
+    assert source.next_event(timeout=30)["type"] == "hello"
+    while source.next_event(timeout=30)["type"] != "notification.new":
+        pass
+    revoked_at = time.monotonic()
+    AccessToken.objects.filter(user=user).delete()
+    after = []
+    while (event := source.next_event(timeout=30))["type"] != "closed":
+        after.append(event["type"])
+    closed_after = time.monotonic() - revoked_at
+    source.close()
+    assert event["code"] == events.CLOSE_NOT_AUTHENTICATED
+    assert "snapshot" not in after and closed_after < WITHIN, (closed_after, len(after))
+    # What was on its way when the revoke landed (a page in the socket's buffers), not the rest.
+    assert after.count("notification.new") < 999, len(after)
+
+    spend_catch_up_budget(live_server_url, user)
+    _, raw = token_create(user=user, name="paging socket")
+    url = ws_url(live_server_url) + "?last_notification_id=0"
+    with connect(url, additional_headers={"Authorization": f"Bearer {raw}"}) as ws:
+        assert receive_json(ws, timeout=30)["type"] == "hello"  # its catch-up waits on the budget
+        AccessToken.objects.filter(user=user).delete()
+        revoked_at = time.monotonic()
+        later = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                later.append(receive_json(ws, timeout=30)["type"])
+    assert closed.value.rcvd.code == events.CLOSE_NOT_AUTHENTICATED
+    assert time.monotonic() - revoked_at < WITHIN and "snapshot" not in later, later
+    assert later.count("notification.new") <= 100, later

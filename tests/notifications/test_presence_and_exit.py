@@ -98,7 +98,7 @@ PLAIN_SCRIPT_SETUP = (
 )
 
 
-@pytest.mark.parametrize("process", ["manage.py shell", "plain script"])
+@pytest.mark.parametrize("process", ["manage.py shell", "plain script", "plain script, a thread publishes"])
 def test_a_process_stopped_with_sigterm_flushes_what_it_published_before_exiting(
     ws_connect, server_env, make_user, process
 ):
@@ -106,6 +106,13 @@ def test_a_process_stopped_with_sigterm_flushes_what_it_published_before_exiting
     ws = ws_connect(user=user)
     receive_until(ws, lambda e: e["type"] == "snapshot")
     code = PUBLISH_AND_WAIT.format(user_id=user.pk)
+    if process.endswith("a thread publishes"):
+        # The publisher is first made off the main thread (found by review: then no handler).
+        code = code.replace(
+            "publisher = push._publisher.get()\n",
+            "import threading\nmaker = threading.Thread(target=push._publisher.get)\n"
+            "maker.start(); maker.join()\npublisher = push._publisher.get()\n",
+        )
     if process == "manage.py shell":
         proc = shell(server_env, code)
     else:
