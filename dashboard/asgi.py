@@ -12,12 +12,12 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from dashboard.body_limit import BodySizeLimit  # noqa: E402
-from notifications.auth import RealtimeAuthStack  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": BodySizeLimit(django_asgi_app),
-        "websocket": RealtimeAuthStack(URLRouter(websocket_urlpatterns)),
+        # notifications.routing: the sign-in and Origin check wrap /ws/notifications/ only.
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

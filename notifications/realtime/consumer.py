@@ -361,8 +361,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 sent_up_to=delivery.sent_up_to,
             )
         else:
-            step = await database_sync_to_async(snapshot.catch_up_step)(
-                user=self.user, after_id=after_id, sent_up_to=delivery.sent_up_to, first_page=first_page
+            step = await database_sync_to_async(snapshot.checked_catch_up_step)(
+                channel_name=self.channel_name,
+                user=self.user,
+                credential=self.credential,
+                after_id=after_id,
+                sent_up_to=delivery.sent_up_to,
+                first_page=first_page,
             )
         if step.problem is not None:
             await self.close_with(step.problem)

@@ -102,6 +102,26 @@ def catch_up_step(*, user: Any, after_id: int | None, sent_up_to: int, first_pag
     return CatchUp(page, selectors.snapshot_for_user(user=user, replayed_up_to=up_to))
 
 
+def checked_catch_up_step(
+    *,
+    channel_name: str,
+    user: Any,
+    credential: credentials.Credential,
+    after_id: int | None,
+    sent_up_to: int,
+    first_page: bool = True,
+) -> CatchUp:
+    """A later step of a connection's catch-up (a socket's ``resume``, a stream's next page),
+    after checking its credential in the same trip to the database thread: the close message of
+    a revoke that just committed may still be on its way (found by review: a ``resume`` sent
+    right after a revoke got a page of 100 in 17 of 20 trials). ``problem`` is then set, with no
+    page."""
+    problem = credentials.credential_problems({channel_name: credential}).get(channel_name)
+    if problem is not None:
+        return CatchUp(None, None, problem=problem)
+    return catch_up_step(user=user, after_id=after_id, sent_up_to=sent_up_to, first_page=first_page)
+
+
 def open_and_catch_up(
     *, channel_name: str, user: Any, credential: credentials.Credential, after_id: int | None, sent_up_to: int
 ) -> CatchUp:

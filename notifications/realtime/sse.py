@@ -187,12 +187,24 @@ async def _stream(
                 # Page by page, as the client reads (each yield waits for the socket to drain),
                 # each paid from the user's catch-up budget (snapshot.py: waits when it is spent).
                 await snapshot.user_budget_wait(user.pk, lambda: False, check=wait_checking)
-                step = await database_sync_to_async(snapshot.catch_up_step)(
-                    user=user,
-                    after_id=None if resume_from is None else delivery.sent_up_to,
-                    sent_up_to=delivery.sent_up_to,
-                    first_page=first_page,
-                )
+                # The first step follows the check made when the stream was recorded; each later
+                # one checks the credential in its own trip (a close may still be on its way).
+                after_id = None if resume_from is None else delivery.sent_up_to
+                if first_page:
+                    step = await database_sync_to_async(snapshot.catch_up_step)(
+                        user=user, after_id=after_id, sent_up_to=delivery.sent_up_to
+                    )
+                else:
+                    step = await database_sync_to_async(snapshot.checked_catch_up_step)(
+                        channel_name=channel,
+                        user=user,
+                        credential=credential,
+                        after_id=after_id,
+                        sent_up_to=delivery.sent_up_to,
+                        first_page=False,
+                    )
+                if step.problem is not None:
+                    raise _Ended(step.problem)
                 snapshot.user_budgets.charge(user.pk, snapshot.step_bytes(step), time.monotonic())
                 first_page = False
                 if step.page is not None:

@@ -121,3 +121,31 @@ def test_a_credential_that_ends_between_the_sign_in_check_and_the_socket_row_clo
     with ThreadPoolExecutor(1) as thread:
         thread.submit(asyncio.run, run()).result(timeout=60)
     assert not SocketConnection.objects.filter(user=user).exists()
+
+
+def test_a_resume_sent_right_after_the_credential_ended_gets_no_page(make_user):
+    """Found by review: a `resume` that arrived before the revoke's close message got a page of
+    100 (17 of 20 trials). A later catch-up step checks the credential in its own trip."""
+    user = make_user()
+    Notification.objects.bulk_create([Notification(recipient=user, title=f"n{i}") for i in range(250)])
+    NotificationState.objects.create(user=user, unread_count=250)
+    client = Client()
+    client.force_login(user)
+    credential = session_credential(user, client.session.session_key)
+
+    async def run():
+        socket = Socket(user, credential, b"last_notification_id=0")
+        await socket.open()
+        while (event := await socket.receive())["type"] != "replay.more":
+            pass
+        await sync_to_async(client.logout)()  # the close message may come after the resume
+        await socket.send({"type": "resume", "last_notification_id": event["last_notification_id"]})
+        after = []
+        while (output := await socket.communicator.receive_output(10))["type"] == "websocket.send":
+            after.append(json.loads(output["text"])["type"])
+        assert output == {"type": "websocket.close", "code": events.CLOSE_NOT_AUTHENTICATED}
+        assert "notification.new" not in after and "snapshot" not in after, after
+        await socket.close()
+
+    with ThreadPoolExecutor(1) as thread:  # (a browser test may leave a loop set on this one)
+        thread.submit(asyncio.run, run()).result(timeout=60)

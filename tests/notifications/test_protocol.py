@@ -255,6 +255,24 @@ def test_there_is_no_unbound_echo_socket_and_ping_measures_the_round_trip_instea
     assert receive_json(ws)["type"] == "pong"
 
 
+def test_a_socket_path_that_does_not_exist_is_refused_before_any_sign_in(
+    ws_connect, live_server_url, make_user
+):
+    """Found by review: the sign-in ran before routing, so bearer tokens sent to a path that does
+    not exist were looked up and counted against the address (enough of them throttled it)."""
+    from websockets.sync.client import connect
+
+    url = live_server_url.replace("http", "ws", 1)
+    for _ in range(25):  # past RUNBOARD_TOKEN_FAILURE_LIMIT (20)
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url + "/ws/nope/", additional_headers={"Authorization": "Bearer rb_bogus"})
+        assert refused.value.response.status_code == 403
+    user = make_user()
+    _, raw = token_create(user=user, name="after")
+    with connect(url + "/ws/notifications/", additional_headers={"Authorization": f"Bearer {raw}"}) as ws:
+        assert receive_json(ws)["type"] == "hello"  # the address was not throttled
+
+
 def test_notifications_api_lists_and_marks_read_with_cheap_counts(make_user):
     user = make_user()
     ids = notify_n(user, 4)

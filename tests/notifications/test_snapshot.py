@@ -124,5 +124,6 @@ def test_the_socket_and_the_stream_catch_up_through_the_one_shared_module():
     for transport in ("consumer.py", "sse.py"):
         calls = _calls(REALTIME / transport)
         assert not calls & shared, f"{transport} catches up by itself: {sorted(calls & shared)}"
-        assert "snapshot.catch_up_step" in calls, f"{transport} does not use the shared catch-up"
+        steps = {"snapshot.catch_up_step", "snapshot.checked_catch_up_step"}
+        assert calls & steps, f"{transport} does not use the shared catch-up"
         assert "Delivery(" in (REALTIME / transport).read_text(), f"{transport} tracks what it sent by itself"
