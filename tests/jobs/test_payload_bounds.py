@@ -27,6 +27,7 @@ from jobs.kinds.registry import _kinds, get_kind
 from jobs.models import Job, JobState
 from jobs.reporter import ProgressReporter
 from jobs.results import ResultTooLarge, compact_size, wire_size
+from jobs.retries import MAX_ATTEMPTS_LIMIT
 from notifications import events, push
 from notifications.selectors import snapshot_for_user
 from tests.jobs.factories import make_job
@@ -64,17 +65,18 @@ def hostile_job(owner, text: str) -> Job:
         heartbeat_at=timezone.now(),
         cancel_requested_at=timezone.now(),
         retry_of=earlier,
-        # Every attempt a policy may have, each failed (more entries than may exist, too).
-        attempts=10,
-        max_attempts=10,
+        # Every attempt a policy may have, each failed, as the state machine stores them (an
+        # error cut to ATTEMPT_ERROR_CHARS), some with a time that is no time at all.
+        attempts=MAX_ATTEMPTS_LIMIT,
+        max_attempts=MAX_ATTEMPTS_LIMIT,
         attempt_errors=[
             {
                 "attempt": n,
-                "error": text,
-                "failed_at": timezone.now().isoformat() if n % 2 else text,
-                "retry_in": 1e300,
+                "error": text[: states.ATTEMPT_ERROR_CHARS],
+                "failed_at": timezone.now().isoformat() if n % 2 else text[:64],
+                "retry_in": 600.0,
             }
-            for n in range(1, 30)
+            for n in range(1, MAX_ATTEMPTS_LIMIT)
         ],
     )
     result = {"blob": text, "rows": [[text[:1000]] * 10 for _ in range(50)], "deep": _nested(text[:1000], 40)}
