@@ -28,7 +28,11 @@ from tests.jobs.factories import make_job
 # UPDATE (admit + note), its read-back for the push, COMMIT (with two users or more waiting, also
 # when each was last served); and to the run one "anything queued?" read after the start and one
 # after the finish (a pass only when something waits). Counted on PostgreSQL (SQLite: one fewer).
-CREATE_STATEMENTS = 13  # BEGIN, INSERT the job, COMMIT (the launch rate check is off here) + 10
+# Then one more before the insert: "does an older job of this kind of this owner wait?" (14): when
+# one does, the launch is inserted already noted and runs no pass at all (BEHIND_OWN_STATEMENTS
+# instead of 14: issue 14's jobs per second).
+CREATE_STATEMENTS = 14  # BEGIN, INSERT the job, COMMIT (the launch rate check is off here) + 11
+BEHIND_OWN_STATEMENTS = 6  # older waiting? paused? BEGIN, INSERT, COMMIT (+ one of slack)
 RUN_STATEMENTS = 14  # start: lock-read, count, UPDATE; finish: UPDATE, read, notify (3), + 2x2 + 2
 
 
@@ -74,6 +78,21 @@ def test_a_zero_step_jobs_whole_life_takes_a_bounded_number_of_statements(make_u
     assert Notification.objects.filter(job_id=job.id).count() == 1
     assert len(create) <= CREATE_STATEMENTS, f"job_create took {len(create)}:\n{_sql(create)}"
     assert len(run) <= RUN_STATEMENTS, f"job_run took {len(run)}:\n{_sql(run)}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_launch_behind_its_owners_own_waiting_job_runs_no_admission_pass(make_user, published):
+    owner = make_user()
+    make_job(owner=owner, state=JobState.RUNNING)
+    make_job(owner=owner, state=JobState.RUNNING)  # at the cap of 2
+    with mock.patch.object(celery_app, "send_task"):
+        older = launch.job_create(owner=owner, kind="simulate", params={"steps": 0}, rate_limit=False)
+        with CaptureQueriesContext(connection) as create:
+            job = launch.job_create(owner=owner, kind="simulate", params={"steps": 0}, rate_limit=False)
+    assert Job.objects.get(pk=older.pk).admitted_at is None
+    stored = Job.objects.get(pk=job.pk)
+    assert (stored.wait_code, stored.wait_note) == ("behind_own", "Waiting behind your earlier jobs.")
+    assert len(create) <= BEHIND_OWN_STATEMENTS, f"job_create took {len(create)}:\n{_sql(create)}"
 
 
 @pytest.mark.django_db(transaction=True)
