@@ -97,6 +97,24 @@ def _queue_of(kind_name: str) -> str:
     return kind.queue if kind is not None else "default"
 
 
+def _paused_controls() -> list[tuple[str, str]]:
+    """The kinds and queues staff paused, as (target, name)."""
+    return list(AdmissionControl.objects.filter(paused=True).values_list("target", "name"))
+
+
+def _launch_may_skip_its_pass() -> bool:
+    """Whether a launch's own pass may be short (or none): without a global limit places are
+    not counted across users, so whether a job may go depends on its owner and kind only."""
+    return app_settings.MAX_ADMITTED <= 0 and app_settings.ADMISSION_CONTROL
+
+
+def _waiting_of(owner_id: int, kind: str) -> QuerySet[Job]:
+    """An owner's jobs of ``kind`` that wait to be admitted (not backing off after a failed attempt)."""
+    return Job.objects.filter(
+        state=JobState.QUEUED, admitted_at__isnull=True, owner_id=owner_id, kind=kind
+    ).exclude(retry_at__gt=timezone.now())
+
+
 def _lock() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -153,6 +171,16 @@ class _Pass:
     # The settings, read once a pass (a pass checks them for every waiting job).
     cap: int = field(default_factory=lambda: app_settings.MAX_RUNNING_PER_USER)
     ahead: int = field(default_factory=lambda: app_settings.ADMIT_AHEAD_PER_USER)
+
+    @classmethod
+    def paused_by(cls, controls: list[tuple[str, str]]) -> _Pass:
+        """A pass's state with nothing counted yet and ``controls`` (``_paused_controls()``)."""
+        return cls(
+            paused_kinds={name for target, name in controls if target == AdmissionControl.Target.KIND},
+            paused_queues={name for target, name in controls if target == AdmissionControl.Target.QUEUE},
+            counts=_Counts(),
+            in_line=defaultdict(list),
+        )
 
     def paused(self, job: _Row) -> str | None:
         if job.kind in self.paused_kinds:
@@ -354,13 +382,9 @@ def launch_waits_behind_own(*, owner_id: int, kind: str) -> bool:
     go now; the passes that later admit the older job see it. (Should the older one be
     admitted, start and end within the instant between this read and the insert's commit, the
     reaper's tick admits it.)"""
-    if app_settings.MAX_ADMITTED > 0 or not app_settings.ADMISSION_CONTROL:
+    if not _launch_may_skip_its_pass():
         return False
-    older = (
-        Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=True, owner_id=owner_id, kind=kind)
-        .exclude(retry_at__gt=timezone.now())
-        .exists()
-    )
+    older = _waiting_of(owner_id, kind).exists()
     return older and not AdmissionControl.objects.filter(paused=True).exists()
 
 
@@ -374,24 +398,13 @@ def _behind_own_launch(job: Job) -> bool:
     which sees the new job), nor does it move anyone else: only its own note is written. With a
     global limit (places counted across users) or admission off, the full pass. Returns whether
     it was done."""
-    if app_settings.MAX_ADMITTED > 0 or not app_settings.ADMISSION_CONTROL:
+    if not _launch_may_skip_its_pass():
         return False
-    older = Job.objects.filter(
-        state=JobState.QUEUED,
-        admitted_at__isnull=True,
-        owner_id=job.owner_id,
-        kind=job.kind,
-        created_at__lt=job.created_at,
-    ).exclude(retry_at__gt=timezone.now())  # one backing off is not in line (the full pass)
-    if not older.exists():
+    # (One backing off after a failed attempt is not in line: the full pass then.)
+    if not _waiting_of(job.owner_id, job.kind).filter(created_at__lt=job.created_at).exists():
         return False
-    controls = list(AdmissionControl.objects.filter(paused=True).values_list("target", "name"))
-    state = _Pass(
-        paused_kinds={name for target, name in controls if target == AdmissionControl.Target.KIND},
-        paused_queues={name for target, name in controls if target == AdmissionControl.Target.QUEUE},
-        counts=_Counts(),
-        in_line={},
-    )
+    controls = _paused_controls()
+    state = _Pass.paused_by(controls)
     row = _Row(*(getattr(job, name) for name in _ROW_FIELDS))
     note = state.paused(row)
     writes = _Writes()
@@ -405,13 +418,8 @@ def _behind_own_launch(job: Job) -> bool:
 
 def _admission_pass(for_job: Job | None) -> list[Job]:
     now = timezone.now()
-    controls = list(AdmissionControl.objects.filter(paused=True).values_list("target", "name"))
-    state = _Pass(
-        paused_kinds={name for target, name in controls if target == AdmissionControl.Target.KIND},
-        paused_queues={name for target, name in controls if target == AdmissionControl.Target.QUEUE},
-        counts=_Counts(),
-        in_line=defaultdict(list),
-    )
+    controls = _paused_controls()
+    state = _Pass.paused_by(controls)
     active = Job.objects.filter(
         Q(state=JobState.RUNNING) | Q(state=JobState.QUEUED, admitted_at__isnull=False)
     ).order_by("admitted_at", "created_at")
@@ -514,15 +522,10 @@ def job_hold_if_paused(*, job_id: Any) -> bool:
     message it gets when resumed) instead of starting it; returns whether it was held.
 
     One small read when nothing is paused (the usual case): the check every start pays."""
-    controls = list(AdmissionControl.objects.filter(paused=True).values_list("target", "name"))
+    controls = _paused_controls()
     if not controls:
         return False
-    state = _Pass(
-        paused_kinds={name for target, name in controls if target == AdmissionControl.Target.KIND},
-        paused_queues={name for target, name in controls if target == AdmissionControl.Target.QUEUE},
-        counts=_Counts(),
-        in_line={},
-    )
+    state = _Pass.paused_by(controls)
     with transaction.atomic():
         _lock()  # as a pass: a resume that commits meanwhile admits it again after this
         rows = Job.objects.filter(pk=job_id, state=JobState.QUEUED, admitted_at__isnull=False)
