@@ -35,12 +35,17 @@ SCENARIOS = {
     ),
     7: ("Job throughput", "1,000 zero-step jobs end to end >= 0.5x the bare Celery no-op rate"),
     8: ("Work throughput", "`csv_profile` MB/s on 100 MB with flat memory; `primes` < 10^9, 1 vs 2 workers"),
+    14: (
+        "Fair admission",
+        "a user with nothing running starts at the next free slot; jobs per second must not drop",
+    ),
 }
 OUT = Path(__file__).resolve().parent / "RESULTS.md"
 # Which scenarios a results file covers, for files written without a summary block.
 FILE_SCENARIOS = {
     "transport": [1, 2], "transport-core": [1, 2], "progress_overhead": [3], "fanout": [4],
     "server_cost": [5], "sockets_memory": [6], "throughput": [7], "csv_profile": [8], "primes_scaling": [8],
+    "admission": [14],
 }  # fmt: skip
 
 

@@ -31,18 +31,19 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, Field, Max, Min, Q, QuerySet, Value, When, Window
+from django.db.models import Case, Count, F, Field, Min, OuterRef, Q, QuerySet, Subquery, Value, When, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from jobs.conf import app_settings
 
 from .dispatch import _enqueue
-from .kinds.registry import JobKind, UnknownKind, get_kind
+from .kinds.registry import JobKind, UnknownKind, all_kinds, get_kind
 from .models import AdmissionAudit, AdmissionControl, Job, JobState
 from .states import RETRY_WAIT_CODE, _push_job, job_rows_update
 
@@ -373,6 +374,13 @@ def jobs_admit_quietly(*, for_job: Job | None = None, started: Job | None = None
         return 0
 
 
+def line_holds_jobs(*, queue: str) -> bool:
+    """Whether ``queue``'s line (admitted jobs not yet started: their messages wait in the
+    broker) holds any job; one indexed read (job_admission_idx)."""
+    kinds = [kind.name for kind in all_kinds() if kind.queue == queue]
+    return Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=False, kind__in=kinds).exists()
+
+
 def launch_waits_behind_own(*, owner_id: int, kind: str) -> bool:
     """Whether a job about to be launched for ``owner_id`` would wait behind that owner's older
     job of the same kind that waits too (not admitted, not backing off), with no pause, no
@@ -389,6 +397,8 @@ def launch_waits_behind_own(*, owner_id: int, kind: str) -> bool:
 
 
 BEHIND_OWN_NOTE = "Waiting behind your earlier jobs."
+# With admission control off (first come first served): every job goes to the broker at launch.
+FCFS_NOTE = "Waiting for a worker."
 
 
 def _behind_own_launch(job: Job) -> bool:
@@ -414,6 +424,24 @@ def _behind_own_launch(job: Job) -> bool:
         writes.note(row, BEHIND_OWN, BEHIND_OWN_NOTE, None)
     writes.flush(job)
     return True
+
+
+def _last_admitted(owners: set[int]) -> dict[int, datetime]:
+    """Each owner's latest admission: one read, a probe of job_owner_admitted_idx per owner
+    (a GROUP BY over their admissions of the last hour was most of a pass's cost once they had
+    thousands: issue 14 §1)."""
+    latest = (
+        Job.objects.filter(owner_id=OuterRef("pk"), admitted_at__isnull=False)
+        .order_by("-admitted_at")
+        .values("admitted_at")[:1]
+    )
+    rows = (
+        get_user_model()
+        .objects.filter(pk__in=owners)
+        .annotate(last=Subquery(latest))
+        .values_list("pk", "last")
+    )
+    return {pk: last for pk, last in rows if last is not None}
 
 
 def _admission_pass(for_job: Job | None) -> list[Job]:
@@ -450,21 +478,9 @@ def _admission_pass(for_job: Job | None) -> list[Job]:
         waiting = _rows(ranked.filter(rank__lte=depth).order_by("created_at"))
     if not waiting and not any(state.in_line.values()):
         return []
-    # Round-robin's memory: when each waiting user was last served (within the hour).
+    # Round-robin's memory: when each waiting user was last served.
     owners = {job.owner_id for job in waiting}
-    state.last_served = (
-        {}
-        if len(owners) < 2
-        else dict(
-            Job.objects.filter(
-                owner_id__in=owners,
-                admitted_at__gte=now - timedelta(hours=1),
-            )
-            .values_list("owner_id")
-            .annotate(last=Max("admitted_at"))
-            .values_list("owner_id", "last")
-        )
-    )
+    state.last_served = {} if len(owners) < 2 else _last_admitted(owners)
     limit = app_settings.MAX_ADMITTED
     free = None if limit <= 0 else max(0, limit - state.counts.total)
     writes = _Writes()
@@ -472,7 +488,7 @@ def _admission_pass(for_job: Job | None) -> list[Job]:
         # Switched off: everything goes at once, first come first served (the worker still holds a
         # user to their cap by deferring, jobs.states.job_start).
         for job in waiting:
-            writes.note(job, IN_LINE, "Waiting for a worker.", None, now=now)
+            writes.note(job, IN_LINE, FCFS_NOTE, None, now=now)
         return list(writes.flush(for_job).values())
     admitted = _fair_order(waiting, state, state.counts, free)
     chosen = {job.pk for job in admitted}

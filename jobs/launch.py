@@ -17,8 +17,15 @@ from django.utils import timezone
 
 from jobs.conf import app_settings
 
-from .admission import BEHIND_OWN, BEHIND_OWN_NOTE, jobs_admit_quietly, launch_waits_behind_own
-from .dispatch import _revoke
+from .admission import (
+    BEHIND_OWN,
+    BEHIND_OWN_NOTE,
+    FCFS_NOTE,
+    IN_LINE,
+    jobs_admit_quietly,
+    launch_waits_behind_own,
+)
+from .dispatch import _enqueue, _revoke
 from .exceptions import Conflict, InvalidUpload, KindNotAllowed, RateLimited
 from .kinds.registry import InvalidParams, JobKind, get_kind, may_launch
 from .models import Job, JobState, Upload
@@ -115,7 +122,15 @@ def job_create(
     validated = job_kind.validate(params)
     if job_kind.upload_param:
         _check_upload_owner(owner, getattr(validated, job_kind.upload_param), job_kind.upload_param)
-    behind_own = launch_waits_behind_own(owner_id=owner.pk, kind=job_kind.name)
+    now = timezone.now()
+    if not app_settings.ADMISSION_CONTROL:
+        # First come first served: admitted at insert, its message sent once this commits (no
+        # pass: the worker holds its owner to their cap by deferring, jobs.states.job_start).
+        noted: dict[str, Any] = {"admitted_at": now, "wait_code": IN_LINE, "wait_note": FCFS_NOTE}
+    elif launch_waits_behind_own(owner_id=owner.pk, kind=job_kind.name):
+        noted = {"wait_code": BEHIND_OWN, "wait_note": BEHIND_OWN_NOTE}
+    else:
+        noted = {}
     job = Job.objects.create(
         owner=owner,
         kind=job_kind.name,
@@ -123,12 +138,14 @@ def job_create(
         state=JobState.QUEUED,
         celery_task_id=str(uuid.uuid4()),
         retry_of=retry_of,
-        enqueued_at=timezone.now(),
+        enqueued_at=now,
         max_attempts=job_kind.retry.max_attempts,
-        **({"wait_code": BEHIND_OWN, "wait_note": BEHIND_OWN_NOTE} if behind_own else {}),
+        **noted,
     )
     _push_job(job)
-    if not behind_own:
+    if "admitted_at" in noted:
+        transaction.on_commit(lambda: _enqueue(job))
+    elif not noted:
         transaction.on_commit(lambda: _admit_and_refresh(job))
     return job
 

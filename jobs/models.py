@@ -127,6 +127,8 @@ class Job(models.Model):
             models.Index(fields=["finished_at"], name="job_finished_idx"),
             # The scheduler reads queued jobs by admission, oldest first.
             models.Index(fields=["state", "admitted_at", "created_at"], name="job_admission_idx"),
+            # Round-robin's memory: an owner's latest admission, one probe (jobs.admission).
+            models.Index(fields=["owner", "admitted_at"], name="job_owner_admitted_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(state__in=JobState.values), name="job_state_valid"),
