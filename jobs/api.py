@@ -342,6 +342,9 @@ class JobResult(TypedDict):
     result: Any  # null if none
     result_bytes: int | None
     error: str
+    # The failure's Python traceback (its tail): only for those who may see every user's results
+    # (jobs.view_all_results); null for anyone else, the job's owner included (server detail).
+    traceback: str | None
     attempts: list[AttemptFailure]
     page: ResultPage | None
     next: str | None
@@ -676,7 +679,8 @@ def job_result(
             fields["limit"] = [f"Must be an integer from 1 to {RESULT_PAGE_MAX}."]
     if fields:
         return error_response(400, "Invalid request.", fields)
-    job = selectors.job_result_for_user(user=signed_in_user(request), job_id=job_id)
+    user = signed_in_user(request)
+    job = selectors.job_result_for_user(user=user, job_id=job_id)
     try:
         key = get_kind(job.kind).result_items
     except UnknownKind:
@@ -693,6 +697,7 @@ def job_result(
         "result": result,
         "result_bytes": job.result_bytes,
         "error": job.error,
+        "traceback": job.traceback if has_power(user, Power.VIEW_ALL_RESULTS) else None,
         "attempts": job.attempt_errors or [],
         "page": page,
         "next": next_url,

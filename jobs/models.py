@@ -64,6 +64,9 @@ class Job(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     # Admission control (jobs.admission): a queued job is handed to the broker only once the fair
     # scheduler admits it (the database is the queue of record). Empty: not admitted yet.
+    # The failed attempt's Python traceback (its tail, at most TRACEBACK_MAX_CHARS): server
+    # detail, shown only to those who may see every user's results (jobs.api job_result).
+    traceback = models.TextField(blank=True, default="")
     admitted_at = models.DateTimeField(null=True, blank=True)
     # Why a queued job waits and where it stands, written by the scheduler when it changes:
     # wait_code is one of jobs.admission.WAIT_CODES, wait_note the sentence shown.

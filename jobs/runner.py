@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 import uuid
 from typing import Any
 
@@ -145,13 +146,17 @@ def _run_started(job: Job) -> None:
     ctx = JobContext(reporter, owner_id=job.owner_id, attempt=job.attempts, max_attempts=job.max_attempts)
     state, result, error = JobState.SUCCEEDED, None, ""
     failure: BaseException | None = None
+    trace = ""
     try:
         result = kind.run(ctx, params)
     except SoftTimeLimitExceeded as exc:
         state, error, failure = JobState.FAILED, f"Time limit exceeded ({kind.soft_time_limit} s).", exc
+        _log_failure(ctx, job, error)
     except Exception as exc:
         logger.info("Job %s failed (attempt %d of %d)", job.id, job.attempts, job.max_attempts, exc_info=True)
         state, error, failure = JobState.FAILED, str(exc) or type(exc).__name__, exc
+        trace = traceback.format_exc()
+        _log_failure(ctx, job, f"{type(exc).__name__}: {error}")
     finally:
         progress = reporter.close()
 
@@ -163,8 +168,18 @@ def _run_started(job: Job) -> None:
         return None
     if reporter.cancelled and state == JobState.SUCCEEDED:
         state, result = JobState.CANCELLED, None
-    _finish_with_result(job, state, result, error, progress, ctx.result_file)
+    _finish_with_result(job, state, result, error, progress, ctx.result_file, trace=trace)
     return None
+
+
+def _log_failure(ctx: JobContext, job: Job, reason: str) -> None:
+    """The failure's reason as the job's last log line (issue 16 §2: a failed job's log said
+    nothing of why), with the attempt when it has more than one."""
+    attempt = f" (attempt {job.attempts} of {job.max_attempts})" if job.max_attempts > 1 else ""
+    try:
+        ctx.log(f"Failed{attempt}: {reason}")
+    except Exception:  # a log that cannot take the line must not hide the failure itself
+        logger.warning("Could not log the failure of job %s", job.id, exc_info=True)
 
 
 def _retry_later(job: Job, kind: JobKind, failure: BaseException, error: str) -> bool:
@@ -181,12 +196,19 @@ def _retry_later(job: Job, kind: JobKind, failure: BaseException, error: str) ->
 
 
 def _finish_with_result(
-    job: Job, state: JobState, result: Any, error: str, progress: Any, result_file: str | None
+    job: Job,
+    state: JobState,
+    result: Any,
+    error: str,
+    progress: Any,
+    result_file: str | None,
+    *,
+    trace: str = "",
 ) -> None:
     try:
         job_finish(
             job_id=job.id, state=state, result=result, error=error, progress=progress,
-            result_file=result_file, kind=job.kind,
+            result_file=result_file, kind=job.kind, traceback=trace,
         )  # fmt: skip
     except ResultTooLarge as exc:
         job_finish(job_id=job.id, state=JobState.FAILED, error=str(exc), progress=progress)
@@ -226,11 +248,12 @@ def _run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:
         )
         return
     except Exception as exc:
+        trace = traceback.format_exc()
+        error = f"Chunk {index + 1}: {exc or type(exc).__name__}"
+        _log_failure(ctx, job, f"{type(exc).__name__}: {error}")
         reporter.close()
         logger.info("Chunk %s of job %s failed", index, job_id, exc_info=True)
-        job_finish(
-            job_id=job_id, state=JobState.FAILED, error=f"Chunk {index + 1}: {exc or type(exc).__name__}"
-        )
+        job_finish(job_id=job_id, state=JobState.FAILED, error=error, traceback=trace)
         return
     reporter.close()
     if reporter.cancelled:

@@ -293,6 +293,10 @@ def job_retry_later(*, job: Job, error: str, delay: float) -> Job | None:
     return queued
 
 
+# Characters of a failure's traceback kept (its tail): about forty frames.
+TRACEBACK_MAX_CHARS = 8000
+
+
 def job_finish(
     *,
     job_id: uuid.UUID | str,
@@ -302,8 +306,12 @@ def job_finish(
     progress: tuple[int, int | None, str] | None = None,
     result_file: str | None = None,
     kind: str | None = None,
+    traceback: str = "",
 ) -> Job | None:
     """End a job in a final state, exactly once; later or duplicate calls return None.
+
+    ``traceback``: a failure's Python traceback, its last TRACEBACK_MAX_CHARS kept (the frames
+    nearest the error and the exception line).
 
     The result is stored with its summary and size (jobs.results.result_digest, by the job's
     ``kind``: pass it when known, else it is read); raises TypeError if the result is not JSON,
@@ -312,6 +320,8 @@ def job_finish(
     if state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
         raise ValueError(f"{state!r} is not a final state")
     fields: dict[str, Any] = {"finished_at": timezone.now(), "result": result, "error": error}
+    if traceback:
+        fields["traceback"] = traceback[-TRACEBACK_MAX_CHARS:]
     if result is not None:
         if kind is None:
             kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
