@@ -18,7 +18,7 @@ from django.urls import get_script_prefix, reverse
 from jobs.conf import app_settings
 from notifications.events import JobPayload, LogLinePayload, ProgressPayload
 
-from .kinds.registry import UnknownKind, get_kind
+from .kinds.registry import UnknownKind, get_kind, kind_unit
 from .models import Job, JobLogLine, JobState
 from .permissions import Power, has_power
 from .results import clip_text, json_preview, wire_size
@@ -279,6 +279,7 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         "retry_at": _iso(job.retry_at) if queued else None,
         "params": params,
         "progress": progress,
+        "unit": kind_unit(job.kind),
         "rate": rate,
         "eta_seconds": eta,
         "silent_for": silent_for,

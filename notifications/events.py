@@ -105,6 +105,9 @@ class JobPayload(TypedDict):
     retry_at: str | None
     params: dict[str, Any]
     progress: ProgressPayload
+    # What progress counts, from the job's kind: a plural noun ("bytes", "rows", "numbers",
+    # "steps"; "items" when the kind declares none). ``rate`` is this many per second.
+    unit: str
     rate: float | None  # null while stalled
     eta_seconds: float | None  # null while stalled
     # Running jobs: seconds since its worker last showed life (a heartbeat or a push), as of when

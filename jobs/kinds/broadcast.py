@@ -48,6 +48,7 @@ def run(ctx: KindContext, params: BroadcastParams) -> dict[str, int]:
 register(
     JobKind(
         name="broadcast",
+        unit="recipients",
         title="Broadcast an announcement",
         description="Sends a notification to every user, or to one group, in batches.",
         params_model=BroadcastParams,

@@ -1,10 +1,15 @@
-"""Export the user's own job history as CSV; the result is a download only the owner can use."""
+"""Export the user's own job history as CSV; the result is a download only the owner can use.
+
+One row per job, newest first: times in ISO 8601 (UTC), ``duration_seconds`` (started to finished) and
+``queue_wait_seconds`` (created to started; empty until it starts), ``params`` as JSON.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import unicodedata
+from datetime import UTC, datetime
 from typing import Literal
 
 from django.db import InterfaceError, OperationalError
@@ -16,8 +21,8 @@ from jobs.retries import RetryPolicy, TransientError
 
 from .registry import JobKind, register
 
-COLUMNS = ["id", "kind", "state", "created_at", "started_at", "finished_at", "progress_current",
-           "progress_total", "error", "params"]  # fmt: skip
+COLUMNS = ["id", "kind", "state", "created_at", "started_at", "finished_at", "duration_seconds",
+           "queue_wait_seconds", "progress_current", "progress_total", "error", "params"]  # fmt: skip
 
 
 class ExportParams(BaseModel):
@@ -41,9 +46,9 @@ def run(ctx: KindContext, params: ExportParams) -> dict[str, int | str]:
         for job in jobs.iterator(chunk_size=500):
             if ctx.cancelled:
                 break
-            row = [job.id, job.kind, job.state, job.created_at.isoformat(),
-                   job.started_at.isoformat() if job.started_at else "",
-                   job.finished_at.isoformat() if job.finished_at else "",
+            row = [job.id, job.kind, job.state, _iso(job.created_at), _iso(job.started_at),
+                   _iso(job.finished_at), _seconds(job.started_at, job.finished_at),
+                   _seconds(job.created_at, job.started_at),
                    job.progress_current, job.progress_total if job.progress_total is not None else "",
                    job.error, json.dumps(job.params, ensure_ascii=False)]  # fmt: skip
             # Every text cell, not only the free-text ones: a new column cannot forget it.
@@ -52,6 +57,18 @@ def run(ctx: KindContext, params: ExportParams) -> dict[str, int | str]:
             ctx.progress(rows, total)
     ctx.log(f"Exported {rows} jobs")
     return {"rows": rows, "file_name": "runboard-jobs.csv"}
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat() if moment else ""
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | str:
+    """Seconds from ``start`` to ``end`` (milliseconds kept), empty while either is unknown."""
+    if start is None or end is None:
+        return ""
+    # Never negative: web and worker clocks may disagree by a little, and a "-0.2" cell is a formula start.
+    return round(max((end - start).total_seconds(), 0.0), 3)
 
 
 def _neutralize(value: str) -> str:
@@ -92,6 +109,7 @@ register(
         soft_time_limit=600,
         time_limit=660,
         rerun_safe=True,
+        unit="rows",  # progress counts the jobs written, a row each
         # Writing the file or reading the history can fail for a moment (a full disk, a database
         # restart); the export starts again from nothing, so it is safe to repeat.
         retry=RetryPolicy(

@@ -18,6 +18,7 @@ from jobs.conf import app_settings
 from ..context import KindContext
 from ..permissions import Power, has_power
 from ..retries import NO_RETRY, RetryPolicy
+from ..units import DEFAULT_UNIT, UNIT_PATTERN
 
 
 class UnknownKind(LookupError):
@@ -77,6 +78,9 @@ class JobKind:
     combine: Callable[[Any, list[Any]], Any] | None = None
     summarize: Callable[[Any], Any] | None = None
     result_items: str | None = None
+    # What ``ctx.progress`` counts, a plural noun: "bytes" (shown "12.9 MB/s"), "rows", "numbers",
+    # "steps"... Rates read "614 M numbers/s" on the page and in the CLI (jobs/units.py).
+    unit: str = DEFAULT_UNIT
 
     def validate(self, params: Any) -> BaseModel:
         """Return the validated parameter model, or raise InvalidParams with per-field messages."""
@@ -112,6 +116,9 @@ def register(kind: JobKind) -> JobKind:
         raise ImproperlyConfigured(f"Job kind {kind.name!r}: run_chunk and combine go together.")
     if kind.retry.retries and kind.run_chunk is not None:
         raise ImproperlyConfigured(f"Job kind {kind.name!r}: a parallel kind cannot declare retries.")
+    if not UNIT_PATTERN.fullmatch(kind.unit):
+        # Every payload carries it: short and plain, so the payload's size bound holds.
+        raise ImproperlyConfigured(f"Job kind {kind.name!r}: unit must be a short plain word, like 'rows'.")
     if not 0 < kind.soft_time_limit < kind.time_limit <= app_settings.MAX_JOB_TIME_LIMIT:
         raise ImproperlyConfigured(
             f"Job kind {kind.name!r}: need 0 < soft_time_limit < time_limit <= "
@@ -137,6 +144,12 @@ def all_kinds(*, user: Any = None) -> list[JobKind]:
     """Every kind by title; with ``user``, only those they may launch (``may_launch``)."""
     kinds = (kind for kind in _kinds.values() if user is None or may_launch(user, kind))
     return sorted(kinds, key=lambda kind: kind.title)
+
+
+def kind_unit(name: str) -> str:
+    """What progress of kind ``name`` counts (DEFAULT_UNIT for a kind no longer registered)."""
+    kind = _kinds.get(name)
+    return kind.unit if kind is not None else DEFAULT_UNIT
 
 
 def may_launch(user: Any, kind: JobKind) -> bool:

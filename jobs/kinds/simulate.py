@@ -89,6 +89,7 @@ def run(ctx: KindContext, params: SimulateParams) -> dict[str, int]:
 register(
     JobKind(
         name="simulate",
+        unit="steps",
         title="Simulated work",
         description="Runs N steps of D milliseconds each; optionally fails at a given step.",
         params_model=SimulateParams,

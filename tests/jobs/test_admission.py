@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from dashboard.celery import app as celery_app
 from jobs import admission, launch, runner

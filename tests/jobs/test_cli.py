@@ -393,13 +393,23 @@ def test_the_progress_line_shows_bar_percent_message_rate_and_eta():
         "state": "running",
         "cancel_requested": False,
         "progress": {"current": 9, "total": 20, "message": "Step 9 of 20"},
+        "unit": "steps",
         "rate": 4.1,
         "eta_seconds": 3.0,
     }
-    assert progress_line(payload) == "[#########-----------]  45%  Step 9 of 20  4.1/s  ETA 3.0 s"
+    assert progress_line(payload) == "[#########-----------]  45%  Step 9 of 20  4.1 steps/s  ETA 3 s"
+    bytes_read = {**payload, "unit": "bytes", "rate": 12865672, "eta_seconds": 65}
+    assert progress_line(bytes_read).endswith("  12.9 MB/s  ETA 1 min 5 s")
     payload.update(cancel_requested=True, rate=None, eta_seconds=None)
     payload["progress"] = {"current": 1234, "total": None, "message": "Reading"}
     assert progress_line(payload) == "1,234 done  Reading  (cancelling)"
+
+
+def test_the_progress_line_of_a_failed_job_stops_short_of_100_percent():
+    """Its last progress may count work read ahead (a CSV read whole before its line 2 failed)."""
+    payload = {"state": "failed", "progress": {"current": 14, "total": 14, "message": "Reading"}}
+    assert progress_line(payload) == "[###################-]  99%  Reading"
+    assert progress_line({**payload, "state": "succeeded"}).startswith("[####################] 100%")
 
 
 def test_the_progress_line_of_a_stalled_job_says_how_long_since_progress_instead_of_an_eta():

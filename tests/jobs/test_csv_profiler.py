@@ -346,6 +346,218 @@ def test_nothing_is_flagged_when_nothing_was_cut():
     assert result["truncated"] is False and not any(c["truncated"] for c in result["columns"])
 
 
+# -- encodings ---------------------------------------------------------------------------------------
+
+
+def test_a_utf8_file_says_so_without_notes():
+    result = profile("name,city\nJosé,Zürich\n")
+
+    assert (result["encoding"], result["notes"]) == ("utf-8", [])
+
+
+@pytest.mark.parametrize("chunk_size", [1 << 20, 1, 3])
+def test_a_latin1_file_is_read_as_cp1252_with_a_note(chunk_size):
+    result = profile("name,city\nJosé,Zürich\nRenée,Besançon\n".encode("latin-1"), chunk_size=chunk_size)
+
+    assert result["encoding"] == "cp1252"
+    assert result["notes"] == ["Read as cp1252 (not valid UTF-8)."]
+    assert column(result, "name")["top"] == [{"value": "José", "count": 1}, {"value": "Renée", "count": 1}]
+    assert column(result, "city")["top"][0] == {"value": "Besançon", "count": 1}
+
+
+def test_a_cp1252_file_keeps_its_euro_signs_and_typographic_quotes():
+    text = "item;price;note\nCafé;3,50 €;“naïve”\nCrème;1,20 €;\u2013\n"  # an en dash
+    result = profile(text.encode("cp1252"))
+
+    assert result["encoding"] == "cp1252"
+    assert column(result, "price")["top"] == [
+        {"value": "1,20 €", "count": 1},
+        {"value": "3,50 €", "count": 1},
+    ]
+    assert {top["value"] for top in column(result, "note")["top"]} == {"“naïve”", "\u2013"}
+
+
+def test_a_central_european_file_is_read_in_its_own_code_page():
+    text = "jméno;město\nŽluťoučký kůň;Brno\nŠárka;Plzeň\n"
+    result = profile(text.encode("cp1250"))
+
+    assert result["encoding"] == "cp1250"
+    assert result["notes"] == ["Read as cp1250 (not valid UTF-8)."]
+    assert [col["name"] for col in result["columns"]] == ["jméno", "město"]
+
+
+def test_a_file_that_is_not_utf8_deep_down_is_read_on_in_its_encoding_from_that_point():
+    data = b"id,city\n" + b"".join(b"%d,Paris\n" % i for i in range(200_000)) + "9,Zürich\n".encode("latin-1")
+    result = profile(data, chunk_size=64 * 1024)
+
+    assert result["rows"] == 200_001 and result["encoding"] == "cp1252"
+    assert column(result, "city")["distinct"] == 2
+    assert {top["value"] for top in column(result, "city")["top"]} == {"Paris", "Zürich"}
+
+
+def test_a_latin1_character_ending_the_file_without_a_line_break_is_read_too():
+    result = profile("name\nJosé".encode("latin-1"))
+
+    assert column(result, "name")["top"] == [{"value": "José", "count": 1}]
+
+
+def test_a_byte_the_detected_encoding_cannot_read_names_its_line_and_asks_for_the_encoding():
+    # The first chunk reads as cp1252; 0x81, far after it, is undefined in cp1252.
+    data = "name\nJosé\nZürich\n".encode("latin-1") + b"plain\n" * 100 + b"x\x81y\n"
+    error = failure(data, chunk_size=64)
+
+    assert str(error) == (
+        "Line 104: not valid cp1252 (byte 0x81); it was read as that because it is not valid UTF-8:"
+        " declare its encoding."
+    )
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("chunk_size", [1 << 20, 1, 5])
+def test_utf16_with_a_byte_order_mark_is_read_as_unicode_text(codec, chunk_size):
+    # What spreadsheets save as "Unicode text": UTF-16 with a BOM, tab-separated, CRLF.
+    text = '\ufeffname\tamount\tnote\r\nJosé\t1,5\t€ 𝄞\r\nBjörk\t-3,25\t"a\r\nb"\r\n'
+    result = profile(text.encode(codec), chunk_size=chunk_size)
+
+    assert (result["encoding"], result["delimiter"], result["rows"]) == (codec, "\t", 2)
+    assert result["notes"] == [] and result["bytes"] == len(text.encode(codec))
+    assert [col["name"] for col in result["columns"]] == ["name", "amount", "note"]
+    assert column(result, "name")["top"] == [{"value": "Björk", "count": 1}, {"value": "José", "count": 1}]
+    assert column(result, "note")["top"] == [{"value": "a\r\nb", "count": 1}, {"value": "€ 𝄞", "count": 1}]
+    assert (column(result, "amount")["type"], column(result, "amount")["min"]) == ("float", -3.25)
+
+
+def test_utf32_with_a_byte_order_mark_is_read_too():
+    result = profile("\ufeffa,b\n1,ü\n".encode("utf-32-le"))
+
+    assert result["encoding"] == "utf-32-le"
+    assert column(result, "b")["top"] == [{"value": "ü", "count": 1}]
+
+
+@pytest.mark.parametrize("chunk_size", [1 << 20, 2])
+def test_utf16_errors_name_their_line(chunk_size):
+    ragged = failure("\ufeffa\tb\r\n1\t2\r\n3\t4\t5\r\n".encode("utf-16-le"), chunk_size=chunk_size)
+    nul = failure("\ufeffa\tb\r\n1\t2\r\n3\t\x00\r\n".encode("utf-16-le"), chunk_size=chunk_size)
+    lone_surrogate = failure(
+        "\ufeffa\n1\n".encode("utf-16-le") + b"\x00\xd8x\x00\n\x00", chunk_size=chunk_size
+    )
+
+    assert str(ragged) == "Line 3: expected 2 fields, found 3."
+    assert str(nul) == "Line 3: binary data (NUL byte); this is not a text CSV file."
+    assert str(lone_surrogate).startswith("Line 3: not valid UTF-16-LE")
+    # Random bytes after what looks like a byte order mark are no UTF-16 text either.
+    assert "not valid UTF-16-LE" in str(failure(b"\xff\xfe" + random.Random(8).randbytes(4096)))
+
+
+def test_a_short_sample_the_sniffer_cannot_tell_takes_the_delimiter_of_its_first_line():
+    result = profile('name\tnote\r\nann\t"a\r\nb, c"\r\nbob\tplain\r\n')
+
+    assert (result["delimiter"], result["rows"]) == ("\t", 2)
+
+
+def test_a_declared_encoding_is_used_instead_of_detecting_one():
+    data = "名前,都市\n田中,東京\n".encode("shift_jis")
+
+    result = profile(data, encoding="shift_jis")
+
+    assert (result["encoding"], result["notes"]) == ("shift_jis", [])
+    assert column(result, "都市")["top"] == [{"value": "東京", "count": 1}]
+    assert str(failure(data)).startswith(
+        "Line 1: not valid UTF-8 (byte 0x96), nor text in a single-byte encoding"
+    )
+
+
+def test_a_declared_single_byte_encoding_reads_what_detection_would_not_guess():
+    result = profile("name\nJosé\n".encode("latin-1"), encoding="Latin-1")
+
+    assert (result["encoding"], result["notes"]) == ("iso8859-1", [])
+    assert column(result, "name")["top"] == [{"value": "José", "count": 1}]
+
+
+def test_a_byte_order_mark_wins_over_a_declared_encoding():
+    result = profile("\ufeffname\nJosé\n".encode("utf-16-le"), encoding="cp1252")
+
+    assert result["encoding"] == "utf-16-le"
+    assert column(result, "name")["top"] == [{"value": "José", "count": 1}]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("klingon", "Unknown encoding 'klingon'"),
+        ("base64", "'base64' is not a text encoding"),
+        ("rot13", "'rot13' is not a text encoding"),
+    ],
+)
+def test_an_encoding_python_cannot_decode_text_with_is_refused(name, message):
+    with pytest.raises(ValueError, match=message):
+        profile("a\n1\n", encoding=name)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00",
+        b"PK\x03\x04\x14\x00\x06\x00\x08\x00",  # a zip / xlsx
+        bytes(random.Random(7).randbytes(8192)).replace(b"\x00", b""),  # no NUL, not UTF-8
+        b"\x1f\x8b\x08\x08\xa5\xb1\xc3e\x02\xffdata.csv",  # gzip, without NUL in its first bytes
+    ],
+    ids=["png", "zip", "random", "gzip"],
+)
+def test_binary_files_still_fail_as_binary(data):
+    assert "binary data" in str(failure(data))
+
+
+# -- decimal commas ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_decimal_commas_are_numbers_when_the_delimiter_is_not_a_comma(delimiter):
+    rows = [
+        ["price", "balance", "big", "count"],
+        ["1,50", "-3,2", "1.234,5", "7"],
+        ["2,25", "+0,5", "12.345.678,9", "8"],
+    ]
+    result = profile("".join(delimiter.join(row) + "\n" for row in rows))
+
+    price, balance, big = column(result, "price"), column(result, "balance"), column(result, "big")
+    assert [price["type"], balance["type"], big["type"]] == ["float", "float", "float"]
+    assert (price["min"], price["max"], price["mean"]) == (1.5, 2.25, pytest.approx(1.875))
+    assert (balance["min"], balance["max"]) == (-3.2, 0.5)
+    assert (big["min"], big["max"]) == (1234.5, 12345678.9)
+    assert column(result, "count")["type"] == "integer"
+    assert price["top"][0]["value"] == "1,50"  # shown as written
+
+
+def test_decimal_commas_mix_with_decimal_points_and_integers_in_one_column():
+    col = column(profile("x;y\n1,5;a\n2.5;b\n3;c\n"), "x")
+
+    assert (col["type"], col["min"], col["max"]) == ("float", 1.5, 3.0)
+
+
+@pytest.mark.parametrize(
+    "value", ["1,2,3", "1.2,3.4", "1,234.5", "12.34,5", "1,5e", "nan,0", "inf,5", ",", "1 ,5"]
+)
+def test_things_that_only_look_like_decimal_commas_stay_text(value):
+    col = column(profile(f"x;y\n{value};a\n1,5;b\n"), "x")
+
+    assert col["type"] == "string", value
+
+
+def test_a_comma_in_a_comma_separated_file_is_never_a_decimal_comma():
+    col = column(profile('x,y\n"1,5",a\n"2,5",b\n'), "x")
+
+    assert col["type"] == "string"
+
+
+def test_decimal_commas_stay_numbers_past_the_exact_distinct_limit():
+    values = [f"{i},{i % 100:02d}" for i in range(5_000)]
+    col = column(profile("v;w\n" + "".join(f"{v};x\n" for v in values), distinct_exact_limit=100), "v")
+
+    assert (col["type"], col["distinct_exact"], col["min"], col["max"]) == ("float", False, 0.0, 4999.99)
+    assert col["mean"] == pytest.approx(statistics.mean(float(v.replace(",", ".")) for v in values))
+
+
 # -- bad files -----------------------------------------------------------------------------------------
 
 
@@ -378,10 +590,11 @@ def test_a_truncated_utf8_character_at_the_end_is_invalid():
     assert str(error) == "Line 3: not valid UTF-8 (byte 0xe2)."
 
 
-def test_latin1_text_is_not_utf8():
-    error = failure("name\nJosé\n".encode("latin-1"))
+def test_a_file_past_non_ascii_utf8_with_a_bad_byte_stays_utf8_and_names_its_line():
+    # Mixed: valid UTF-8 before, latin-1 after; no single encoding reads it, so no guess.
+    error = failure("name\nJosé\n".encode() + "Zoë\n".encode("latin-1"))
 
-    assert str(error) == "Line 2: not valid UTF-8 (byte 0xe9)."
+    assert str(error) == "Line 3: not valid UTF-8 (byte 0xeb)."
 
 
 def test_a_ragged_row_names_its_line_and_field_counts():
@@ -516,15 +729,19 @@ def test_crlf_split_between_chunks_is_one_line_break():
         assert failure(text, chunk_size=chunk_size).line == 3
 
 
-def test_memory_stays_flat_as_the_file_grows():
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "cp1252"])
+def test_memory_stays_flat_as_the_file_grows(encoding):
+    # UTF-16 (with its BOM) is transcoded chunk by chunk; cp1252 is found after the first chunk failed
+    # as UTF-8: neither decodes the whole file.
     def make(rows: int) -> bytes:
         rng = random.Random(rows)
         return (
             "id,amount,tag,note\n"
             + "".join(
-                f"{i},{rng.random() * 1000:.3f},t{i % 50},note {rng.getrandbits(48):x}\n" for i in range(rows)
+                f"{i},{rng.random() * 1000:.3f},t{i % 50}é,note {rng.getrandbits(48):x}\n"
+                for i in range(rows)
             )
-        ).encode()
+        ).encode(encoding)
 
     def peak(data: bytes) -> int:
         stream = io.BytesIO(data)

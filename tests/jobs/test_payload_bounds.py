@@ -297,8 +297,8 @@ def test_the_issues_wide_csv_gives_a_small_payload_and_a_paged_result(make_user)
     assert len(data) > 18_000_000 and job.result_bytes < 1_500_000  # was 15 MB, all of it in payloads
     assert wire_size(payload) <= PAYLOAD_MAX
     assert payload["result_summary"] == {
-        "file_name": "wide.csv", "rows": 6, "bytes": len(data), "delimiter": ",", "columns": 1000,
-        "types": {"string": 1000}, "truncated": True,
+        "file_name": "wide.csv", "rows": 6, "bytes": len(data), "delimiter": ",", "encoding": "utf-8",
+        "notes": [], "columns": 1000, "types": {"string": 1000}, "truncated": True,
     }  # fmt: skip
 
     client = logged_in(owner)

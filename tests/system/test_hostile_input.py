@@ -442,8 +442,11 @@ NOT_CSV = {
     "random bytes": random.Random(2).randbytes(200_000),
     "gzip": gzip.compress(CSV * 1000),
     "zip": _zip(CSV * 1000),
-    "utf-16": "name,amount\nalpha,1\n".encode("utf-16"),
-    "latin-1": "name,city\nJosé,Zürich\n".encode("latin-1"),
+}
+# Text in another encoding than UTF-8 is CSV all the same (issue 16): read, not refused.
+OTHER_ENCODINGS = {
+    "utf-16": ("name,amount\nalpha,1\n".encode("utf-16"), "utf-16-le"),
+    "latin-1": ("name,city\nJosé,Zürich\n".encode("latin-1"), "cp1252"),
 }
 
 
@@ -462,6 +465,10 @@ def test_a_file_that_is_not_text_csv_fails_cleanly_with_a_clear_error(
         assert response.status_code == 201, response.text
         launched[what] = response.json()["id"]
     good = upload_job(live_server_url, headers, CSV).json()["id"]
+    other = {
+        encoding: upload_job(live_server_url, headers, content).json()["id"]
+        for content, encoding in OTHER_ENCODINGS.values()
+    }
 
     for what, job_id in launched.items():
         job = _final(job_id)
@@ -471,6 +478,9 @@ def test_a_file_that_is_not_text_csv_fails_cleanly_with_a_clear_error(
         assert Notification.objects.filter(job=job, level="error").count() == 1
     # The worker is unharmed: a real CSV after them profiles.
     assert _final(good).state == JobState.SUCCEEDED
+    for encoding, job_id in other.items():
+        job = _final(job_id)
+        assert (job.state, (job.result or {}).get("encoding")) == (JobState.SUCCEEDED, encoding), job.error
 
 
 def _worker_children(worker: Any) -> list[int]:

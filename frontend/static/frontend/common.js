@@ -15,12 +15,36 @@ export function el(tag, attrs = {}, text) {
   return node;
 }
 
+// null: unknown, shown as a "working" bar, which only a running job may show. A job that ended
+// freezes where it stopped, and only a success reads 100%: a failed or cancelled job's last
+// progress may count work read ahead (a CSV's bytes past the line that failed).
 export function percent(job) {
   if (job.state === "succeeded") return 100;
   if (job.state === "queued") return 0;
   const { current, total } = job.progress;
-  if (!total) return null;
-  return Math.max(0, Math.min(100, Math.floor((current / total) * 100)));
+  const ended = FINAL.has(job.state);
+  if (!total) return ended ? 0 : null;
+  const pct = Math.max(0, Math.min(100, Math.floor((current / total) * 100)));
+  return ended ? Math.min(pct, 99) : pct;
+}
+
+// A rate per second with SI prefixes, "12.9 MB/s" for bytes, "614 M numbers/s", "3.2 rows/s": the
+// twin of jobs/units.py's format_rate (the command line's), same rules.
+const PREFIXES = ["", "k", "M", "G", "T", "P", "E"];
+const figure = (value, scaled) => (value < 1 && !scaled ? value.toFixed(2) : value < 99.95 ? value.toFixed(1) : value.toFixed(0));
+
+export function formatRate(rate, unit = "items") {
+  let value = Number.isFinite(rate) && rate > 0 ? rate : 0;
+  let index = 0;
+  // Judged on the figure as shown, so 999.7 reads "1.0 k", never "1000".
+  while (value > 0 && index < PREFIXES.length - 1 && Number(figure(value, index > 0)) >= 1000) {
+    value /= 1000;
+    index += 1;
+  }
+  const number = value > 0 ? figure(value, index > 0) : "0";
+  const prefix = PREFIXES[index];
+  if (unit === "bytes") return `${number} ${prefix}B/s`;
+  return prefix ? `${number} ${prefix} ${unit}/s` : `${number} ${unit}/s`;
 }
 
 export function duration(seconds) {
@@ -95,7 +119,9 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   bar.setAttribute("aria-label", `${job.kind_title} progress`);
   if (pct === null) bar.removeAttribute("value");
   else bar.value = pct;
-  row.querySelector(".job-percent").textContent = pct === null ? "" : `${pct}%`;
+  // An ended job with nothing to measure against (an empty file) shows an empty bar, no figure.
+  const measured = pct !== null && (job.state === "succeeded" || job.state === "queued" || Boolean(job.progress.total));
+  row.querySelector(".job-percent").textContent = measured ? `${pct}%` : "";
   const waiting = job.state === "queued" ? "Waiting for a worker…" : "";
   // Only ever queued: the job queue could not be reached, and the job is sent when it is back.
   const queueDown = job.waiting_for_queue ? "Waiting for the queue…" : "";
@@ -104,7 +130,7 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   const reason = job.state === "queued" && job.wait_reason ? job.wait_reason : "";
   row.querySelector(".job-message").textContent = queueDown || reason || job.progress.message || waiting;
   row.dataset.wait = job.state === "queued" && job.wait_code ? job.wait_code : "";
-  const rate = job.state === "running" && job.rate ? `${job.rate.toFixed(job.rate < 10 ? 1 : 0)}/s` : "";
+  const rate = job.state === "running" && job.rate ? formatRate(job.rate, job.unit || "items") : "";
   const eta = job.state === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined ? ` · ${duration(job.eta_seconds)} left` : "";
   row.querySelector(".job-rate").textContent = rate + eta;
   trackSilence(row, job);

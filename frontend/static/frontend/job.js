@@ -33,6 +33,21 @@ function meta(job) {
     timeline.append(item);
   }
   renderAttempts(job);
+  renderTraceback(job);
+}
+
+// A failed job's traceback, for those who may see every user's results (the result endpoint
+// gives it to them only; null for anyone else). Fetched once, when the job has failed.
+let tracebackFetched = false;
+
+async function renderTraceback(job) {
+  const box = document.getElementById("traceback");
+  if (!box || !job.result_url || job.state !== "failed" || tracebackFetched) return;
+  tracebackFetched = true;
+  const { response, body } = await api(`${job.result_url}?limit=1`);
+  if (!response.ok || !body.traceback) return;
+  box.querySelector("pre").textContent = body.traceback;
+  box.hidden = false;
 }
 
 // The attempts that failed and were retried, each with its error (from result_url: the payload
@@ -135,7 +150,9 @@ function renderProfile(box, job) {
   const more = el("button", { type: "button", class: "secondary", id: "more-columns" }, "Show more columns");
   more.hidden = true;
   const rows = typeof summary.rows === "number" ? summary.rows.toLocaleString() : "?";
-  box.replaceChildren(el("p", {}, `${summary.file_name}: ${rows} rows, ${summary.columns} columns`), table, status, more);
+  // How the file was read when it was not plain UTF-8 ("Read as cp1252 (not valid UTF-8).").
+  const notes = (Array.isArray(summary.notes) ? summary.notes : []).map((note) => el("p", { class: "note", role: "note" }, String(note)));
+  box.replaceChildren(el("p", {}, `${summary.file_name}: ${rows} rows, ${summary.columns} columns`), ...notes, table, status, more);
   let next = `${job.result_url}?limit=${PROFILE_PAGE}`;
   async function load() {
     more.disabled = true;

@@ -7,14 +7,15 @@ from collections import Counter
 from typing import Any
 
 from django.db import OperationalError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from jobs.context import KindContext
 from jobs.models import Upload
 from jobs.retries import RetryPolicy, TransientError
 
 from ..registry import JobKind, register
-from .profiler import CsvProfileError, ProfileStopped, profile_csv
+from .profiler import CsvProfileError, ProfileStopped, check_encoding, profile_csv
 
 
 class CsvProfileParams(BaseModel):
@@ -24,6 +25,23 @@ class CsvProfileParams(BaseModel):
         title="CSV file", description="The file to profile (upload it with the job).",
         json_schema_extra={"format": "upload", "accept": ".csv,.tsv,.txt"},
     )  # fmt: skip
+    # Left out of the stored params when not given: a job's params are what its owner chose.
+    encoding: str | None = Field(
+        None, max_length=64, title="Encoding",
+        description="The file's text encoding, e.g. cp1252 or latin-1; leave empty to detect it"
+        " (UTF-8, UTF-16 by its byte order mark, else a single-byte code page).",
+        exclude_if=lambda value: value is None,
+    )  # fmt: skip
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            return check_encoding(value)
+        except ValueError as exc:  # the reason alone, without pydantic's "Value error, "
+            raise PydanticCustomError("encoding", "{reason}", {"reason": str(exc)}) from None
 
 
 class InvalidCsv(Exception):
@@ -41,12 +59,15 @@ def run(ctx: KindContext, params: CsvProfileParams) -> dict | None:
                 total_bytes=upload.size,
                 progress=lambda done, total: ctx.progress(done, total, "Reading"),
                 should_stop=lambda: ctx.cancelled,
+                encoding=params.encoding,
             )
         except ProfileStopped:
             return None
         except CsvProfileError as exc:
             raise InvalidCsv(f"{upload.original_name}: {exc}") from None
     result["file_name"] = upload.original_name
+    for note in result["notes"]:
+        ctx.log(note)
     ctx.progress(upload.size, upload.size, "Done")
     ctx.log(f"{result['rows']:,} rows, {len(result['columns'])} columns")
     return result
@@ -54,8 +75,8 @@ def run(ctx: KindContext, params: CsvProfileParams) -> dict | None:
 
 def summarize(result: Any) -> dict[str, Any]:
     """What every payload shows of a profile (the columns are fetched by reference, paged):
-    ``{"rows", "bytes", "delimiter", "columns": count, "types": {type: count}, "truncated",
-    "file_name"}``; the name last, so a long one is what gets cut."""
+    ``{"rows", "bytes", "delimiter", "encoding", "notes", "columns": count, "types": {type: count},
+    "truncated", "file_name"}``; the name last, so a long one is what gets cut."""
     if not isinstance(result, dict):
         return {}
     columns = result.get("columns")
@@ -66,6 +87,8 @@ def summarize(result: Any) -> dict[str, Any]:
         "rows": result.get("rows"),
         "bytes": result.get("bytes"),
         "delimiter": result.get("delimiter"),
+        "encoding": result.get("encoding"),
+        "notes": result.get("notes") or [],
         "columns": len(columns),
         "types": {str(name): n for name, n in types.most_common()},
         "truncated": bool(result.get("truncated")),
@@ -92,6 +115,7 @@ register(
             give_up_on=(FileNotFoundError, PermissionError, IsADirectoryError),
         ),
         upload_param="upload_id",
+        unit="bytes",  # progress counts the bytes read
         summarize=summarize,
         result_items="columns",
     )

@@ -56,6 +56,7 @@ def combine(params: PrimesParams, counts: list[int]) -> dict[str, int]:
 register(
     JobKind(
         name="primes",
+        unit="numbers",
         title="Count primes",
         description="Counts the primes below N with a segmented sieve, in parallel chunks across workers.",
         params_model=PrimesParams,

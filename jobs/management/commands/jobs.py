@@ -18,7 +18,7 @@ from jobs.management.commands.launch_job import (
     RawEpilogFormatter,
     find_user,
     format_seconds,
-    percent,
+    shown_percent,
 )
 from jobs.models import Job, JobState
 from jobs.selectors import job_payload
@@ -58,7 +58,7 @@ def _duration(job: Job) -> str:
 
 def _row(job: Job) -> list[str]:
     state = "cancelling" if job.state == JobState.RUNNING and job.cancel_requested_at else job.state
-    pct = percent(job.progress_current, job.progress_total)
+    pct = shown_percent(job.state, job.progress_current, job.progress_total)
     return [
         str(job.id)[:SHORT_ID],
         job.owner.get_username(),

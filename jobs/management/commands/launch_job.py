@@ -28,6 +28,7 @@ from jobs.launch import check_may_launch, job_launch
 from jobs.models import Job, JobLogLine, JobState
 from jobs.selectors import job_payload, progress_rate
 from jobs.states import job_pushes_flush
+from jobs.units import DEFAULT_UNIT, format_duration, format_rate
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -164,10 +165,6 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def _format_rate(rate: float) -> str:
-    return f"{rate:.1f}/s" if rate < 100 else f"{rate:,.0f}/s"
-
-
 def percent(current: int, total: int | None) -> int | None:
     if not total or total <= 0:
         return None
@@ -175,8 +172,16 @@ def percent(current: int, total: int | None) -> int | None:
     return max(0, min(100, math.floor(100 * current / total)))
 
 
+def shown_percent(state: str, current: int, total: int | None) -> int | None:
+    """``percent``, but only a success is 100%: a job that failed or was cancelled stops short of
+    it (its last progress may count work read ahead: a CSV's bytes past the line that failed)."""
+    pct = percent(current, total)
+    return min(pct, 99) if pct is not None and state in (JobState.FAILED, JobState.CANCELLED) else pct
+
+
 def progress_line(payload: dict[str, Any]) -> str:
-    """One line for a job's state, e.g. ``[#########-----------]  45%  Step 9 of 20  4.1/s  ETA 3 s``."""
+    """One line for a job's state, e.g.
+    ``[#########-----------]  45%  Step 9 of 20  4.1 steps/s  ETA 3 s``."""
     progress = payload["progress"]
     current, total, message = progress["current"], progress["total"], progress["message"]
     state = payload["state"]
@@ -188,9 +193,9 @@ def progress_line(payload: dict[str, Any]) -> str:
             # Why it waits and where it stands (jobs.admission): "3rd in line for a worker."
             return f"queued, {reason[0].lower()}{reason[1:]}{'  ' + message if message else ''}"
         return f"queued, waiting for a worker{'  ' + message if message else ''}"
-    pct = percent(current, total)
+    pct = shown_percent(state, current, total)
     if pct is not None:
-        filled = round(BAR_WIDTH * pct / 100)
+        filled = BAR_WIDTH * pct // 100  # full only at 100%
         parts = [f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {pct:3d}%"]
     else:
         parts = [f"{current:,} done" if current else state]
@@ -202,9 +207,9 @@ def progress_line(payload: dict[str, Any]) -> str:
         parts.append(f"no progress for {f'{silent} s' if silent < 60 else format_seconds(silent)}")
     else:
         if payload.get("rate"):
-            parts.append(_format_rate(payload["rate"]))
+            parts.append(format_rate(payload["rate"], payload.get("unit") or DEFAULT_UNIT))
         if payload.get("eta_seconds") is not None:
-            parts.append(f"ETA {format_seconds(payload['eta_seconds'])}")
+            parts.append(f"ETA {format_duration(payload['eta_seconds'])}")
     if state == JobState.RUNNING and payload.get("cancel_requested"):
         parts.append("(cancelling)")
     attempt, most = payload.get("attempt") or 0, payload.get("max_attempts") or 0
