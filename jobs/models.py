@@ -132,6 +132,13 @@ class Job(models.Model):
             models.Index(fields=["state", "admitted_at", "created_at"], name="job_admission_idx"),
             # Round-robin's memory: an owner's latest admission, one probe (jobs.admission).
             models.Index(fields=["owner", "admitted_at"], name="job_owner_admitted_idx"),
+            # The jobs waiting for admission, by owner and kind, oldest first: a pass finds every
+            # waiting (owner, kind) and each one's first jobs by probes, whatever the backlog.
+            # (Not a partial index: SQLite's planner, without statistics, preferred the one above
+            # and sorted every waiting job.)
+            models.Index(
+                fields=["state", "admitted_at", "owner", "kind", "created_at"], name="job_waiting_idx"
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(state__in=JobState.values), name="job_state_valid"),

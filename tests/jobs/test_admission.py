@@ -406,3 +406,41 @@ def test_round_robin_remembers_a_user_served_more_than_an_hour_ago(make_user, br
     admission.jobs_admit()
 
     assert broker.sent == [str(bobs.id), str(alices.id)]
+
+
+@pytest.mark.parametrize("global_limit", [0, 3], ids=["no global limit", "global limit"])
+def test_a_users_only_job_behind_a_backlog_longer_than_one_read_is_seen_and_admitted(
+    make_user, broker, settings, monkeypatch, global_limit
+):
+    """A pass reads the oldest CANDIDATES waiting jobs, then every other waiting user and kind's
+    first jobs: a user with nothing running goes next however long another's backlog is (with
+    506 of Alice's waiting, Bob's one job stayed unadmitted and unexplained for 110 s)."""
+    monkeypatch.setattr(admission, "CANDIDATES", 5)  # stands for 500, with a backlog of 8
+    settings.RUNBOARD_MAX_ADMITTED = global_limit
+    alice, bob = make_user(), make_user()
+    make_job(owner=alice, state=JobState.RUNNING)
+    make_job(owner=alice, state=JobState.RUNNING)  # Alice at her cap of 2
+    alices = [create(alice) for _ in range(8)]
+    bobs = create(bob)
+
+    assert broker.sent == [str(bobs.id)]
+    payload = job_payload(fresh(bobs))
+    assert (payload["wait_code"], payload["queue_position"]) == ("in_line", 1)
+    assert all(fresh(job).admitted_at is None for job in alices)
+
+
+def test_the_waiting_users_and_kinds_are_found_by_index_probes_not_a_scan(make_user, broker):
+    """The skip scan's plan searches job_waiting_idx (a pass's work does not grow with the
+    number of jobs waiting, only with the users and kinds that wait)."""
+    alice, bob = make_user(), make_user()
+    for owner in (alice, bob, alice):
+        make_job(owner=owner, admitted_at=None)
+    assert admission._waiting_groups(10) == [(alice.pk, "simulate"), (bob.pk, "simulate")]
+    assert admission._waiting_groups(1) == [(alice.pk, "simulate")]
+    if connection.vendor == "sqlite":
+        with CaptureQueriesContext(connection) as captured:
+            admission._waiting_groups(10)
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + captured.captured_queries[0]["sql"])
+            plan = " ".join(str(row) for row in cursor.fetchall())
+        assert "job_waiting_idx" in plan and "TEMP B-TREE" not in plan, plan
