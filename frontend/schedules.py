@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from jobs import schedules
+from jobs.exceptions import RateLimited
 from jobs.models import JobSchedule
 from jobs.permissions import Power, has_power, signed_in_user
 
@@ -33,7 +34,11 @@ def schedules_page(request: HttpRequest) -> HttpResponse:
         if schedule.owner_id != user.pk and not has_power(user, Power.ACT_ON_ANY_JOB):
             raise PermissionDenied("Acting on another user's schedule takes the 'act on any job' permission.")
         if action == "run":
-            job = schedules.schedule_run(schedule_id=schedule.pk, manual=True)
+            try:
+                job = schedules.schedule_run(schedule_id=schedule.pk, manual=True)
+            except RateLimited as exc:
+                messages.error(request, f"{schedule.name}: {exc}")
+                return redirect("frontend:schedules")
             if job is None:
                 messages.error(request, f"{schedule.name}: its owner is inactive; nothing was run.")
             else:

@@ -163,8 +163,14 @@ class JobScheduleAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run the selected schedules now", permissions=["act_on_any_job"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
-        ran = sum(schedules.schedule_run(schedule_id=s.pk, manual=True) is not None for s in queryset)
-        self.message_user(request, f"Started {ran} run(s).")
+        ran, limited = 0, 0
+        for schedule in queryset:
+            try:
+                ran += schedules.schedule_run(schedule_id=schedule.pk, manual=True) is not None
+            except RateLimited:
+                limited += 1  # its owner is at their launch limit
+        note = f"; {limited} not run: the owner is at their launch limit" if limited else ""
+        self.message_user(request, f"Started {ran} run(s){note}.")
 
     @admin.action(description="Pause the selected schedules", permissions=["act_on_any_job"])
     def pause(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:

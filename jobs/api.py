@@ -865,13 +865,16 @@ def schedule_create(request: HttpRequest) -> JsonResponse:
 
 @router.post(
     f"{SCHEDULE}run/",
-    response={201: JobOut, **errors(*COMMON, 403, 404, 409)},
+    response={201: JobOut, **errors(*COMMON, 403, 404, 409, 429)},
     url_name="schedule-run",
     summary="Run a schedule now (paused or not): an ordinary job of its owner",
 )
 def schedule_run_now(request: HttpRequest, schedule_id: str) -> JsonResponse:
     user, schedule = _schedule_for_action(request, schedule_id)
-    job = schedules.schedule_run(schedule_id=schedule.pk, manual=True)
+    try:
+        job = schedules.schedule_run(schedule_id=schedule.pk, manual=True)
+    except RateLimited as exc:
+        return error_response(429, str(exc), Retry_After=str(exc.retry_after))
     if job is None:
         return error_response(409, "The schedule's owner is inactive: nothing was run.")
     return _job_response(job, user, status=201)

@@ -94,6 +94,12 @@ class JobsSettings:
     )
 
     # --- Schedules -------------------------------------------------------------------------------
+    SCHEDULE_MIN_SECONDS = Setting(
+        60,
+        "Seconds: the shortest interval a schedule may be given (a crontab fires at most once a minute); "
+        "beat's runs are not counted in RUNBOARD_LAUNCHES_PER_MINUTE, Run now is.",
+    )
+
     SCHEDULE_FAILURES_NOTIFY = Setting(
         3, "Runs: a schedule whose runs failed this many times in a row notifies its owner (once per streak)."
     )

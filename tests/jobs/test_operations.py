@@ -30,7 +30,10 @@ def admin_client(make_user):
     return client
 
 
-def test_a_schedule_fires_in_beat_and_each_run_is_an_ordinary_job(celery_worker, server_env, make_user):
+def test_a_schedule_fires_in_beat_and_each_run_is_an_ordinary_job(
+    celery_worker, server_env, make_user, settings
+):
+    settings.RUNBOARD_SCHEDULE_MIN_SECONDS = 1  # a run a second, to see several in the test
     owner = make_user()
     schedule = schedules.schedule_save(
         schedule=JobSchedule(

@@ -410,3 +410,55 @@ def test_the_api_refuses_what_the_database_cannot_hold_as_field_errors(make_user
     response = client.post("/api/v1/schedules/", body, content_type="application/json")
     assert response.status_code == 400 and field in response.json()["fields"], response.json()
     assert not JobSchedule.objects.exists()
+
+
+# --- Launch limits (a review: Run now and short intervals launched past them) -----------------------
+
+
+def test_run_now_is_a_launch_of_the_owner_within_their_launch_limit(make_user, settings):
+    """620 Run now calls launched 620 jobs in 13 s (past a limit of 30 a minute) and starved every
+    other user; now each is a launch like any other: 429 with Retry-After past the limit, on the
+    API, the page, the command and the admin action."""
+    settings.RUNBOARD_LAUNCHES_PER_MINUTE = 3
+    owner = make_user()
+    schedule = _schedule(owner, enabled=False)
+    client = _api_client(owner)
+    answers = [client.post(f"/api/v1/schedules/{schedule.pk}/run/").status_code for _ in range(5)]
+    assert answers == [201, 201, 201, 429, 429]
+    limited = client.post(f"/api/v1/schedules/{schedule.pk}/run/")
+    assert 1 <= int(limited["Retry-After"]) <= 60
+    with pytest.raises(CommandError, match="Too many launches"):
+        call_command("schedules", "run-now", schedule.name, stdout=StringIO())
+    admin = _admin(make_user)
+    response = admin.post(
+        "/admin/jobs/jobschedule/", {"action": "run_now", "_selected_action": [schedule.pk]}, follow=True
+    )
+    assert "1 not run: the owner is at their launch limit" in response.content.decode()
+    assert Job.objects.filter(owner=owner).count() == 3
+
+
+@pytest.mark.parametrize("every", [0, 1, 59])
+def test_an_interval_under_the_floor_is_an_every_seconds_field_error(every, make_user):
+    """Beat's runs are not counted in the launch limit: a schedule fires at most once a minute."""
+    with pytest.raises(schedules.ValidationError) as refused:
+        schedules.schedule_validate(kind="simulate", params={}, every_seconds=every, crontab="")
+    assert refused.value.message_dict == {"every_seconds": ["From 60 to 2147483647 seconds."]}
+    client = _api_client(make_user(operator=True, is_superuser=True))
+    response = client.post("/api/v1/schedules/", {"name": "x", "kind": "simulate", "every_seconds": every},
+                           content_type="application/json")  # fmt: skip
+    assert response.status_code == 400 and "every_seconds" in response.json()["fields"], response.json()
+
+
+def test_an_operators_retry_is_checked_against_the_owners_launch_limit(make_user, settings):
+    """An operator's 35 retries of Alice's job all launched, then locked Alice out for a minute:
+    retries for someone are launches of theirs, checked as well as counted."""
+    from tests.jobs.factories import make_job
+
+    settings.RUNBOARD_LAUNCHES_PER_MINUTE = 2
+    alice = make_user()
+    finished = make_job(owner=alice, state=JobState.FAILED)
+    Job.objects.filter(pk=finished.pk).update(created_at=finished.created_at - timedelta(minutes=5))
+    operator = _api_client(make_user(operator=True))
+    retry = f"/api/v1/jobs/{finished.id}/retry/"
+    answers = [operator.post(retry, "{}", content_type="application/json").status_code for _ in range(4)]
+    assert answers == [201, 201, 429, 429]

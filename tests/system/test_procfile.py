@@ -138,7 +138,7 @@ def launch(url: str, token: str, params: dict) -> str:
         return json.loads(response.read())["id"]
 
 
-def test_the_procfile_runs_a_whole_deployment(stack, make_user):
+def test_the_procfile_runs_a_whole_deployment(stack, make_user, settings):
     user = make_user()
     _, token = token_create(user=user, name="system test")
     ws_url = stack.urls[1].replace("http", "ws", 1) + "/ws/notifications/"
@@ -150,7 +150,8 @@ def test_the_procfile_runs_a_whole_deployment(stack, make_user):
         updates = until_final(ws, job_id, timeout=30)
     assert updates[-1]["state"] == "succeeded" and updates[-1]["progress"]["current"] == 5
 
-    # 2. A schedule fires in beat and produces an ordinary job.
+    # 2. A schedule fires in beat and produces an ordinary job (a run a second, not to wait a minute).
+    settings.RUNBOARD_SCHEDULE_MIN_SECONDS = 1
     schedules.schedule_save(
         schedule=JobSchedule(name="system", kind="simulate", params={"steps": 1, "step_ms": 0}, owner=user,
                              every_seconds=1)

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs import schedules
+from jobs.exceptions import RateLimited
 from jobs.models import JobSchedule
 
 
@@ -59,7 +60,10 @@ class Command(BaseCommand):
         if schedule is None:
             raise CommandError(f"No schedule named {options['name']!r}.")
         if action == "run-now":
-            job = schedules.schedule_run(schedule_id=schedule.pk, manual=True)
+            try:
+                job = schedules.schedule_run(schedule_id=schedule.pk, manual=True)
+            except RateLimited as exc:
+                raise CommandError(f"{schedule.name}: {exc}") from exc
             if job is None:
                 raise CommandError(f"{schedule.name}: its owner is inactive; nothing was run.")
             self.stdout.write(str(job.id))
