@@ -201,15 +201,23 @@ class _Pass:
         if counts.user[job.owner_id] >= cap:
             # Running or lined up for a worker (counted alike, so the sentence does not change,
             # and is not rewritten, as one moves to the other).
-            return USER_LIMIT, f"{counts.user[job.owner_id]} of your jobs are running, limit {cap}."
+            return USER_LIMIT, _limit_note(counts.user[job.owner_id], "jobs", cap)
         kind = _kind(job.kind)
         kind_cap = kind.max_running_per_user if kind is not None else None
         mine = counts.user_kind[(job.owner_id, job.kind)]
         if kind is not None and kind_cap is not None and mine >= kind_cap:
-            return KIND_LIMIT, f"{mine} of your {kind.title!r} jobs are running, limit {kind_cap}."
+            return KIND_LIMIT, _limit_note(mine, f"{kind.title!r} jobs", kind_cap)
         if counts.ahead[(job.owner_id, _queue_of(job.kind))] >= self.ahead:
             return BEHIND_OWN, "Waiting behind your job that is next in line for a worker."
         return None
+
+
+def _limit_note(count: int, what: str, cap: int) -> str:
+    """ "2 of your jobs are running or next in line, limit 2.": a job lined up for a worker
+    counts as running (the sentence stays true, and is not rewritten, as it starts; a review
+    read "2 … running" with one running and one in line)."""
+    verb = "is" if count == 1 else "are"
+    return f"{count} of your {what} {verb} running or next in line, limit {cap}."
 
 
 def _fair_order(waiting: list[_Row], state: _Pass, counts: _Counts, limit: int | None) -> list[_Row]:
@@ -646,6 +654,11 @@ def admission_control_set(*, user: User, action: str, target: str, name: str) ->
         raise ValueError(f"Unknown target {target!r}: expected 'kind' or 'queue'.")
     if target == AdmissionControl.Target.KIND and _kind(name) is None:
         raise ValueError(f"No job kind named {name!r}.")
+    if target == AdmissionControl.Target.QUEUE and name not in {kind.queue for kind in all_kinds()}:
+        # Not a job queue: a typo (audited, and never admitting anything) or the housekeeping
+        # queue, which holds no jobs (the reaper and the admission timer run there).
+        known = ", ".join(sorted({kind.queue for kind in all_kinds()}))
+        raise ValueError(f"No job kind runs on a queue named {name!r} (job queues: {known}).")
     if not name or len(name) > 64:
         raise ValueError("Name a kind or a queue (at most 64 characters).")
     with transaction.atomic():

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from dashboard.process_local import ProcessLocal
 
-from .admission import job_hold_if_paused, jobs_admit_quietly, line_holds_jobs
+from .admission import job_hold_if_paused, jobs_admit, jobs_admit_quietly, line_holds_jobs
 from .conf import app_settings
 from .context import JobContext, Split
 from .dispatch import _dispatch_chunks, _enqueue, admission_pass_later
@@ -38,6 +38,8 @@ START_PASS_DELAY = 0.25
 # Seconds a pool process waits, after a job ends, before its admission pass: ends meanwhile
 # share it (issue 14 §1: a pass per job cost a quarter of the throughput of zero-step jobs).
 PASS_AFTER_JOB_DELAY = 0.05
+# A failed pass in a pool process: tried again this many seconds later, this many times in a row.
+PASS_RETRY_DELAY, PASS_RETRIES = 0.5, 5
 
 
 def job_run(*, job_id: uuid.UUID | str) -> Deferred | None:
@@ -73,28 +75,54 @@ class _PassAfterJobs:
     """A Celery pool process's admission pass after its jobs end: run on a timer thread
     PASS_AFTER_JOB_DELAY seconds after the first end that asks, covering every end until it
     starts (one pass for several short jobs), while the process takes its next message (the
-    broker's line holds one job of each user ahead, so no worker waits for the pass)."""
+    broker's line holds one job of each user ahead, so no worker waits for the pass).
+
+    A pass that fails (the database busy past its timeout under load, a restart) is tried again
+    PASS_RETRY_DELAY later, up to PASS_RETRIES times in a row, before it is left to the reaper's
+    tick: the slot it would have filled idles meanwhile (a benchmark under load stalled until a
+    tick that never came)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._due = False
+        self._failures = 0
 
-    def request(self) -> None:
+    def request(self, *, delay: float = PASS_AFTER_JOB_DELAY) -> None:
         with self._lock:
             if self._due:
                 return
             self._due = True
-        timer = threading.Timer(PASS_AFTER_JOB_DELAY, self._run)
+        timer = threading.Timer(delay, self._run)
         timer.daemon = True
         timer.start()
+
+    def failed(self) -> None:
+        """A pass of this process failed: another soon, unless PASS_RETRIES failed in a row."""
+        self._failures += 1
+        if self._failures <= PASS_RETRIES:
+            self.request(delay=PASS_RETRY_DELAY)
 
     def _run(self) -> None:
         with self._lock:
             self._due = False  # an end from now on asks for the next pass
         try:
-            jobs_admit_quietly()
+            if _pass_or_warn():
+                self._failures = 0
+            else:
+                self.failed()
         finally:
             connection.close()
+
+
+def _pass_or_warn() -> bool:
+    """An admission pass; returns whether it ran (a failure is logged, not raised: the job's
+    outcome is recorded already)."""
+    try:
+        jobs_admit()
+    except Exception:
+        logger.warning("Admission pass failed; trying again soon (else the reaper's tick)", exc_info=True)
+        return False
+    return True
 
 
 _passes_after_jobs: ProcessLocal[_PassAfterJobs] = ProcessLocal(_PassAfterJobs)
@@ -111,10 +139,11 @@ def admit_after_job(*, queue: str | None = None) -> None:
     first come first served while each freed slot waited PASS_AFTER_JOB_DELAY for its pass."""
     if not app_settings.ADMISSION_CONTROL:
         return  # every job went to the broker at launch: nothing to admit
-    if billiard_process.current_process().name == "MainProcess" or (
-        queue is not None and not line_holds_jobs(queue=queue)
-    ):
+    if billiard_process.current_process().name == "MainProcess":
         jobs_admit_quietly()
+    elif queue is not None and not line_holds_jobs(queue=queue):
+        if not _pass_or_warn():
+            _passes_after_jobs.get().failed()
     else:
         _passes_after_jobs.get().request()
 

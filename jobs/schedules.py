@@ -113,21 +113,40 @@ def timezone_get(name: str) -> ZoneInfo:
 
 def crontab_next_run(parsed: ParsedCrontab, *, tz: ZoneInfo, after: datetime) -> datetime | None:
     """The first instant strictly after ``after`` at which beat fires the crontab in ``tz``
-    (UTC), or None if not within NEXT_RUN_HORIZON_DAYS."""
+    (UTC), or None if it never fires. Day by day for NEXT_RUN_HORIZON_DAYS, then (a rare date,
+    such as 29 February on a Monday: next in 2044) month by month over the 400 years in which
+    the Gregorian calendar repeats (a review: such a schedule, enabled, showed no next run)."""
     local_after = after.astimezone(tz)
     # Start a day early: a wall time skipped in spring maps to an instant after its local date.
     day = local_after.date() - timedelta(days=1)
-    hours, minutes = sorted(parsed.hour), sorted(parsed.minute)
     for _ in range(NEXT_RUN_HORIZON_DAYS + 2):
-        if parsed.fires_on(day):
-            for hour in hours:
-                for minute in minutes:
-                    # fold=0: the first of a repeated autumn time, the pre-change offset for a
-                    # skipped spring time (what TzAwareCrontab does with the same wall time).
-                    when = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz).astimezone(UTC)
-                    if when > after:
-                        return when
+        when = _first_run_on(parsed, day, tz=tz, after=after)
+        if when is not None:
+            return when
         day += timedelta(days=1)
+    for year in range(day.year, day.year + 401):
+        for month in sorted(parsed.month_of_year):
+            for day_of_month in sorted(parsed.day_of_month):
+                if day_of_month > calendar.monthrange(year, month)[1]:
+                    continue
+                candidate = date(year, month, day_of_month)
+                if candidate >= day:
+                    when = _first_run_on(parsed, candidate, tz=tz, after=after)
+                    if when is not None:
+                        return when
+    return None
+
+
+def _first_run_on(parsed: ParsedCrontab, day: date, *, tz: ZoneInfo, after: datetime) -> datetime | None:
+    if not parsed.fires_on(day):
+        return None
+    for hour in sorted(parsed.hour):
+        for minute in sorted(parsed.minute):
+            # fold=0: the first of a repeated autumn time, the pre-change offset for a skipped
+            # spring time (what TzAwareCrontab does with the same wall time).
+            when = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz).astimezone(UTC)
+            if when > after:
+                return when
     return None
 
 
@@ -267,7 +286,7 @@ class ScheduleStatus:
 
 
 def schedule_next_run(schedule: JobSchedule, *, now: datetime | None = None) -> datetime | None:
-    """When beat next runs it (None when paused, or a crontab with no run within 5 years)."""
+    """When beat next runs it (None when paused)."""
     now = now or timezone.now()
     if not schedule.enabled:
         return None
@@ -303,8 +322,11 @@ def schedule_status(schedule: JobSchedule, *, now: datetime | None = None) -> Sc
     )
 
 
-def schedules_status(*, now: datetime | None = None) -> list[ScheduleStatus]:
-    """Every schedule with its status (the operations page, the API, the command)."""
+def schedules_status(*, now: datetime | None = None, owner: Any = None) -> list[ScheduleStatus]:
+    """Every schedule (or ``owner``'s only) with its status (the operations page, the API, the
+    command)."""
     now = now or timezone.now()
     rows = JobSchedule.objects.select_related("owner", "last_job").order_by("name")
+    if owner is not None:
+        rows = rows.filter(owner=owner)
     return [schedule_status(schedule, now=now) for schedule in rows]

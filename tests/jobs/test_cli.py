@@ -426,6 +426,23 @@ def test_the_progress_line_of_a_stalled_job_says_how_long_since_progress_instead
     assert progress_line(payload) == "[##########----------]  50%  Step 290 of 580  no progress for 40 s"
 
 
+def test_into_a_pipe_a_job_going_silent_prints_a_no_progress_line_at_once():
+    """Plain lines are printed on a change only: a worker freezing changed nothing but the time,
+    so a pipe kept "ETA 26 s" through the freeze (a review)."""
+    from django.core.management.base import OutputWrapper
+
+    from jobs.management.commands.launch_job import Follower
+
+    follower = Follower(out=OutputWrapper(io.StringIO()), err=OutputWrapper(io.StringIO()))
+    running = {
+        "state": "running", "cancel_requested": False, "stalled": False,
+        "progress": {"current": 6, "total": 60, "message": "Step 6 of 60"},
+    }  # fmt: skip
+    assert follower._due(running)
+    assert not follower._due(running)  # nothing changed
+    assert follower._due({**running, "stalled": True})  # silent past the limit: said at once
+
+
 def test_the_progress_line_says_which_attempt_and_why_a_retried_job_waits():
     backing_off = {
         "state": "queued", "waiting_for_queue": False, "attempt": 1, "max_attempts": 3,
@@ -455,7 +472,11 @@ def make_jobs(make_user: Any) -> dict[str, Job]:
         "old_ok": make_job(owner=ada, state=JobState.SUCCEEDED, progress_current=1, progress_total=1),
         "failed": make_job(owner=bob, state=JobState.FAILED, error="boom"),
         "running": make_job(owner=ada, state=JobState.RUNNING, progress_current=3, progress_total=4),
-        "queued": make_job(owner=bob),
+        "queued": make_job(
+            owner=bob,
+            wait_code="user_limit",
+            wait_note="2 of your jobs are running or next in line, limit 2.",
+        ),
     }
     Job.objects.filter(pk=jobs["running"].pk).update(kind="test_echo")
     # created_at is set on insert: spread them out so "newest first" is meaningful.
@@ -479,10 +500,14 @@ def test_jobs_lists_every_users_jobs_newest_first_as_a_table(make_user):
     out, _ = run_command("jobs")
 
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "OWNER", "KIND", "STATE", "PROGRESS", "CREATED", "DURATION"]
+    assert lines[0].split() == ["ID", "OWNER", "KIND", "STATE", "PROGRESS", "CREATED", "DURATION", "NOTE"]
     assert listed_ids(out) == [short(jobs[name]) for name in ("queued", "running", "failed", "old_ok")]
     running = next(line for line in lines if line.startswith(short(jobs["running"])))
     assert running.split()[1:5] == ["ada", "test_echo", "running", "75%"]
+    # Why a queued job waits, why a failed one failed (the list said neither: a review).
+    queued = next(line for line in lines if line.startswith(short(jobs["queued"])))
+    assert queued.endswith("2 of your jobs are running or next in line, limit 2.")
+    assert next(line for line in lines if line.startswith(short(jobs["failed"]))).endswith("boom")
 
 
 @pytest.mark.django_db

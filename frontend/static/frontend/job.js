@@ -22,7 +22,7 @@ function meta(job) {
     ["Waited in queue", job.queue_wait_seconds === null ? "—" : duration(job.queue_wait_seconds)],
     ["Parameters", JSON.stringify(job.params) + ((job.truncated || []).includes("params") ? " (shortened)" : "")],
   ];
-  if (job.max_attempts > 1) items.push(["Attempt", `${job.attempt || 0} of ${job.max_attempts} (retried automatically)`]);
+  if (job.max_attempts > 1) items.push(["Attempt", job.attempt ? `${job.attempt} of ${job.max_attempts} (retried automatically)` : `not started yet (up to ${job.max_attempts}, retried automatically)`]);
   if (job.retry_of) items.push(["Retry of", job.retry_of.slice(0, 8)]);
   for (const [term, value] of items) dl.append(el("dt", {}, term), el("dd", {}, value));
   const timeline = document.getElementById("timeline");

@@ -67,7 +67,23 @@ def _row(job: Job) -> list[str]:
         "-" if pct is None else f"{pct}%",
         timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
         _duration(job),
+        _note(job),
     ]
+
+
+# Characters of a row's note (why a queued job waits, why a failed one failed).
+NOTE_CHARS = 60
+
+
+def _note(job: Job) -> str:
+    """Why a queued job waits (as the page and the API say it) or why a failed one failed."""
+    if job.state == JobState.QUEUED:
+        text = job.wait_note or ("waiting for the queue" if job.enqueued_at is None else "")
+    elif job.state == JobState.FAILED:
+        text = (job.error.strip().splitlines() or [""])[0]
+    else:
+        text = ""
+    return text if len(text) <= NOTE_CHARS else text[: NOTE_CHARS - 1] + "…"
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -144,7 +160,7 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps([job_payload(job) for job in found], indent=2, ensure_ascii=False))
         elif found:
-            header = ["ID", "OWNER", "KIND", "STATE", "PROGRESS", "CREATED", "DURATION"]
+            header = ["ID", "OWNER", "KIND", "STATE", "PROGRESS", "CREATED", "DURATION", "NOTE"]
             self.stdout.write(table([_row(job) for job in found], header))
         else:
             self.stderr.write("No jobs match.")

@@ -328,16 +328,18 @@ class Follower:
 
     def _due(self, payload: dict[str, Any]) -> bool:
         """Whether to draw the status now: every poll on a terminal (the rate and ETA move);
-        otherwise on a change, at once for a new state and at most every PLAIN_LINE_SECONDS else."""
+        otherwise on a change, at once for a new state (or a worker going silent: "no progress for
+        N s" instead of the last ETA, a review's pipe kept "ETA 26 s" through a freeze) and at most
+        every PLAIN_LINE_SECONDS else."""
         if self.screen.tty:
             return True
         progress = payload["progress"]
-        key = (payload["state"], payload["cancel_requested"], progress["current"], progress["total"],
-               progress["message"])  # fmt: skip
+        key = (payload["state"], payload["cancel_requested"], bool(payload.get("stalled")),
+               progress["current"], progress["total"], progress["message"])  # fmt: skip
         now = time.monotonic()
         last = self._printed_key
         if key == last or (
-            last is not None and key[:2] == last[:2] and now - self._printed_at < PLAIN_LINE_SECONDS
+            last is not None and key[:3] == last[:3] and now - self._printed_at < PLAIN_LINE_SECONDS
         ):
             return False
         self._printed_key, self._printed_at = key, now
