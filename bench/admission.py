@@ -41,7 +41,18 @@ def _wait_done(ids: list[Any], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while Job.objects.filter(pk__in=ids, finished_at__isnull=True).exists():
         if time.monotonic() > deadline:
-            raise RuntimeError("jobs did not finish in time")
+            from django.db.models import Count
+
+            left = Job.objects.filter(pk__in=ids, finished_at__isnull=True)
+            states = list(
+                left.values_list("state", "wait_code", "admitted_at__isnull").annotate(n=Count("pk"))
+            )
+            logs = Path(os.environ["RUNBOARD_VAR_DIR"]).glob("worker-*.log")
+            warnings = [line for log in logs for line in log.read_text().splitlines() if "WARNING" in line]
+            raise RuntimeError(
+                f"jobs did not finish in time: unfinished (state, wait, not admitted, n): {states}; "
+                f"the workers' warnings: {warnings[-5:]}"
+            )
         time.sleep(0.05)
 
 
@@ -57,7 +68,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run_mode(
-    admission_on: bool, args: argparse.Namespace, users: list[Any], *, example: bool = True
+    admission_on: bool, args: argparse.Namespace, users: list[Any], *, example: bool = True, n_users: int = 0
 ) -> dict[str, Any]:
     from django.conf import settings
 
@@ -73,7 +84,7 @@ def run_mode(
     )  # fmt: skip
     try:
         if not example:
-            return _throughput(admission_on, args, users)
+            return _throughput(admission_on, args, users[: n_users or args.users])
         # The issue's example.
         alice, bob = users[0], users[1]
         alices = [
@@ -131,6 +142,16 @@ def _throughput(admission_on: bool, args: argparse.Namespace, users: list[Any]) 
     }
 
 
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    ratios = sorted(r["with"]["jobs_per_second"] / r["without"]["jobs_per_second"] for r in rounds)
+    return {
+        "without_jobs_per_second": statistics.median(r["without"]["jobs_per_second"] for r in rounds),
+        "with_jobs_per_second": statistics.median(r["with"]["jobs_per_second"] for r in rounds),
+        "ratio_per_round": [round(x, 3) for x in ratios],
+        "ratio_median": round(statistics.median(ratios), 3),
+    }
+
+
 def main() -> None:
     import json
 
@@ -139,7 +160,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5, help="throughput rounds per mode, alternating")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 40 jobs, 1 round")
     args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.rounds = 40, 1
     with bench_environment(database=args.database):
         from django.contrib.auth import get_user_model
 
@@ -149,25 +173,74 @@ def main() -> None:
         ]
         examples = [run_mode(False, args, users), run_mode(True, args, users)]
         # Throughput: the two modes alternate, round by round (2 shared cores drift: a ratio is
-        # taken within a round, then the median over rounds).
-        rounds = []
+        # taken within a round, then the median over rounds), for one user alone (each freed
+        # slot waits for a pass: nobody else's job is lined up) and for --users users.
+        rounds: dict[int, list[dict[str, Any]]] = {1: [], args.users: []}
         for index in range(args.rounds):
             order = (False, True) if index % 2 == 0 else (True, False)
-            pair = {on: run_mode(on, args, users, example=False) for on in order}
-            rounds.append({"without": pair[False], "with": pair[True]})
-    ratios = sorted(r["with"]["jobs_per_second"] / r["without"]["jobs_per_second"] for r in rounds)
-    summary = {
-        "without_jobs_per_second": statistics.median(r["without"]["jobs_per_second"] for r in rounds),
-        "with_jobs_per_second": statistics.median(r["with"]["jobs_per_second"] for r in rounds),
-        "ratio_per_round": [round(x, 3) for x in ratios],
-        "ratio_median": round(statistics.median(ratios), 3),
-    }
-    median, each = summary["ratio_median"], summary["ratio_per_round"]
-    print(f"with/without, median of {len(rounds)} rounds: {median:.2f} {each}", file=sys.stderr)
+            for n_users in rounds:
+                pair = {on: run_mode(on, args, users, example=False, n_users=n_users) for on in order}
+                rounds[n_users].append({"without": pair[False], "with": pair[True]})
+    summary = {f"{n}_users": _summary(each) for n, each in rounds.items()}
+    for n, each in summary.items():
+        print(f"{n}: with/without, median of {args.rounds} rounds: {each['ratio_median']:.2f} "
+              f"{each['ratio_per_round']}", file=sys.stderr)  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    report = {"database": args.database, "examples": examples, "throughput": summary, "rounds": rounds}
+    report = {
+        "database": args.database,
+        "examples": examples,
+        "throughput": summary,
+        "rounds": {f"{n}_users": each for n, each in rounds.items()},
+    }
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    _write_markdown(args, examples, rounds)
     print(json.dumps(report, indent=2))
+
+
+def _write_markdown(
+    args: argparse.Namespace, examples: list[dict[str, Any]], rounds: dict[int, list[dict[str, Any]]]
+) -> None:
+    """bench/results/admission.md: the table and the summary rows RESULTS.md collects."""
+    from bench import common
+
+    off, on = examples
+    lines = [
+        f"Database: {args.database}; {args.jobs} zero-step jobs a round, {args.rounds} rounds, "
+        "the two modes alternating (ratios taken within a round).",
+        "",
+        "| | without admission (first come first served) | with admission |",
+        "|---|---|---|",
+        f"| the example: B's 1-step job, launch -> running (s) | {off['example_bob_wait_s']} "
+        f"| {on['example_bob_wait_s']} |",
+    ]
+    rows = [
+        common.row(
+            "14 Fair admission",
+            "the example: B's 1-step job, launch -> running (s)",
+            "the next free slot (A's jobs take 5 s)",
+            f"{on['example_bob_wait_s']} (without admission: {off['example_bob_wait_s']})",
+            on["example_bob_wait_s"] <= 5.5,
+        )
+    ]
+    for n, each in rounds.items():
+        ratios = [r["with"]["jobs_per_second"] / r["without"]["jobs_per_second"] for r in each]
+        without = [r["without"]["jobs_per_second"] for r in each]
+        with_ = [r["with"]["jobs_per_second"] for r in each]
+        label = "one user" if n == 1 else f"{n} users"
+        lines.append(
+            f"| zero-step jobs per second, {label} | {common.summarize(without)} "
+            f"| {common.summarize(with_)} |"
+        )
+        rows.append(
+            common.row(
+                "14 Fair admission",
+                f"zero-step jobs per second with / without admission, {label}",
+                ">= 1 (must not drop)",
+                common.summarize(ratios, ".3f"),
+                statistics.median(ratios) >= 1,
+            )
+        )
+    common.write_results("admission", "Fair admission", "\n".join(lines), rows)
 
 
 if __name__ == "__main__":
