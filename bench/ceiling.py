@@ -1,10 +1,12 @@
 """The ceiling baseline: the least a Channels app can do to relay a pushed event to a socket.
 
 ``CeilingConsumer`` joins one group and forwards the text of each ``event.relay`` message as it
-is: no authentication, no database, no protocol. It runs in the same uvicorn process, on the same
-channel layer, as the project (see bench/asgi_bench.py). ``LayerSender`` is the matching sender:
-a bare ``group_send`` from one kept event loop in a thread, the same mechanism the project's
-publisher uses, minus everything else.
+is: no authentication, no database, no protocol, and none of Channels' per-frame hop to the
+database thread (``aclose_old_connections()`` before every handler, which Runboard's consumer
+skips too: a ceiling that kept it was partly slower for that hop, issue 15 §1). It runs in the
+same uvicorn process, on the same channel layer, as the project (see bench/asgi_bench.py).
+``LayerSender`` is the matching sender: a bare ``group_send`` from one kept event loop in a
+thread, the same mechanism the project's publisher uses, minus everything else.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 
@@ -24,6 +27,14 @@ def ceiling_group(name: str) -> str:
 
 
 class CeilingConsumer(AsyncWebsocketConsumer):
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its hop to the database thread before each handler (this
+        consumer never touches the database): the lightest correct relay."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
         self.group = ceiling_group(self.scope["url_route"]["kwargs"]["group"])
         await self.channel_layer.group_add(self.group, self.channel_name)

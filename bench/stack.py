@@ -63,9 +63,15 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
 # --- statistics -------------------------------------------------------------------------------
 
 
+# Samples a printed percentile needs (design.md §5b "Honest benchmarks"): a "p99" over 30 samples
+# is the maximum of a small sample, not a percentile.
+MIN_PERCENTILE_SAMPLES = 1000
+
+
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); nan when empty."""
-    if not values:
+    """Nearest-rank percentile (q in 0..100); nan when empty, and for 0 < q < 100 over fewer
+    than MIN_PERCENTILE_SAMPLES values (min and max are always exact)."""
+    if not values or (0 < q < 100 and len(values) < MIN_PERCENTILE_SAMPLES):
         return float("nan")
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
