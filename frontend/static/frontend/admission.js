@@ -1,6 +1,7 @@
 // The Operations page's admission section: per-queue depth and oldest wait, paused kinds, the
 // audit trail, and (with the "pause, resume and drain" power) the controls. Polls the API.
-import { api, duration, el, toast } from "./common.js";
+import { api, duration, el } from "./common.js";
+import { toast } from "./toasts.js";
 
 const section = document.getElementById("admission");
 const mayControl = section.dataset.mayControl === "true";

@@ -1,7 +1,8 @@
-// The dashboard: launch forms, the live job list, toasts and the connection indicator.
-import { JobStore, FINAL, api, el, renderJobRow, showConnection, submitLaunch, toast } from "./common.js";
-import { NotificationCentre } from "./notifications.js";
-import { RunboardSocket } from "./socket.js";
+// The dashboard: launch forms and the live job list, on the page's one socket (live.js, which
+// also keeps the connection indicator, the bell and toasts).
+import { JobStore, api, el, renderJobRow, submitLaunch } from "./common.js";
+import { socket } from "./live.js";
+import { toast } from "./toasts.js";
 
 const store = new JobStore();
 
@@ -101,15 +102,9 @@ for (const form of document.querySelectorAll("form.launch")) {
   });
 }
 
-const socket = new RunboardSocket();
-socket.addEventListener("state", (event) => showConnection(event.detail));
+window.runboard.store = store;
 socket.addEventListener("message", ({ detail: message }) => {
-  if (message.type === "hello") window.runboard.user = message.user;
   if (message.type === "snapshot") message.jobs.forEach((job) => store.apply(job));
   else if (message.type === "job.update") store.apply(message.job);
 });
-const centre = new NotificationCentre();
-centre.attach(socket);
-socket.start();
 reload();
-window.runboard = { socket, store, centre };

@@ -1,12 +1,15 @@
 // The notification centre: the bell's unread count, the list, mark read / mark all read, and
-// toasts. Every tab applies notification.read from the server, so all tabs agree.
-import { api, el, toast } from "./common.js";
+// toasts. Every tab applies notification.read from the server, so all tabs agree. Each row and
+// toast shows its level as a word and an icon; a burst of toasts is summarised (toasts.js).
+import { api, el } from "./common.js";
+import { ToastStack, levelTag } from "./toasts.js";
 
 export class NotificationCentre {
   constructor() {
     this.items = new Map(); // id -> notification
     this.unread = 0;
     this.socket = null;
+    this.toasts = new ToastStack({ showAll: () => this.showAll() });
     this.bell = document.getElementById("bell");
     this.panel = document.getElementById("notif-panel");
     if (!this.bell) return;
@@ -38,10 +41,7 @@ export class NotificationCentre {
         const fresh = !this.items.has(message.notification.id);
         this.add(message.notification);
         this.setUnread(message.unread_count);
-        if (fresh && message.toast !== false && !message.notification.read) {
-          const n = message.notification;
-          toast(n.title, n.body, { success: "succeeded", error: "failed" }[n.level] || n.level, n.link);
-        }
+        if (fresh && message.toast !== false && !message.notification.read) this.toasts.add(message.notification);
       } else if (message.type === "notification.read") {
         this.applyRead(message);
       }
@@ -60,7 +60,9 @@ export class NotificationCentre {
     if (!row) {
       row = el("li", { id: `notif-${n.id}`, class: "notif" });
       const link = el("a", { href: n.link || "#", class: "notif-link" });
-      link.append(el("strong", {}, n.title), el("span", { class: "notif-body" }, n.body || ""), el("time", { class: "muted small", datetime: n.created_at }, new Date(n.created_at).toLocaleString()));
+      const head = el("span", { class: "notif-head-line" });
+      head.append(levelTag(n.level), el("strong", {}, n.title));
+      link.append(head, el("span", { class: "notif-body" }, n.body || ""), el("time", { class: "muted small", datetime: n.created_at }, new Date(n.created_at).toLocaleString()));
       link.addEventListener("click", () => this.markRead([n.id]));
       const mark = el("button", { type: "button", class: "link notif-mark" }, "Mark read");
       mark.addEventListener("click", () => this.markRead([n.id]));
@@ -85,6 +87,12 @@ export class NotificationCentre {
   toggle(open = this.panel.hidden) {
     this.panel.hidden = !open;
     this.bell.setAttribute("aria-expanded", String(open));
+  }
+
+  // From a burst's summary toast: open the list and move focus into it.
+  showAll() {
+    this.toggle(true);
+    (this.panel.querySelector("#notif-list a") || document.getElementById("mark-all")).focus();
   }
 
   async markRead(ids) {

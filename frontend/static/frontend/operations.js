@@ -1,7 +1,7 @@
-// The operator's live view: subscribes over the one socket and re-renders every update.
-import { NotificationCentre } from "./notifications.js";
-import { el, showConnection } from "./common.js";
-import { RunboardSocket } from "./socket.js";
+// The operator's live view: subscribes over the page's one socket (live.js) and re-renders every
+// update.
+import { el } from "./common.js";
+import { socket } from "./live.js";
 
 const set = (id, text) => { document.getElementById(id).textContent = text; };
 
@@ -31,13 +31,7 @@ function render(ops) {
   document.getElementById("ops-stalled-list").replaceChildren(...ops.stalled.map((s) => row(s.id.slice(0, 8), s.kind, s.owner, `${s.silent_for_s} s`)));
 }
 
-const socket = new RunboardSocket();
-socket.addEventListener("state", (event) => showConnection(event.detail));
 socket.addEventListener("message", ({ detail: message }) => {
   if (message.type === "hello") socket.send({ type: "ops.subscribe" });
   else if (message.type === "ops.update") render(message.ops);
 });
-const centre = new NotificationCentre();
-centre.attach(socket);
-socket.start();
-window.runboard = { socket, centre };

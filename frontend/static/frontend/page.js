@@ -1,5 +1,3 @@
-// The notification centre on pages without a live socket (settings, diagnostics): loaded once
-// over HTTP. The dashboard and job pages attach it to their socket instead.
-import { NotificationCentre } from "./notifications.js";
-
-new NotificationCentre().load();
+// A page's live header (base.html's default): the socket, the connection indicator, the bell and
+// toasts, all in live.js.
+import "./live.js";

@@ -1,23 +1,57 @@
 // The settings page's "Browser notifications" section: turn browser push on or off for this browser.
 // On: register /sw.js, subscribe with the server's VAPID key, hand the subscription to the server.
 // Off: unsubscribe and tell the server to forget it. The server only pushes while no tab is open.
+// Every step says what it is doing, none waits for ever, and when push cannot work the status says
+// why (no Push API, permission denied, no VAPID key on the server, no push service) and the button
+// offers to try again.
 import { api } from "./common.js";
+import { levelTag } from "./toasts.js";
 
 const section = document.getElementById("browser-push");
 const button = document.getElementById("push-toggle");
 const status = document.getElementById("push-status");
+const STEP_MS = 10000; // a browser step that takes longer is not going to answer
+const PROMPT_MS = 120000; // the permission prompt waits for a person
 
-function show(message, { enabled = null, disabled = false } = {}) {
-  status.textContent = message;
-  button.disabled = disabled;
+// A failure whose message is meant for the person as it stands.
+class PushProblem extends Error {}
+
+const BLOCKED =
+  "Notifications are blocked for this site (permission denied). Allow them in the browser's site settings, then try again.";
+const NO_KEY =
+  "This server has no VAPID key configured, so it cannot send browser push. An administrator sets " +
+  "RUNBOARD_VAPID_PUBLIC_KEY and RUNBOARD_VAPID_PRIVATE_KEY (or runs manage.py generate_vapid_keys); then try again.";
+
+function show(message, { enabled = null, busy = false, problem = false } = {}) {
+  status.replaceChildren(...(problem ? [levelTag("error"), " "] : []), message);
+  status.dataset.problem = problem ? "true" : "false";
+  status.setAttribute("role", problem ? "alert" : "status");
+  button.disabled = busy;
   if (enabled !== null) {
-    button.textContent = enabled ? "Disable on this browser" : "Enable on this browser";
     button.dataset.enabled = enabled ? "true" : "false";
+    button.textContent = enabled ? "Disable on this browser" : problem ? "Try again" : "Enable on this browser";
   }
 }
 
-function supported() {
-  return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+// A failed "off" leaves push on: its button still offers to turn it off.
+function problem(message, { on = false } = {}) {
+  show(message, { enabled: on, problem: true });
+}
+
+// What this browser lacks for push, or null.
+function missing() {
+  if (!("serviceWorker" in navigator)) return "service worker support (navigator.serviceWorker)";
+  if (!("PushManager" in window)) return "Push API (PushManager)";
+  if (!("Notification" in window)) return "Notification API";
+  return null;
+}
+
+function within(promise, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new PushProblem(`${what} did not answer in ${ms / 1000} s.`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 function keyBytes(base64url) {
@@ -33,12 +67,9 @@ function sameKey(buffer, bytes) {
 
 async function serverKey() {
   const { response, body } = await api("/api/v1/push/vapid-public-key/");
-  if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+  if (response.status === 503) throw new PushProblem(NO_KEY);
+  if (!response.ok) throw new PushProblem(`The server did not give its push key: ${body.detail || `HTTP ${response.status}`}.`);
   return keyBytes(body.public_key);
-}
-
-async function registration() {
-  return navigator.serviceWorker.register("/sw.js", { scope: "/" });
 }
 
 // Is this browser's subscription one the server keeps for the signed-in user?
@@ -49,17 +80,10 @@ async function registeredHere(subscription) {
 }
 
 async function refresh() {
-  if (!supported()) {
-    show("This browser does not support push notifications.", { enabled: false, disabled: true });
-    return;
-  }
-  if (Notification.permission === "denied") {
-    show("Notifications are blocked for this site. Allow them in the browser's site settings, then reload.", {
-      enabled: false,
-      disabled: true,
-    });
-    return;
-  }
+  const lacking = missing();
+  if (lacking) throw new PushProblem(`This browser cannot receive push notifications: it has no ${lacking}.`);
+  if (Notification.permission === "denied") throw new PushProblem(BLOCKED);
+  await serverKey();
   const reg = await navigator.serviceWorker.getRegistration("/");
   const subscription = reg ? await reg.pushManager.getSubscription() : null;
   if (await registeredHere(subscription)) {
@@ -70,25 +94,34 @@ async function refresh() {
 }
 
 async function enable() {
-  const permission = await Notification.requestPermission();
-  if (permission !== "granted") {
-    const message =
-      permission === "denied"
-        ? "Notifications are blocked for this site. Allow them in the browser's site settings, then reload."
-        : "Permission was not given; nothing changed.";
-    show(message, { enabled: false, disabled: permission === "denied" });
-    return;
-  }
+  const lacking = missing();
+  if (lacking) throw new PushProblem(`This browser cannot receive push notifications: it has no ${lacking}.`);
+  show("Turning on: checking the server's push key…", { busy: true });
   const key = await serverKey();
-  const reg = await registration();
-  await navigator.serviceWorker.ready;
+  show("Turning on: asking this browser for permission…", { busy: true });
+  const permission = await within(Notification.requestPermission(), PROMPT_MS, "The permission prompt");
+  if (permission === "denied") throw new PushProblem(BLOCKED);
+  if (permission !== "granted") throw new PushProblem("Permission was not given (the prompt was dismissed); nothing changed. Try again to be asked again.");
+  show("Turning on: starting the service worker…", { busy: true });
+  const reg = await within(navigator.serviceWorker.register("/sw.js", { scope: "/" }), STEP_MS, "The service worker");
+  await within(navigator.serviceWorker.ready, STEP_MS, "The service worker");
+  show("Turning on: subscribing with this browser's push service…", { busy: true });
   let subscription = await reg.pushManager.getSubscription();
   if (subscription && !sameKey(subscription.options.applicationServerKey, key)) {
     // Made with a key the server no longer signs with (keys were rotated): start over.
     await subscription.unsubscribe();
     subscription = null;
   }
-  subscription ??= await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+  try {
+    subscription ??= await within(reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key }), STEP_MS, "The browser's push service");
+  } catch (error) {
+    if (error instanceof PushProblem) throw error;
+    throw new PushProblem(
+      `This browser could not subscribe with its push service (${error.message}). Private windows and ` +
+        "browsers without a push service cannot receive push notifications.",
+    );
+  }
+  show("Turning on: saving this browser on the server…", { busy: true });
   const { response, body } = await api("/api/v1/push/subscriptions/", { method: "POST", body: subscription.toJSON() });
   if (!response.ok) {
     const fields = Object.values(body.fields || {}).flat().join(" ");
@@ -106,18 +139,20 @@ async function disable() {
   if (!response.ok && response.status !== 404) throw new Error(`HTTP ${response.status}`);
 }
 
+function failed(doing, { on = false } = {}) {
+  return (error) => problem(error instanceof PushProblem ? error.message : `Could not ${doing}: ${error.message}`, { on });
+}
+
 if (section) {
   button.addEventListener("click", async () => {
     const turningOn = button.dataset.enabled !== "true";
-    show(turningOn ? "Turning on…" : "Turning off…", { disabled: true });
+    show(turningOn ? "Turning on…" : "Turning off…", { busy: true });
     try {
       await (turningOn ? enable() : disable());
       await refresh();
     } catch (error) {
-      show(`Could not turn browser notifications ${turningOn ? "on" : "off"}: ${error.message}`, {
-        enabled: !turningOn,
-      });
+      failed(`turn browser notifications ${turningOn ? "on" : "off"}`, { on: !turningOn })(error);
     }
   });
-  refresh().catch((error) => show(`Could not check browser notifications: ${error.message}`, { enabled: false }));
+  refresh().catch(failed("check browser notifications"));
 }
