@@ -8,12 +8,13 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.db.models import Q, QuerySet
 from django.urls import get_script_prefix, reverse
+from django.utils import timezone
 
 from jobs.conf import app_settings
 from notifications.events import JobPayload, LogLinePayload, ProgressPayload
@@ -157,6 +158,11 @@ def job_log_for_user(
     hold the job's data); raises Job.DoesNotExist otherwise."""
     job = _jobs_with_power(user, Power.VIEW_ALL_RESULTS).defer("result").get(pk=job_id)
     return list(JobLogLine.objects.filter(job=job, seq__gt=after).order_by("seq")[:limit])
+
+
+def log_line_payload(line: JobLogLine) -> LogLinePayload:
+    """A stored log line as the API and ``job.log`` events show it: its number, text and time."""
+    return {"seq": line.seq, "text": line.text, "at": line.created_at.isoformat()}
 
 
 def running_count(*, owner_id: int, kind: str | None = None) -> int:
@@ -420,12 +426,17 @@ LOG_EVENT_MAX_BYTES = 16 * 1024
 LOG_EVENT_ENVELOPE = 128  # {"type": "job.log", "job_id": ..., "lines": []}
 
 
-def log_line_batches(lines: Sequence[LogLinePayload]) -> list[list[LogLinePayload]]:
+def log_line_batches(lines: Sequence[Mapping[str, Any]]) -> list[list[LogLinePayload]]:
     """``lines`` in order, split so each batch's ``job.log`` event is at most LOG_EVENT_MAX_BYTES
-    (a stored line is at most 8 KiB, so every batch holds at least one); ``[[]]`` for none."""
+    (a stored line is at most 8 KiB, so every batch holds at least one); ``[[]]`` for none.
+
+    A line given without its time (``at``) gets the present moment: lines are batched in the
+    transaction that stores them, within milliseconds of their ``created_at``."""
     batches: list[list[LogLinePayload]] = [[]]
     size = 0
-    for line in lines:
+    now = timezone.now().isoformat()
+    for given in lines:
+        line: LogLinePayload = {"seq": given["seq"], "text": given["text"], "at": given.get("at") or now}
         line_size = wire_size(line) + 2
         if batches[-1] and size + line_size > LOG_EVENT_MAX_BYTES - LOG_EVENT_ENVELOPE:
             batches.append([])

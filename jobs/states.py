@@ -391,5 +391,7 @@ def job_log_append(*, job_id: uuid.UUID | str, lines: Sequence[str]) -> None:
         if keep_after > 0:
             JobLogLine.objects.filter(job_id=job_id, seq__lte=keep_after).delete()
         group = events.job_group(job_id)
-        for batch in log_line_batches([{"seq": row.seq, "text": row.text} for row in rows]):
+        for batch in log_line_batches(
+            [{"seq": row.seq, "text": row.text, "at": row.created_at.isoformat()} for row in rows]
+        ):
             push_event(group=group, event=events.job_log(job_id=str(job_id), lines=batch))

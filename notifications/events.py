@@ -139,6 +139,7 @@ class JobPayload(TypedDict):
 class LogLinePayload(TypedDict):
     seq: int
     text: str
+    at: str  # when the line was written: ISO 8601, UTC
 
 
 class UserPayload(TypedDict):

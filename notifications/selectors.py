@@ -16,6 +16,7 @@ from jobs.selectors import (
     job_payload_page,
     jobs_with_results_visible_to,
     log_line_batches,
+    log_line_payload,
 )
 
 from . import events
@@ -151,4 +152,4 @@ def log_tail_for_watcher(*, user: User, job_id: str) -> list[list[events.LogLine
     if not jobs_with_results_visible_to(user).filter(pk=job_id).exists():
         return None
     lines = JobLogLine.objects.filter(job_id=job_id).order_by("-seq")[:LOG_TAIL]
-    return log_line_batches([{"seq": line.seq, "text": line.text} for line in reversed(lines)])
+    return log_line_batches([log_line_payload(line) for line in reversed(lines)])

@@ -17,6 +17,7 @@ JOB_ROUTES = [
     ("post", "/api/v1/jobs/{id}/cancel/"),
     ("post", "/api/v1/jobs/{id}/retry/"),
     ("get", "/api/v1/jobs/{id}/log/"),
+    ("get", "/api/v1/jobs/{id}/log/download/"),
     ("get", "/api/v1/jobs/{id}/download/"),
 ]
 

@@ -49,6 +49,7 @@ OPERATIONS = [
     "POST /api/v1/jobs/{job_id}/cancel/",
     "POST /api/v1/jobs/{job_id}/retry/",
     "GET /api/v1/jobs/{job_id}/log/",
+    "GET /api/v1/jobs/{job_id}/log/download/",
     "GET /api/v1/jobs/{job_id}/download/",
     "GET /api/v1/jobs/{job_id}/result/",
     "GET /api/v1/schedules/",
@@ -296,7 +297,7 @@ def test_a_hostile_sse_resume_point_gets_a_stream_not_a_crash(fuzz_server, make_
 @pytest.mark.parametrize(
     "job_id", ["not-a-uuid", "%0A", "a%2Fb", "%00", "%C2%A5H%C3%A9n%C3%A4%C2%BF%0A", "1" * 300]
 )
-@pytest.mark.parametrize("route", ["", "cancel/", "retry/", "log/", "download/", "result/"])
+@pytest.mark.parametrize("route", ["", "cancel/", "retry/", "log/", "log/download/", "download/", "result/"])
 def test_a_malformed_job_id_is_the_apis_json_404_on_every_route(fuzz_server, make_user, job_id, route):
     """Found by the fuzzing above: a job id with a line break matched no route (Django's HTML 404)."""
     _, raw = token_create(user=make_user(), name="fuzz")

@@ -85,32 +85,134 @@ export function api(path, { method = "GET", body } = {}) {
     .then(async (response) => ({ response, body: await response.json().catch(() => ({})) }));
 }
 
+// Whether this page's viewer sees every user's jobs: from the socket's hello once it came, else
+// from the page itself (its <meta name="runboard-view-all-jobs">), so a row rendered before the
+// socket says hello (a job page's first paint, the dashboard's first page) names its owner too.
+export function viewerSeesAll() {
+  const hello = window.runboard?.user;
+  if (hello) return Boolean(hello.powers?.includes("view_all_jobs"));
+  return document.querySelector('meta[name="runboard-view-all-jobs"]')?.content === "true";
+}
+
+// "10:02:03" today, else the date too; the full time is in the title.
+export function clock(iso) {
+  const at = new Date(iso);
+  const today = at.toDateString() === new Date().toDateString();
+  return today ? at.toLocaleTimeString() : at.toLocaleString();
+}
+
+function timeNode(cls, label, iso) {
+  const node = el("span", { class: cls });
+  const at = el("time", { datetime: iso, title: new Date(iso).toLocaleString() }, clock(iso));
+  node.append(`${label} `, at);
+  return node;
+}
+
+const seconds = (from, to) => Math.max(0, (Date.parse(to) - Date.parse(from)) / 1000);
+
+// Created and started times and how long it ran (or has run, or has waited so far).
+function renderTimes(box, job) {
+  const parts = [timeNode("job-created", "Created", job.created_at)];
+  if (job.started_at) parts.push(timeNode("job-started", "started", job.started_at));
+  let took = "";
+  if (job.started_at && job.finished_at) took = `ran ${duration(seconds(job.started_at, job.finished_at))}`;
+  else if (job.started_at && job.state === "running") took = `running for ${duration(seconds(job.started_at, new Date().toISOString()))}`;
+  else if (job.state === "queued") took = `waiting for ${duration(seconds(job.created_at, new Date().toISOString()))}`;
+  else if (job.finished_at) took = "never started";
+  if (took) parts.push(el("span", { class: "job-duration" }, took));
+  box.replaceChildren(...parts.flatMap((part, i) => (i ? [" · ", part] : [part])));
+}
+
+// Short names for why a queued job waits (the payload's wait_code); the sentence is wait_reason.
+const WAITS = {
+  in_line: (job) => (job.queue_position ? `#${job.queue_position} in line` : "in line"),
+  user_limit: () => "your running limit",
+  kind_limit: () => "this kind's limit",
+  behind_own: () => "behind your other jobs",
+  global_limit: (job) => (job.queue_position ? `all workers busy, #${job.queue_position}` : "all workers busy"),
+  paused: () => "paused by an operator",
+  retry: () => "backing off before a retry",
+  waiting_for_queue: () => "the queue is unreachable",
+};
+
+export function waitLabel(job) {
+  if (job.state !== "queued") return "";
+  const code = job.waiting_for_queue ? "waiting_for_queue" : job.wait_code;
+  if (code && WAITS[code]) return WAITS[code](job);
+  return code ? code.replaceAll("_", " ") : "not admitted yet";
+}
+
+// Every attempt of a job in its one row: "attempt 2 of 3" and each attempt's outcome
+// (#1 failed → #2 running). A lost worker's re-queue may go past the kind's retries: no "of".
+function renderAttempts(box, job) {
+  const backingOff = job.state === "queued" && job.wait_code === "retry";
+  const several = job.attempt > 1 || (job.max_attempts > 1 && backingOff);
+  box.hidden = !several;
+  if (!several) return box.replaceChildren();
+  const of = job.max_attempts >= job.attempt ? ` of ${job.max_attempts}` : "";
+  const chain = el("ol", { class: "attempt-chain", "aria-label": "Attempts" });
+  const failed = backingOff ? job.attempt : job.attempt - 1;
+  for (let n = 1; n <= failed; n += 1) chain.append(el("li", { "data-outcome": "failed" }, `#${n} failed`));
+  const last = backingOff ? job.attempt + 1 : job.attempt;
+  const outcome = backingOff ? "waiting" : shownState(job);
+  chain.append(el("li", { "data-outcome": outcome }, `#${last} ${outcome}`));
+  box.replaceChildren(el("span", { class: "job-attempt" }, `attempt ${job.attempt}${of}`), chain);
+}
+
+const jobLink = (id) => el("a", { href: `/jobs/${id}/`, class: "job-ref" }, id.slice(0, 8));
+
+// Manual retries and re-runs chain through retry_of: "Retry of <earlier>" links back, and the
+// earlier job's row, when it is on the page too, says "Retried as <newer>" (whichever renders first).
+function renderChain(row, job) {
+  row.dataset.retryOf = job.retry_of || "";
+  const newer = document.querySelector(`li.job[data-retry-of="${job.id}"]`);
+  if (newer) row.dataset.retriedAs = newer.id.replace(/^job-/, "");
+  const parts = [];
+  if (job.retry_of) parts.push(el("span", { class: "job-retry-of" }, "Retry of "), jobLink(job.retry_of));
+  if (row.dataset.retriedAs) {
+    if (parts.length) parts.push(" · ");
+    parts.push(el("span", { class: "job-retried-as" }, "Retried as "), jobLink(row.dataset.retriedAs));
+  }
+  const box = row.querySelector(".job-chain");
+  box.replaceChildren(...parts);
+  box.hidden = parts.length === 0;
+  const earlier = job.retry_of && document.getElementById(`job-${job.retry_of}`);
+  if (earlier && earlier.firstChild && earlier.dataset.retriedAs !== job.id) {
+    earlier.dataset.retriedAs = job.id;
+    renderChain(earlier, { id: job.retry_of, retry_of: earlier.dataset.retryOf || null });
+  }
+}
+
 export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   if (!row.firstChild) {
     const head = el("div", { class: "job-head" });
     const title = link ? el("a", { class: "job-title", href: `/jobs/${job.id}/` }) : el("strong", { class: "job-title" });
-    head.append(title, el("span", { class: "job-id muted" }), el("span", { class: "badge" }));
+    head.append(title, el("span", { class: "job-id muted" }), el("span", { class: "job-owner", hidden: "" }), el("span", { class: "job-attempts", hidden: "" }), el("span", { class: "badge" }));
     const bar = el("progress", { class: "bar", max: "100" });
     const line = el("div", { class: "job-line" });
     line.append(el("span", { class: "job-message" }), el("span", { class: "job-rate" }), el("span", { class: "job-percent" }));
+    const wait = el("p", { class: "job-wait", hidden: "" });
+    const times = el("p", { class: "job-times muted" });
+    const chain = el("p", { class: "job-chain", hidden: "" });
     const foot = el("div", { class: "job-foot" });
     foot.append(el("a", { class: "job-download", hidden: "" }, "Download"));
     if (actions) {
       foot.append(el("button", { class: "link job-cancel", type: "button" }, "Cancel"));
       foot.append(el("button", { class: "link job-retry", type: "button" }, "Retry"));
     }
-    row.append(head, bar, line, el("p", { class: "job-error error" }), foot);
+    row.append(head, bar, line, wait, times, chain, el("p", { class: "job-error error" }), foot);
   }
   const state = shownState(job);
   row.dataset.state = job.state;
   row.dataset.version = String(job.version);
   row.querySelector(".job-title").textContent = job.kind_title;
-  const staff = window.runboard?.user?.powers?.includes("view_all_jobs");
-  // Retries (the kind's policy): which attempt this is, once there has been more than one.
-  // (A lost worker's re-queue may go past the kind's retries: then no "of".)
-  const of = job.max_attempts >= job.attempt ? ` of ${job.max_attempts}` : "";
-  const attempt = job.attempt > 1 || (job.max_attempts > 1 && job.wait_code === "retry") ? ` · attempt ${job.attempt}${of}` : "";
-  row.querySelector(".job-id").textContent = (staff ? `${job.id.slice(0, 8)} · ${job.owner}` : job.id.slice(0, 8)) + attempt;
+  row.querySelector(".job-id").textContent = job.id.slice(0, 8);
+  // Staff see every user's jobs: whose each one is, always.
+  const owner = row.querySelector(".job-owner");
+  owner.hidden = !(viewerSeesAll() && job.owner);
+  owner.textContent = owner.hidden ? "" : job.owner;
+  owner.title = owner.hidden ? "" : `Owner: ${job.owner}`;
+  renderAttempts(row.querySelector(".job-attempts"), job);
   const badge = row.querySelector(".badge");
   badge.textContent = state;
   badge.dataset.state = state;
@@ -130,6 +232,12 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   const reason = job.state === "queued" && job.wait_reason ? job.wait_reason : "";
   row.querySelector(".job-message").textContent = queueDown || reason || job.progress.message || waiting;
   row.dataset.wait = job.state === "queued" && job.wait_code ? job.wait_code : "";
+  const wait = row.querySelector(".job-wait");
+  wait.hidden = job.state !== "queued";
+  wait.textContent = wait.hidden ? "" : `Waiting: ${waitLabel(job)}`;
+  wait.title = wait.hidden ? "" : reason || queueDown || waiting;
+  renderTimes(row.querySelector(".job-times"), job);
+  renderChain(row, job);
   const rate = job.state === "running" && job.rate ? formatRate(job.rate, job.unit || "items") : "";
   const eta = job.state === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined ? ` · ${duration(job.eta_seconds)} left` : "";
   row.querySelector(".job-rate").textContent = rate + eta;

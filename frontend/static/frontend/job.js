@@ -1,8 +1,8 @@
-// One job: live progress, the log tail (follows until the reader scrolls up), the result
-// rendered for its kind, cancel / retry / re-run with edited parameters.
-import { JobStore, FINAL, api, duration, el, renderJobRow, shownState, showConnection, submitLaunch } from "./common.js";
-import { NotificationCentre } from "./notifications.js";
-import { RunboardSocket } from "./socket.js";
+// One job: live progress, the log like a CI run page (every kept line with its time, follows until
+// the reader scrolls up, filter, #L12 links to a line, download), the result rendered for its
+// kind, cancel / retry / re-run with edited parameters.
+import { JobStore, FINAL, api, clock, duration, el, renderJobRow, shownState, submitLaunch, viewerSeesAll, waitLabel } from "./common.js";
+import { socket } from "./live.js";
 
 const initial = JSON.parse(document.getElementById("job-data").textContent);
 const store = new JobStore();
@@ -22,9 +22,18 @@ function meta(job) {
     ["Waited in queue", job.queue_wait_seconds === null ? "—" : duration(job.queue_wait_seconds)],
     ["Parameters", JSON.stringify(job.params) + ((job.truncated || []).includes("params") ? " (shortened)" : "")],
   ];
+  if (viewerSeesAll() && job.owner) items.splice(1, 0, ["Owner", job.owner]);
+  if (job.state === "queued") items.splice(1, 0, ["Waiting", `${waitLabel(job)}${job.wait_reason ? `: ${job.wait_reason}` : ""}`]);
   if (job.max_attempts > 1) items.push(["Attempt", job.attempt ? `${job.attempt} of ${job.max_attempts} (retried automatically)` : `not started yet (up to ${job.max_attempts}, retried automatically)`]);
-  if (job.retry_of) items.push(["Retry of", job.retry_of.slice(0, 8)]);
-  for (const [term, value] of items) dl.append(el("dt", {}, term), el("dd", {}, value));
+  if (job.retry_of) {
+    const link = el("a", { href: `/jobs/${job.retry_of}/`, class: "job-ref" }, job.retry_of.slice(0, 8));
+    items.push(["Retry of", link]);
+  }
+  for (const [term, value] of items) {
+    const dd = el("dd");
+    dd.append(value);
+    dl.append(el("dt", {}, term), dd);
+  }
   const timeline = document.getElementById("timeline");
   timeline.replaceChildren();
   for (const step of job.timeline || []) {
@@ -182,15 +191,63 @@ store.addEventListener("job", ({ detail: { job, previous } }) => {
   document.title = `${shownState(job)} · ${job.kind_title} · Runboard`;
 });
 
+// The log: one element per kept line (its number, a link to it, its time and text), loaded whole
+// from the API first, then live from the socket's job.log events (held back until the load is
+// done, so lines stay in order; a line already shown is dropped by its seq).
+const filter = document.getElementById("log-filter");
+const logCount = document.getElementById("log-count");
+let logLoaded = false;
+const heldBack = [];
+
+function lineNode(line) {
+  const node = el("div", { class: "log-line", id: `L${line.seq}`, "data-seq": String(line.seq) });
+  const number = el("a", { class: "log-num", href: `#L${line.seq}`, "aria-label": `Line ${line.seq}` }, String(line.seq));
+  const time = line.at ? el("time", { class: "log-time", datetime: line.at, title: new Date(line.at).toLocaleString() }, clock(line.at)) : el("time", { class: "log-time" });
+  node.append(number, time, el("span", { class: "log-text" }, line.text));
+  return node;
+}
+
 function appendLines(lines) {
-  const fresh = lines.filter((line) => line.seq > lastSeq);
+  if (!logLoaded) {
+    heldBack.push(...lines);
+    return;
+  }
+  const fresh = [];
+  for (const line of lines) {
+    if (line.seq <= lastSeq) continue;
+    fresh.push(line);
+    lastSeq = line.seq;
+  }
   if (!fresh.length) return;
-  lastSeq = fresh[fresh.length - 1].seq;
   // Decide from where the reader is now, not from the last scroll event (which may be late).
   const follow = atBottom();
-  log.append(document.createTextNode(fresh.map((line) => line.text).join("\n") + "\n"));
+  const nodes = fresh.map(lineNode);
+  const query = filter.value.trim().toLowerCase();
+  for (const node of nodes) node.hidden = !matchesFilter(node, query);
+  log.append(...nodes);
+  showCount();
   if (follow) log.scrollTop = log.scrollHeight;
   showFollow(follow);
+}
+
+async function loadLog() {
+  let after = 0;
+  const loaded = [];
+  try {
+    // At most the kept lines (1,000), a page of at most 256 KiB at a time.
+    for (let page = 0; page < 100; page += 1) {
+      const { response, body } = await api(`/api/v1/jobs/${initial.id}/log/?after=${after}`);
+      if (!response.ok || !Array.isArray(body.lines) || !body.lines.length) break;
+      loaded.push(...body.lines);
+      after = body.lines[body.lines.length - 1].seq;
+    }
+  } catch {
+    // Unreachable for now: the live lines (a watch's tail) still show, and SSE polls the rest.
+  }
+  logLoaded = true;
+  appendLines(loaded.concat(heldBack.sort((a, b) => a.seq - b.seq)));
+  heldBack.length = 0;
+  showTarget();
 }
 
 const atBottom = () => log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
@@ -200,6 +257,44 @@ function showFollow(following) {
     : "Paused. Scroll to the bottom to follow again.";
 }
 log.addEventListener("scroll", () => showFollow(atBottom()));
+
+// Filter: only the lines containing the text (case-insensitive), live lines included.
+const matchesFilter = (node, query) => !query || node.querySelector(".log-text").textContent.toLowerCase().includes(query);
+
+function applyFilter() {
+  const query = filter.value.trim().toLowerCase();
+  for (const node of log.children) node.hidden = !matchesFilter(node, query);
+  showCount();
+}
+
+function showCount() {
+  const total = log.children.length;
+  const query = filter.value.trim();
+  const shown = query ? log.querySelectorAll(".log-line:not([hidden])").length : total;
+  logCount.textContent = query ? `${shown} of ${total} lines match` : `${total} ${total === 1 ? "line" : "lines"}`;
+}
+filter.addEventListener("input", applyFilter);
+filter.closest("form").addEventListener("submit", (event) => event.preventDefault());
+
+// A link to a line (#L12): scroll to it and highlight it, on load and whenever the hash changes.
+function showTarget() {
+  const match = location.hash.match(/^#L(\d+)$/);
+  for (const node of log.querySelectorAll(".log-line.is-target")) {
+    node.classList.remove("is-target");
+    node.removeAttribute("aria-current");
+  }
+  const node = match && document.getElementById(`L${match[1]}`);
+  if (!node || !log.contains(node)) return;
+  if (node.hidden) {
+    filter.value = "";
+    applyFilter();
+  }
+  node.classList.add("is-target");
+  node.setAttribute("aria-current", "true");
+  node.scrollIntoView({ block: "center" });
+  showFollow(atBottom());
+}
+window.addEventListener("hashchange", showTarget);
 
 async function act(action) {
   const errorBox = document.getElementById("action-error");
@@ -222,22 +317,19 @@ if (rerun) {
 }
 
 store.apply(initial);
-const socket = new RunboardSocket();
-socket.addEventListener("state", (event) => showConnection(event.detail));
+loadLog();
+// The page's one socket, bell and connection indicator are the live header's (live.js), shared by
+// every page; this page adds its job's events and log.
 // On the SSE fallback there is no "watch": poll the log over HTTP instead.
 setInterval(async () => {
   if (socket.transport !== "sse") return;
   const { response, body } = await api(`/api/v1/jobs/${initial.id}/log/?after=${lastSeq}`);
-  if (response.ok) appendLines(body.lines);
+  if (response.ok && logLoaded) appendLines(body.lines);
 }, 2000);
 socket.addEventListener("message", ({ detail: message }) => {
-  if (message.type === "hello") window.runboard.user = message.user;
   if (message.type === "hello") socket.send({ type: "watch", job_id: initial.id });
   else if (message.type === "snapshot") message.jobs.filter((job) => job.id === initial.id).forEach((job) => store.apply(job));
   else if (message.type === "job.update" && message.job.id === initial.id) store.apply(message.job);
   else if (message.type === "job.log" && message.job_id === initial.id) appendLines(message.lines);
 });
-const centre = new NotificationCentre();
-centre.attach(socket);
-socket.start();
-window.runboard = { socket, store, centre };
+window.runboard.store = store;
