@@ -26,7 +26,7 @@ def schedules_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         action = request.POST.get("action", "")
         raw = request.POST.get("schedule", "")
-        valid = raw.isdigit() and len(raw) < 19  # a bigint at most
+        valid = raw.isascii() and raw.isdigit() and len(raw) < 19  # a bigint; ASCII: "²".isdigit()
         schedule = JobSchedule.objects.filter(pk=int(raw)).first() if valid else None
         if action not in ACTIONS or schedule is None:
             messages.error(request, "No such schedule or action.")

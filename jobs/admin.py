@@ -6,12 +6,12 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
-from django_celery_beat.admin import CrontabScheduleAdmin
-from django_celery_beat.models import CrontabSchedule
+from django_celery_beat.admin import CrontabScheduleAdmin, IntervalScheduleAdmin, PeriodicTaskAdmin
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
 from . import schedules
@@ -130,6 +130,7 @@ class JobScheduleForm(forms.ModelForm):
                 kind=data.get("kind", ""), params=data.get("params") or {},
                 every_seconds=data.get("every_seconds"), crontab=data.get("crontab", ""),
                 timezone_name=data.get("timezone") or "UTC",
+                owner_id=owner.pk if owner is not None else None, schedule_id=self.instance.pk,
             )  # fmt: skip
         return data
 
@@ -220,11 +221,64 @@ class CheckedCrontabForm(forms.ModelForm):
         return data
 
 
+# A job schedule's periodic task and its timing are written by jobs.schedules only (validated:
+# the 60 s floor, a crontab that fires, the owner's count): in django-celery-beat's own admin
+# they are read-only, and no other task may run schedules (a review gave one an interval of 2 s).
+SCHEDULE_TASK_NOTE = "A job schedule's own task: change it under Jobs > Job schedules."
+
+
+def _drives_a_job_schedule(obj: Any) -> bool:
+    if isinstance(obj, PeriodicTask):
+        return obj.task == schedules.TASK_NAME or obj.name.startswith("job-schedule:")
+    if isinstance(obj, IntervalSchedule | CrontabSchedule):
+        return (
+            PeriodicTask.objects.filter(task=schedules.TASK_NAME)
+            .filter(Q(interval=obj) if isinstance(obj, IntervalSchedule) else Q(crontab=obj))
+            .exists()
+        )
+    return False
+
+
+class _JobScheduleTasksReadOnly:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and _drives_a_job_schedule(obj):
+            return False
+        return super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and _drives_a_job_schedule(obj):
+            return False
+        return super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+
+class CheckedPeriodicTaskForm(PeriodicTaskAdmin.form):
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        task = data.get("regtask") or data.get("task")
+        if task == schedules.TASK_NAME:
+            raise forms.ValidationError(SCHEDULE_TASK_NOTE)
+        return data
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.unregister(IntervalSchedule)
+
+
+@admin.register(PeriodicTask)
+class CheckedPeriodicTaskAdmin(_JobScheduleTasksReadOnly, PeriodicTaskAdmin):
+    form = CheckedPeriodicTaskForm
+
+
+@admin.register(IntervalSchedule)
+class CheckedIntervalScheduleAdmin(_JobScheduleTasksReadOnly, IntervalScheduleAdmin):
+    pass
+
+
 admin.site.unregister(CrontabSchedule)
 
 
 @admin.register(CrontabSchedule)
-class CheckedCrontabScheduleAdmin(CrontabScheduleAdmin):
+class CheckedCrontabScheduleAdmin(_JobScheduleTasksReadOnly, CrontabScheduleAdmin):
     form = CheckedCrontabForm
 
 
@@ -269,17 +323,22 @@ class RunboardUserAdmin(UserAdmin):
         except ValueError as exc:
             self.message_user(request, f"Parameters are not valid JSON: {exc}", level=messages.ERROR)
             return
-        launched = 0
+        launched, limited = 0, 0
         for user in queryset:
             try:
-                job_create(owner=user, kind=kind, params=params, rate_limit=False)
+                # A launch of each user's, within their launch limit like their own (a review: 45
+                # in 4 s went through, then locked the user out of launching for a minute).
+                job_create(owner=user, kind=kind, params=params)
                 launched += 1
             except UnknownKind:
                 self.message_user(request, "Choose a job kind first.", level=messages.ERROR)
                 return
+            except RateLimited:
+                limited += 1
             except (InvalidParams, KindNotAllowed) as exc:
                 self.message_user(request, f"{user}: {exc}", level=messages.ERROR)
-        self.message_user(request, f"Launched {kind} for {launched} user(s).")
+        note = f"; {limited} not: at their launch limit" if limited else ""
+        self.message_user(request, f"Launched {kind} for {launched} user(s){note}.")
 
 
 @admin.register(Upload)

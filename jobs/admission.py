@@ -31,7 +31,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
@@ -452,23 +452,44 @@ def _last_admitted(owners: set[int]) -> dict[int, datetime]:
     return {pk: last for pk, last in rows if last is not None}
 
 
-# Waiting (owner, kind) groups a pass looks at beyond its oldest CANDIDATES jobs (by owner id):
-# a bound on one pass's work, whatever the number of users waiting.
+# Waiting (owner, kind) groups a pass looks at beyond its oldest CANDIDATES jobs: a bound on one
+# pass's work, whatever the number of users waiting. Past it, each pass of a process starts where
+# its last one stopped (by owner id, wrapping around), so every group is seen within a few passes
+# (a review: with 1,100 waiting, those past the first 1,000 by id were never seen).
 MAX_WAITING_GROUPS = 1000
 # Groups per read of their first jobs (SQLite takes at most 500 terms in one compound SELECT).
 GROUPS_PER_READ = 200
 
 
+class _GroupCursor:
+    """Where this process's last pass stopped reading waiting groups (owner id, kind)."""
+
+    after: tuple[int, str] | None = None
+
+
 def _waiting_groups(limit: int) -> list[tuple[int, str]]:
-    """Every (owner, kind) with a job waiting for admission, at most ``limit``, by owner id then
-    kind: a skip scan of job_waiting_idx (one probe per group, however many jobs each holds)."""
+    """(owner, kind) pairs with a job waiting for admission, at most ``limit``: those after where
+    this process's last read stopped, by owner id then kind, wrapping around to the first. A skip
+    scan of job_waiting_idx (one probe per group, however many jobs each holds)."""
+    after = _GroupCursor.after
+    groups = _waiting_groups_after(after, limit)
+    if after is not None and len(groups) < limit:
+        # Wrap around: the first ones, up to where this read began.
+        groups += [group for group in _waiting_groups_after(None, limit - len(groups)) if group <= after]
+    _GroupCursor.after = groups[-1] if len(groups) >= limit else None
+    return list(dict.fromkeys(groups))
+
+
+def _waiting_groups_after(after: tuple[int, str] | None, limit: int) -> list[tuple[int, str]]:
     table = connection.ops.quote_name(Job._meta.db_table)
     # The partial index's condition, written as literals so both planners match it.
     waiting = f"state = '{JobState.QUEUED.value}' AND admitted_at IS NULL"
+    start = "" if after is None else "AND (owner_id, kind) > (%s, %s)"
     sql = f"""
         WITH RECURSIVE waiting_group(owner_id, kind) AS (
             SELECT * FROM (
-                SELECT owner_id, kind FROM {table} WHERE {waiting} ORDER BY owner_id, kind LIMIT 1
+                SELECT owner_id, kind FROM {table} WHERE {waiting} {start}
+                ORDER BY owner_id, kind LIMIT 1
             ) AS first_group
             UNION ALL
             SELECT
@@ -481,7 +502,7 @@ def _waiting_groups(limit: int) -> list[tuple[int, str]]:
         SELECT owner_id, kind FROM waiting_group WHERE owner_id IS NOT NULL LIMIT %s
     """  # the table name is the model's; the only value is a parameter
     with connection.cursor() as cursor:
-        cursor.execute(sql, [limit])
+        cursor.execute(sql, [*(after or ()), limit])
         return [(owner_id, kind) for owner_id, kind in cursor.fetchall()]
 
 
@@ -569,7 +590,10 @@ def _admission_pass(for_job: Job | None) -> list[Job]:
             writes.note(job, IN_LINE, FCFS_NOTE, None, now=now)
         return list(writes.flush(for_job).values())
     admitted = _fair_order(waiting, state, state.counts, free)
-    chosen = {job.pk for job in admitted}
+    # Each admitted job's admission instant, a microsecond apart in the order their messages go:
+    # later passes read the line by admitted_at, and jobs of one pass sharing it were ranked by
+    # age instead, so places shown jumped and disagreed with the broker's order (a review).
+    admitted_at = {job.pk: now + timedelta(microseconds=rank) for rank, job in enumerate(admitted)}
     for job in admitted:
         state.in_line[_queue_of(job.kind)].append(job)
     order: list[Any] = []  # the admitted jobs, in the order their messages go
@@ -577,10 +601,10 @@ def _admission_pass(for_job: Job | None) -> list[Job]:
     for line in state.in_line.values():
         for position, job in enumerate(line, 1):
             note = f"{ordinal(position)} in line for a worker."
-            admit = job.pk in chosen
-            if writes.note(job, IN_LINE, note, position, now=now if admit else None) and admit:
+            when = admitted_at.get(job.pk)
+            if writes.note(job, IN_LINE, note, position, now=when) and when is not None:
                 order.append(job.pk)
-    rest = [job for job in waiting if job.pk not in chosen]
+    rest = [job for job in waiting if job.pk not in admitted_at]
     # Held by the global limit: where they stand in the order the next free slots go.
     virtual = _fair_order(list(rest), state, state.counts.copy(), None) if free is not None else []
     positions = {job.pk: index for index, job in enumerate(virtual, 1)}

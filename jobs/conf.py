@@ -97,7 +97,13 @@ class JobsSettings:
     SCHEDULE_MIN_SECONDS = Setting(
         60,
         "Seconds: the shortest interval a schedule may be given (a crontab fires at most once a minute); "
-        "beat's runs are not counted in RUNBOARD_LAUNCHES_PER_MINUTE, Run now is.",
+        "beat's runs are counted in RUNBOARD_LAUNCHES_PER_MINUTE but not refused by it, Run now is.",
+    )
+
+    SCHEDULES_PER_OWNER = Setting(
+        10,
+        "Schedules: the most one user may own (with RUNBOARD_SCHEDULE_MIN_SECONDS, what bounds the jobs "
+        "their schedules launch: 10 a minute).",
     )
 
     SCHEDULE_FAILURES_NOTIFY = Setting(

@@ -151,10 +151,27 @@ def _first_run_on(parsed: ParsedCrontab, day: date, *, tz: ZoneInfo, after: date
 
 
 def schedule_validate(
-    *, kind: str, params: Any, every_seconds: int | None, crontab: str, timezone_name: str = "UTC"
+    *,
+    kind: str,
+    params: Any,
+    every_seconds: int | None,
+    crontab: str,
+    timezone_name: str = "UTC",
+    owner_id: int | None = None,
+    schedule_id: int | None = None,
 ) -> dict[str, Any]:
-    """Field errors as Django ValidationError; returns the normalized parameters."""
+    """Field errors as Django ValidationError; returns the normalized parameters. With
+    ``owner_id``: also that the owner has fewer than RUNBOARD_SCHEDULES_PER_OWNER schedules
+    besides ``schedule_id`` (beat's runs are not checked against the launch limit: the most a
+    user's schedules launch is RUNBOARD_SCHEDULES_PER_OWNER a minute; a review made 40)."""
     errors: dict[str, list[str]] = {}
+    if owner_id is not None:
+        most = app_settings.SCHEDULES_PER_OWNER
+        others = JobSchedule.objects.filter(owner_id=owner_id)
+        if schedule_id is not None:
+            others = others.exclude(pk=schedule_id)
+        if others.count() >= most:
+            errors["owner"] = [f"This user has {most} schedules, the most one owner may have."]
     try:
         normalized = get_kind(kind).validate(params).model_dump(mode="json")
     except UnknownKind:
@@ -165,7 +182,7 @@ def schedule_validate(
         normalized = {}
     shortest = app_settings.SCHEDULE_MIN_SECONDS
     if every_seconds is not None and not shortest <= every_seconds <= SCHEDULE_MAX_SECONDS:
-        # Beat's runs are not counted in the launch limit: a floor keeps one schedule from
+        # Beat's runs are not refused by the launch limit: a floor keeps one schedule from
         # launching a job a second (a review: every_seconds 1 was accepted; 0 read "give either").
         errors["every_seconds"] = [f"From {shortest} to {SCHEDULE_MAX_SECONDS} seconds."]
     elif (every_seconds is not None) == bool(crontab.strip()):
@@ -208,6 +225,8 @@ def schedule_save(*, schedule: JobSchedule) -> JobSchedule:
         every_seconds=schedule.every_seconds,
         crontab=schedule.crontab,
         timezone_name=schedule.timezone,
+        owner_id=schedule.owner_id,
+        schedule_id=schedule.pk,
     )
     schedule.save()
     interval = crontab = None
@@ -256,7 +275,8 @@ def schedule_set_enabled(*, schedule_id: int, enabled: bool) -> JobSchedule:
 def schedule_run(*, schedule_id: int, manual: bool = False) -> Job | None:
     """One run of a schedule: an ordinary job of its owner (validated again: kinds change).
 
-    Beat's runs skip a paused schedule and are not counted in the owner's launch limit (a
+    Beat's runs skip a paused schedule and are counted in, not refused by, the owner's launch
+    limit (a
     schedule fires at most once per RUNBOARD_SCHEDULE_MIN_SECONDS); ``manual`` (Run now) runs it
     anyway and is a launch like any other: raises RateLimited when the owner is at their
     RUNBOARD_LAUNCHES_PER_MINUTE (a review: 620 Run now calls in 13 s all launched)."""

@@ -499,3 +499,45 @@ def test_a_failed_pass_after_a_job_is_tried_again_soon_not_left_to_the_reapers_t
         time.sleep(0.02)
     assert calls == ["pass", "pass"]
     assert len(broker.sent) == 1
+
+
+def test_past_the_most_groups_one_pass_reads_later_passes_reach_every_waiting_user(
+    make_user, broker, monkeypatch
+):
+    """With more waiting users and kinds than a pass reads (1,000), the ones past them by id
+    were never seen: a user with nothing running waited with no reason shown (a review: 1,100
+    users). Each pass now starts where the last one stopped, wrapping around."""
+    monkeypatch.setattr(admission, "CANDIDATES", 1)
+    monkeypatch.setattr(admission, "MAX_WAITING_GROUPS", 2)
+    monkeypatch.setattr(admission._GroupCursor, "after", None)
+    busy = [make_user() for _ in range(4)]
+    for owner in busy:
+        make_job(owner=owner, state=JobState.RUNNING)
+        make_job(owner=owner, state=JobState.RUNNING)  # at the cap of 2
+        make_job(owner=owner, admitted_at=None)  # and one waiting
+    zed = make_user()  # the highest id, nothing running
+    zeds = make_job(owner=zed, admitted_at=None)
+
+    for _ in range(4):
+        admission.jobs_admit()
+        if broker.sent:
+            break
+    assert broker.sent == [str(zeds.id)]
+    assert job_payload(fresh(zeds))["wait_code"] == "in_line"
+
+
+def test_places_in_line_keep_the_order_the_messages_went_in_over_later_passes(make_user, broker):
+    """Jobs admitted in one pass shared their admission instant, and later passes ranked them by
+    age: Carol's job, sent first, was shown 1st, then 2nd behind Alice's older one (a review)."""
+    alice, carol = make_user(), make_user()
+    make_job(owner=alice, state=JobState.SUCCEEDED, admitted_at=timezone.now() - timedelta(minutes=1))
+    alices = make_job(owner=alice, admitted_at=None)  # older, but Alice was served recently
+    carols = make_job(owner=carol, admitted_at=None)  # Carol never was: she goes first
+
+    admission.jobs_admit()
+    assert broker.sent == [str(carols.id), str(alices.id)]
+    places = lambda: [job_payload(fresh(job))["queue_position"] for job in (carols, alices)]  # noqa: E731
+    assert places() == [1, 2]
+
+    admission.jobs_admit()  # any later pass (a launch, a start, the reaper's tick)
+    assert places() == [1, 2]

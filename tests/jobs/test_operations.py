@@ -114,6 +114,19 @@ def test_the_admin_launches_a_kind_for_selected_users_and_they_see_it(make_user)
     assert {job.owner_id for job in Job.objects.all()} == {alice.pk, bob.pk}
 
 
+def test_launching_for_users_from_the_admin_stays_within_each_users_launch_limit(make_user, settings):
+    """45 launches for one user in 4 s went through, then locked the user out (a review)."""
+    settings.RUNBOARD_LAUNCHES_PER_MINUTE = 2
+    client = admin_client(make_user)
+    alice = make_user()
+    body = {"action": "launch_for_users", "_selected_action": [alice.pk], "kind": "simulate",
+            "params": '{"steps": 1, "step_ms": 0}'}  # fmt: skip
+    answers = [client.post("/admin/auth/user/", body, follow=True).content.decode() for _ in range(3)]
+    assert "Launched simulate for 1 user(s)." in answers[1]
+    assert "Launched simulate for 0 user(s); 1 not: at their launch limit." in answers[2]
+    assert Job.objects.filter(owner=alice).count() == 2
+
+
 def test_the_admin_cancels_and_retries_selected_jobs(make_user):
     client = admin_client(make_user)
     user = make_user()

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from jobs import schedules, states
 from jobs.models import Job, JobSchedule, JobState
@@ -481,3 +481,57 @@ def test_an_owner_lists_their_own_schedules_and_no_one_elses(make_user):
     operator = _api_client(grant_powers(make_user(is_staff=True), Power.USE_OPERATOR_VIEW))
     every = operator.get("/api/v1/schedules/").json()["results"]
     assert {row["name"] for row in every} == {"alice's", "bob's"}
+
+
+def test_one_owner_has_at_most_ten_schedules_so_beat_launches_at_most_ten_jobs_a_minute(make_user):
+    """Beat's runs are never refused by the launch limit (a schedule does not skip a run); 40
+    schedules of one user launched 40 jobs a minute (a review)."""
+    owner = make_user()
+    for index in range(10):
+        _schedule(owner, name=f"s{index}", crontab="", every_seconds=60)
+    with pytest.raises(schedules.ValidationError) as refused:
+        _schedule(owner, name="eleventh", crontab="", every_seconds=60)
+    most = "This user has 10 schedules, the most one owner may have."
+    assert refused.value.message_dict == {"owner": [most]}
+    kept = JobSchedule.objects.get(name="s0")
+    kept.every_seconds = 120
+    schedules.schedule_save(schedule=kept)  # editing one of the ten is fine
+    assert JobSchedule.objects.filter(owner=owner).count() == 10
+
+
+@pytest.mark.parametrize("digits", ["%C2%B2", "%E2%91%A0", "%D9%A4%D9%A2"])
+def test_a_schedule_id_in_non_ascii_digits_is_a_404_not_a_500(make_user, digits):
+    """ "²".isdigit() is true and int("²") raises: a 500 with a traceback; Arabic-Indic digits
+    even named schedule 42 (a review)."""
+    schedule = _schedule(make_user(operator=True, is_superuser=True))
+    client = _api_client(schedule.owner)
+    for action in ("run", "pause", "resume"):
+        assert client.post(f"/api/v1/schedules/{digits}/{action}/").status_code == 404
+    page = client.post("/operations/schedules/", {"action": "pause", "schedule": "²"})
+    assert page.status_code == 302 and JobSchedule.objects.get(pk=schedule.pk).enabled
+    client.post("/operations/schedules/", {"action": "pause", "schedule": "٤٢"})
+    assert JobSchedule.objects.get(pk=schedule.pk).enabled
+
+
+def test_beats_own_admin_cannot_change_what_drives_a_job_schedule(make_user):
+    """django-celery-beat's interval and periodic-task pages skipped every schedule check: an
+    interval of 2 s put on a schedule's task launched a job every 2 s while the schedule still
+    read "every 3600 s" (a review). A job schedule's task and timing are read-only there, and no
+    other task may run schedules."""
+    client = _admin(make_user)
+    schedule = _schedule(make_user(), crontab="", every_seconds=3600)
+    task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    url = f"/admin/django_celery_beat/periodictask/{task.pk}/change/"
+    assert client.get(url).status_code == 200  # shown, read-only
+    fields = {"name": task.name, "regtask": "jobs.run_schedule", "interval": task.interval_id,
+              "args": task.args, "kwargs": "{}", "enabled": "on"}  # fmt: skip
+    refused = client.post(url, fields)
+    assert refused.status_code == 403
+    interval = task.interval
+    assert client.post(f"/admin/django_celery_beat/intervalschedule/{interval.pk}/change/",
+                       {"every": "2", "period": "seconds"}).status_code == 403  # fmt: skip
+    assert IntervalSchedule.objects.get(pk=interval.pk).every == 3600
+    created = client.post("/admin/django_celery_beat/periodictask/add/",
+                          {"name": "sneaky", "regtask": "jobs.run_schedule", "interval": interval.pk,
+                           "args": f"[{schedule.pk}]", "kwargs": "{}", "enabled": "on"})  # fmt: skip
+    assert created.status_code == 200 and not PeriodicTask.objects.filter(name="sneaky").exists()
