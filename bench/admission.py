@@ -220,7 +220,7 @@ def _write_markdown(
     ]
     rows = [
         common.row(
-            "14 Fair admission",
+            "14. Fair admission",
             "the example: B's 1-step job, launch -> running (s)",
             "the next free slot (A's jobs take 5 s)",
             f"{on['example_bob_wait_s']} (without admission: {off['example_bob_wait_s']})",
@@ -238,7 +238,7 @@ def _write_markdown(
         )
         rows.append(
             common.row(
-                "14 Fair admission",
+                "14. Fair admission",
                 f"zero-step jobs per second with / without admission, {label}",
                 ">= 1 (must not drop)",
                 common.summarize(ratios, ".3f"),
