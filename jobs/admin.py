@@ -266,7 +266,25 @@ admin.site.unregister(IntervalSchedule)
 
 @admin.register(PeriodicTask)
 class CheckedPeriodicTaskAdmin(_JobScheduleTasksReadOnly, PeriodicTaskAdmin):
+    """View only: job schedules are written under Jobs > Job schedules (checked), the built-in
+    housekeeping tasks come from settings (beat installs them when it starts). Its list actions
+    (enable, disable, toggle, run) and any add let a task run ``jobs.run_schedule`` past every
+    check, indirectly too (``celery.starmap`` over it; a review: 5 jobs a run, every second), or
+    take a schedule's ``job-schedule:N`` name."""
+
     form = CheckedPeriodicTaskForm
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return {}
 
 
 @admin.register(IntervalSchedule)

@@ -575,6 +575,11 @@ def _admission_pass(for_job: Job | None) -> list[Job]:
         # no one's job goes unseen behind a long backlog (a review: the 506th waiting job, a
         # user's only one, stayed unadmitted and unexplained for 110 s).
         waiting = _with_every_waiting_group(waiting, depth=depth, now=now)
+        if for_job is not None and all(job.pk != for_job.pk for job in waiting):
+            # A launch's own job past what was read (a global limit, a deep backlog of its
+            # owner's): still noted, so the launch answers why it waits (a review: unnoted).
+            own = _rows(candidates.filter(pk=for_job.pk))
+            waiting = sorted([*waiting, *own], key=lambda job: job.created_at)
     if not waiting and not any(state.in_line.values()):
         return []
     # Round-robin's memory: when each waiting user was last served.

@@ -63,7 +63,8 @@ def job_requeue_lost(*, requeue_after: float | None = None) -> int:
     requeued = 0
     # Only admitted jobs have (or should have) a message: the others wait for the scheduler.
     lost = Job.objects.filter(silent | waiting, state=JobState.QUEUED, admitted_at__isnull=False)
-    for job in lost.order_by("created_at"):
+    # In admission order: the order the messages first went in, and the places in line shown.
+    for job in lost.order_by("admitted_at", "created_at"):
         # Conditional, like every write here: a start, a deferral or another pass that landed
         # since the read wins. A waiting job is claimed with a new task id (its state as shown
         # stays the same until its message is sent).

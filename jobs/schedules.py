@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery.schedules import crontab as celery_crontab
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -170,7 +171,12 @@ def schedule_validate(
         others = JobSchedule.objects.filter(owner_id=owner_id)
         if schedule_id is not None:
             others = others.exclude(pk=schedule_id)
-        if others.count() >= most:
+        with transaction.atomic():  # within the caller's (schedule_save, the admin's): held to its end
+            # The owner's row locked first (PostgreSQL): two saves at once count one after the other.
+            users = get_user_model()._default_manager
+            list(users.select_for_update().filter(pk=owner_id).values_list("pk"))
+            full = others.count() >= most
+        if full:
             errors["owner"] = [f"This user has {most} schedules, the most one owner may have."]
     try:
         normalized = get_kind(kind).validate(params).model_dump(mode="json")

@@ -541,3 +541,39 @@ def test_places_in_line_keep_the_order_the_messages_went_in_over_later_passes(ma
 
     admission.jobs_admit()  # any later pass (a launch, a start, the reaper's tick)
     assert places() == [1, 2]
+
+
+def test_with_a_global_limit_a_launch_past_one_read_is_still_told_why_it_waits(
+    make_user, broker, settings, monkeypatch
+):
+    """With RUNBOARD_MAX_ADMITTED set and more waiting than a pass reads, a launched job past
+    what was read (its owner's 4th of a kind, or behind a backlog of theirs) got no reason at all
+    (a third review: wait_code and wait_reason null)."""
+    monkeypatch.setattr(admission, "CANDIDATES", 3)
+    settings.RUNBOARD_MAX_ADMITTED = 1
+    alice, bob = make_user(), make_user()
+    make_job(owner=alice, state=JobState.RUNNING)  # the one slot is taken
+    for _ in range(4):
+        make_job(owner=alice, admitted_at=None)  # an old backlog of Alice's
+    bobs = [create(bob) for _ in range(5)]
+    mine = create(alice)
+    for job in [*bobs, mine]:
+        payload = job_payload(fresh(job))
+        assert payload["wait_code"] and payload["wait_reason"], payload
+
+
+def test_messages_lost_with_the_broker_are_sent_again_in_the_order_of_the_line(make_user, broker):
+    """The reaper re-sent lost messages oldest job first, not in admission order: after an
+    outage the broker held xa, wb, yc while the page showed yc 1st (a third review)."""
+    from jobs.housekeeping import job_requeue_lost
+
+    users = [make_user() for _ in range(3)]
+    now = timezone.now()
+    # Admitted newest-created first (the fair order), all waiting for the queue (enqueued_at None).
+    jobs = [make_job(owner=owner, admitted_at=None) for owner in users]
+    for rank, job in enumerate(reversed(jobs)):
+        Job.objects.filter(pk=job.pk).update(admitted_at=now + timedelta(microseconds=rank), enqueued_at=None)
+
+    job_requeue_lost()
+
+    assert broker.sent == [str(job.id) for job in reversed(jobs)]

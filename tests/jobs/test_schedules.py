@@ -437,7 +437,7 @@ def test_run_now_is_a_launch_of_the_owner_within_their_launch_limit(make_user, s
     assert Job.objects.filter(owner=owner).count() == 3
 
 
-@pytest.mark.parametrize("every", [0, 1, 59])
+@pytest.mark.parametrize("every", [-1, 0, 1, 59])
 def test_an_interval_under_the_floor_is_an_every_seconds_field_error(every, make_user):
     """Beat's runs are not counted in the launch limit: a schedule fires at most once a minute."""
     with pytest.raises(schedules.ValidationError) as refused:
@@ -531,7 +531,24 @@ def test_beats_own_admin_cannot_change_what_drives_a_job_schedule(make_user):
     assert client.post(f"/admin/django_celery_beat/intervalschedule/{interval.pk}/change/",
                        {"every": "2", "period": "seconds"}).status_code == 403  # fmt: skip
     assert IntervalSchedule.objects.get(pk=interval.pk).every == 3600
-    created = client.post("/admin/django_celery_beat/periodictask/add/",
-                          {"name": "sneaky", "regtask": "jobs.run_schedule", "interval": interval.pk,
-                           "args": f"[{schedule.pk}]", "kwargs": "{}", "enabled": "on"})  # fmt: skip
-    assert created.status_code == 200 and not PeriodicTask.objects.filter(name="sneaky").exists()
+    # Periodic tasks are view only: an add ran jobs.run_schedule indirectly (celery.starmap over
+    # it, 5 jobs a run) or took the next schedule's name; the list's actions disabled or ran a
+    # schedule's task past every check (a third review).
+    starmap = '[{"task": "jobs.run_schedule", "args": [], "kwargs": {}, "options": {}}, [[1], [1]]]'
+    sneaky = {"name": f"job-schedule:{schedule.pk + 1}", "regtask": "celery.starmap", "interval": interval.pk,
+              "args": starmap, "kwargs": "{}", "enabled": "on"}  # fmt: skip
+    created = client.post("/admin/django_celery_beat/periodictask/add/", sneaky)
+    assert created.status_code == 403 and PeriodicTask.objects.count() == 1
+    for action in ("disable_tasks", "toggle_tasks", "run_tasks"):
+        chosen = {"action": action, "_selected_action": [task.pk]}
+        client.post("/admin/django_celery_beat/periodictask/", chosen)
+    assert PeriodicTask.objects.get(pk=task.pk).enabled and not Job.objects.exists()
+
+
+def test_the_command_names_its_user_option_when_the_owner_has_too_many_schedules(make_user):
+    owner = make_user("busy")
+    for index in range(10):
+        _schedule(owner, name=f"s{index}", crontab="", every_seconds=60)
+    with pytest.raises(CommandError, match="--user: This user has 10 schedules"):
+        call_command("schedules", "add", "eleventh", "--kind", "simulate", "--user", "busy", "--every", "60",
+                     stdout=StringIO())  # fmt: skip

@@ -89,7 +89,7 @@ class Command(BaseCommand):
         try:
             schedule = schedules.schedule_save(schedule=schedule)
         except ValidationError as exc:
-            flags = {"every_seconds": "every"}
+            flags = {"every_seconds": "every", "owner": "user"}
             lines = [
                 f"--{flags.get(field, field).replace('_', '-')}: {msg}"
                 for field, msgs in exc.message_dict.items()
