@@ -221,15 +221,24 @@ class CheckedCrontabForm(forms.ModelForm):
         return data
 
 
+class ViewOnly:
+    """A ModelAdmin mixin: rows are shown, never added, changed or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 # A job schedule's periodic task and its timing are written by jobs.schedules only (validated:
-# the 60 s floor, a crontab that fires, the owner's count): in django-celery-beat's own admin
-# they are read-only, and no other task may run schedules (a review gave one an interval of 2 s).
-SCHEDULE_TASK_NOTE = "A job schedule's own task: change it under Jobs > Job schedules."
-
-
+# the 60 s floor, a crontab that fires, the owner's count): django-celery-beat's periodic tasks
+# are view only, and the interval or crontab row a job schedule uses is read-only in their admin
+# (a review put an interval of 2 s on one).
 def _drives_a_job_schedule(obj: Any) -> bool:
-    if isinstance(obj, PeriodicTask):
-        return obj.task == schedules.TASK_NAME or obj.name.startswith("job-schedule:")
     if isinstance(obj, IntervalSchedule | CrontabSchedule):
         return (
             PeriodicTask.objects.filter(task=schedules.TASK_NAME)
@@ -251,37 +260,17 @@ class _JobScheduleTasksReadOnly:
         return super().has_delete_permission(request, obj)  # type: ignore[misc]
 
 
-class CheckedPeriodicTaskForm(PeriodicTaskAdmin.form):
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        task = data.get("regtask") or data.get("task")
-        if task == schedules.TASK_NAME:
-            raise forms.ValidationError(SCHEDULE_TASK_NOTE)
-        return data
-
-
 admin.site.unregister(PeriodicTask)
 admin.site.unregister(IntervalSchedule)
 
 
 @admin.register(PeriodicTask)
-class CheckedPeriodicTaskAdmin(_JobScheduleTasksReadOnly, PeriodicTaskAdmin):
+class CheckedPeriodicTaskAdmin(ViewOnly, PeriodicTaskAdmin):
     """View only: job schedules are written under Jobs > Job schedules (checked), the built-in
     housekeeping tasks come from settings (beat installs them when it starts). Its list actions
     (enable, disable, toggle, run) and any add let a task run ``jobs.run_schedule`` past every
     check, indirectly too (``celery.starmap`` over it; a review: 5 jobs a run, every second), or
     take a schedule's ``job-schedule:N`` name."""
-
-    form = CheckedPeriodicTaskForm
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         return {}
@@ -375,18 +364,9 @@ admin.site.register(JobLogLine)
 
 
 @admin.register(AdmissionAudit)
-class AdmissionAuditAdmin(admin.ModelAdmin):
+class AdmissionAuditAdmin(ViewOnly, admin.ModelAdmin):
     """Who paused, resumed or drained a kind or a queue, and when (read-only: the audit trail;
     the actions are on the Operations page)."""
 
     list_display = ("at", "username", "action", "target", "name")
     list_filter = ("action", "target")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
