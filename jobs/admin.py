@@ -238,24 +238,24 @@ class ViewOnly:
 # the 60 s floor, a crontab that fires, the owner's count): django-celery-beat's periodic tasks
 # are view only, and the interval or crontab row a job schedule uses is read-only in their admin
 # (a review put an interval of 2 s on one).
-def _drives_a_job_schedule(obj: Any) -> bool:
+def _used_by_a_periodic_task(obj: Any) -> bool:
+    """Whether a periodic task uses this interval or crontab row: a job schedule's, or a built-in
+    housekeeping task's (the reaper's interval set to 7 days would end nothing stalled; a review).
+    Their tasks are view only, so their timing is too."""
     if isinstance(obj, IntervalSchedule | CrontabSchedule):
-        return (
-            PeriodicTask.objects.filter(task=schedules.TASK_NAME)
-            .filter(Q(interval=obj) if isinstance(obj, IntervalSchedule) else Q(crontab=obj))
-            .exists()
-        )
+        uses = Q(interval=obj) if isinstance(obj, IntervalSchedule) else Q(crontab=obj)
+        return PeriodicTask.objects.filter(uses).exists()
     return False
 
 
 class _JobScheduleTasksReadOnly:
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is not None and _drives_a_job_schedule(obj):
+        if obj is not None and _used_by_a_periodic_task(obj):
             return False
         return super().has_change_permission(request, obj)  # type: ignore[misc]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is not None and _drives_a_job_schedule(obj):
+        if obj is not None and _used_by_a_periodic_task(obj):
             return False
         return super().has_delete_permission(request, obj)  # type: ignore[misc]
 

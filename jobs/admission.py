@@ -359,11 +359,23 @@ def jobs_admit(*, for_job: Job | None = None, started: Job | None = None) -> int
     if not queued.exists():
         # Nothing waits (one read, no lock): a launch that commits meanwhile runs its own pass.
         return 0
+    unsent: list[Any] = []  # admitted jobs whose message the broker never took, in line order
     with transaction.atomic():
         _lock()
-        admitted = [] if for_job is not None and _behind_own_launch(for_job) else _admission_pass(for_job)
+        admitted = (
+            [] if for_job is not None and _behind_own_launch(for_job) else _admission_pass(for_job, unsent)
+        )
 
         def send() -> None:
+            # Those lost with the broker first, in the line's order: a job admitted after it came
+            # back went ahead of them while the places shown said otherwise (a review). At the
+            # first that fails the broker is still down: the rest wait for the reaper's tick.
+            lost = {}
+            if unsent:  # (none, almost always: no read then)
+                lost = {job.pk: job for job in Job.objects.filter(pk__in=unsent, enqueued_at__isnull=True)}
+            for pk in unsent:
+                if pk in lost and not _enqueue(lost[pk]):
+                    break
             for job in admitted:
                 # A broker that is down: it waits for the queue, re-sent by the reaper's tick.
                 _enqueue(for_job if for_job is not None and job.pk == for_job.pk else job)
@@ -534,19 +546,21 @@ def _with_every_waiting_group(waiting: list[_Row], *, depth: int, now: datetime)
     return sorted([*waiting, *more], key=lambda job: job.created_at)
 
 
-def _admission_pass(for_job: Job | None) -> list[Job]:
+def _admission_pass(for_job: Job | None, unsent: list[Any] | None = None) -> list[Job]:
     now = timezone.now()
     controls = _paused_controls()
     state = _Pass.paused_by(controls)
     active = Job.objects.filter(
         Q(state=JobState.RUNNING) | Q(state=JobState.QUEUED, admitted_at__isnull=False)
     ).order_by("admitted_at", "created_at")
-    for *values, job_state in active.values_list(*_ROW_FIELDS, "state"):
+    for *values, job_state, enqueued_at in active.values_list(*_ROW_FIELDS, "state", "enqueued_at"):
         job = _Row(*values)
         started = job_state == JobState.RUNNING
         state.counts.add(job, started=started)
         if not started:
             state.in_line[_queue_of(job.kind)].append(job)
+            if enqueued_at is None and unsent is not None:
+                unsent.append(job.pk)  # in line, its message never reached the broker
     candidates = (
         Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=True)
         .exclude(retry_at__gt=now)  # backing off after a failed attempt (jobs.retries)

@@ -28,6 +28,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, ValidationError
+from django.db import IntegrityError
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
@@ -829,6 +830,9 @@ def _schedule_info(status: schedules.ScheduleStatus) -> ScheduleInfo:
     }
 
 
+NAME_TAKEN = "A schedule with this name exists already."
+
+
 def _schedule_for_action(request: HttpRequest, schedule_id: str) -> tuple[Any, JobSchedule]:
     """The schedule a Run now / pause / resume acts on: its owner, or 'act on any job'."""
     user = signed_in_user(request)
@@ -899,9 +903,7 @@ def schedule_create(request: HttpRequest) -> JsonResponse:
     except UnknownKind:
         return error_response(400, "Invalid request.", {"kind": [f"Unknown job kind {data.kind[:64]!r}."]})
     if JobSchedule.objects.filter(name=data.name).exists():
-        return error_response(
-            400, "Invalid request.", {"name": ["A schedule with this name exists already."]}
-        )
+        return error_response(400, "Invalid request.", {"name": [NAME_TAKEN]})
     schedule = JobSchedule(
         name=data.name, kind=data.kind, params=data.params, owner=owner, every_seconds=data.every_seconds,
         crontab=data.crontab, timezone=data.timezone, enabled=data.enabled,
@@ -910,6 +912,8 @@ def schedule_create(request: HttpRequest) -> JsonResponse:
         schedule = schedules.schedule_save(schedule=schedule)
     except ValidationError as exc:
         return error_response(400, "Invalid schedule.", exc.message_dict)
+    except IntegrityError:  # the same name saved at the same moment (the check above raced it)
+        return error_response(400, "Invalid request.", {"name": [NAME_TAKEN]})
     return JsonResponse(_schedule_info(schedules.schedule_status(schedule)), status=201)
 
 

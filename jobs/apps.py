@@ -6,6 +6,8 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from . import schedules
         from .kinds import registry
 
         registry.autodiscover()
+        schedules.connect_signals()

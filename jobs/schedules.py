@@ -25,6 +25,7 @@ from celery.schedules import crontab as celery_crontab
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models.signals import post_delete
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
@@ -259,9 +260,20 @@ def schedule_save(*, schedule: JobSchedule) -> JobSchedule:
 
 @transaction.atomic
 def schedule_delete(*, schedule: JobSchedule) -> None:
-    if schedule.periodic_task_id:
-        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).delete()
-    schedule.delete()
+    schedule.delete()  # its periodic task goes with it (_delete_periodic_task)
+
+
+def _delete_periodic_task(sender: Any, instance: JobSchedule, **kwargs: Any) -> None:
+    """A schedule deleted any way (its owner deleted: a cascade, which calls no service) takes
+    its beat task with it; a review found ``job-schedule:N`` tasks left firing at nothing, and
+    beat's task admin is view only."""
+    if instance.periodic_task_id:
+        PeriodicTask.objects.filter(pk=instance.periodic_task_id).delete()
+
+
+def connect_signals() -> None:
+    """Called from JobsConfig.ready."""
+    post_delete.connect(_delete_periodic_task, sender=JobSchedule, dispatch_uid="runboard-schedule-deleted")
 
 
 @transaction.atomic

@@ -577,3 +577,21 @@ def test_messages_lost_with_the_broker_are_sent_again_in_the_order_of_the_line(m
     job_requeue_lost()
 
     assert broker.sent == [str(job.id) for job in reversed(jobs)]
+
+
+def test_a_job_admitted_after_the_broker_returns_goes_behind_those_lost_with_it(make_user, broker):
+    """Jobs admitted while the broker was down wait for the queue ("1st/2nd in line"); a pass
+    after it came back sent its new job at once, ahead of them, until the reaper's tick re-sent
+    the lost ones behind it (a review). A pass now sends the lost ones first, in line order."""
+    ua, ub, uc = make_user(), make_user(), make_user()
+    now = timezone.now()
+    lost = [make_job(owner=owner, admitted_at=None) for owner in (ua, ub)]
+    for rank, job in enumerate(lost):
+        Job.objects.filter(pk=job.pk).update(admitted_at=now + timedelta(microseconds=rank), enqueued_at=None)
+
+    new = create(uc)  # the broker is back: a launch's pass
+
+    assert broker.sent == [str(lost[0].id), str(lost[1].id), str(new.id)]
+    assert all(fresh(job).enqueued_at is not None for job in lost)
+    places = [job_payload(fresh(job))["queue_position"] for job in (*lost, new)]
+    assert places == [1, 2, 3]

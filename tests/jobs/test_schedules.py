@@ -552,3 +552,52 @@ def test_the_command_names_its_user_option_when_the_owner_has_too_many_schedules
     with pytest.raises(CommandError, match="--user: This user has 10 schedules"):
         call_command("schedules", "add", "eleventh", "--kind", "simulate", "--user", "busy", "--every", "60",
                      stdout=StringIO())  # fmt: skip
+
+
+def test_deleting_a_schedules_owner_takes_its_beat_task_with_it(make_user):
+    """The cascade from a deleted user calls no service: its job-schedule:N task was left firing
+    at nothing, and beat's task admin is view only (a review)."""
+    owner = make_user()
+    schedule = _schedule(owner)
+    assert PeriodicTask.objects.filter(pk=schedule.periodic_task_id).exists()
+    owner.delete()
+    assert not JobSchedule.objects.exists() and not PeriodicTask.objects.exists()
+
+
+def test_the_timing_of_a_built_in_task_is_read_only_in_beats_admin_too(make_user):
+    """The reaper's interval set to 7 days would end nothing stalled: its task is view only, so
+    its interval row is too (a review changed it)."""
+    client = _admin(make_user)
+    every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="reap-stale-jobs", task="jobs.reap_stale_jobs", interval=every)
+    spare = IntervalSchedule.objects.create(every=99, period=IntervalSchedule.SECONDS)
+    url = "/admin/django_celery_beat/intervalschedule/{}/change/"
+    assert client.post(url.format(every.pk), {"every": "7", "period": "days"}).status_code == 403
+    assert IntervalSchedule.objects.get(pk=every.pk).every == 10
+    inlines = {"periodictask_set-TOTAL_FORMS": "0", "periodictask_set-INITIAL_FORMS": "0"}
+    assert client.post(url.format(spare.pk), {"every": "7", "period": "days", **inlines}).status_code == 302
+
+
+def test_a_name_taken_at_the_same_moment_is_a_field_error_not_a_500(make_user, monkeypatch):
+    """Two POSTs of one name at once: the check, then the save; one answered 500 (a review)."""
+    client = _api_client(make_user(operator=True, is_superuser=True))
+    real_save = schedules.schedule_save
+
+    def racing(*, schedule):  # the other request saves the same name between check and save
+        real_save(schedule=JobSchedule(name=schedule.name, kind="simulate", owner=schedule.owner,
+                                       crontab="0 3 * * *"))  # fmt: skip
+        return real_save(schedule=schedule)
+
+    monkeypatch.setattr(schedules, "schedule_save", racing)
+    response = client.post("/api/v1/schedules/", {"name": "twin", "kind": "simulate", "crontab": "0 3 * * *"},
+                           content_type="application/json")  # fmt: skip
+    assert response.status_code == 400 and response.json()["fields"] == {
+        "name": ["A schedule with this name exists already."]
+    }
+
+
+def test_the_command_refuses_a_name_longer_than_the_column(make_user):
+    make_user("root2")
+    with pytest.raises(CommandError, match="at most 150 characters"):
+        call_command("schedules", "add", "n" * 151, "--kind", "simulate", "--user", "root2", "--every", "120",
+                     stdout=StringIO())  # fmt: skip

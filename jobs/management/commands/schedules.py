@@ -6,6 +6,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import IntegrityError
 
 from jobs import schedules
 from jobs.exceptions import RateLimited
@@ -80,6 +81,9 @@ class Command(BaseCommand):
             parsed_params = json.loads(params)
         except ValueError as exc:
             raise CommandError(f"--params is not valid JSON: {exc}") from None
+        longest = JobSchedule._meta.get_field("name").max_length or 150
+        if len(name) > longest:
+            raise CommandError(f"NAME: at most {longest} characters (this one has {len(name)}).")
         if JobSchedule.objects.filter(name=name).exists():
             raise CommandError(f"A schedule named {name!r} exists already.")
         schedule = JobSchedule(
@@ -88,6 +92,8 @@ class Command(BaseCommand):
         )  # fmt: skip
         try:
             schedule = schedules.schedule_save(schedule=schedule)
+        except IntegrityError:  # the same name saved meanwhile
+            raise CommandError(f"A schedule named {name!r} exists already.") from None
         except ValidationError as exc:
             flags = {"every_seconds": "every", "owner": "user"}
             lines = [
