@@ -384,20 +384,21 @@ def jobs_admit(*, for_job: Job | None = None, started: Job | None = None) -> int
     return len(admitted)
 
 
-def jobs_admit_quietly(*, for_job: Job | None = None, started: Job | None = None) -> int:
-    """``jobs_admit`` for callers that must not fail on it (a worker after a job): the reaper's
-    tick admits what a failed pass left."""
+def jobs_admit_quietly(*, for_job: Job | None = None, started: Job | None = None) -> int | None:
+    """``jobs_admit`` for callers that must not fail on it (a worker after a job): returns None
+    when the pass failed (logged); the next pass, or the reaper's tick, admits what it left."""
     try:
         return jobs_admit(for_job=for_job, started=started)
     except Exception:
         logger.warning("Admission pass failed; the next pass (or the reaper's tick) admits", exc_info=True)
-        return 0
+        return None
 
 
-def line_holds_jobs(*, queue: str) -> bool:
-    """Whether ``queue``'s line (admitted jobs not yet started: their messages wait in the
-    broker) holds any job; one indexed read (job_admission_idx)."""
-    kinds = [kind.name for kind in all_kinds() if kind.queue == queue]
+def line_holds_jobs(*, kind: str) -> bool:
+    """Whether the line of ``kind``'s queue (admitted jobs not yet started: their messages wait
+    in the broker) holds any job; one indexed read (job_admission_idx)."""
+    queue = _queue_of(kind)
+    kinds = [each.name for each in all_kinds() if each.queue == queue]
     return Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=False, kind__in=kinds).exists()
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from dashboard.process_local import ProcessLocal
 
-from .admission import job_hold_if_paused, jobs_admit, jobs_admit_quietly, line_holds_jobs
+from .admission import job_hold_if_paused, jobs_admit_quietly, line_holds_jobs
 from .conf import app_settings
 from .context import JobContext, Split
 from .dispatch import _dispatch_chunks, _enqueue, admission_pass_later
@@ -68,7 +68,7 @@ def job_run(*, job_id: uuid.UUID | str) -> Deferred | None:
     finally:
         if after_start is not None:
             after_start.cancel()
-        admit_after_job(queue=_queue_name(job.kind))  # a slot is free (or its chunks run)
+        admit_after_job(kind=job.kind)  # a slot is free (or its chunks run)
 
 
 class _PassAfterJobs:
@@ -106,32 +106,21 @@ class _PassAfterJobs:
         with self._lock:
             self._due = False  # an end from now on asks for the next pass
         try:
-            if _pass_or_warn():
-                self._failures = 0
-            else:
+            if jobs_admit_quietly() is None:
                 self.failed()
+            else:
+                self._failures = 0
         finally:
             connection.close()
-
-
-def _pass_or_warn() -> bool:
-    """An admission pass; returns whether it ran (a failure is logged, not raised: the job's
-    outcome is recorded already)."""
-    try:
-        jobs_admit()
-    except Exception:
-        logger.warning("Admission pass failed; trying again soon (else the reaper's tick)", exc_info=True)
-        return False
-    return True
 
 
 _passes_after_jobs: ProcessLocal[_PassAfterJobs] = ProcessLocal(_PassAfterJobs)
 
 
-def admit_after_job(*, queue: str | None = None) -> None:
-    """The admission pass after a job (or its last chunk) of ``queue`` ended.
+def admit_after_job(*, kind: str | None = None) -> None:
+    """The admission pass after a job (or its last chunk) of ``kind`` ended.
 
-    When nothing is lined up in ``queue`` (the broker holds no admitted job there: a worker of
+    When nothing is lined up in its queue (the broker holds no admitted job there: a worker of
     it would idle until a pass), at once, before this task returns; otherwise coalesced on a
     timer thread in a Celery pool process (the line keeps the workers busy meanwhile; a process
     that exits with one pending leaves it to the reaper's tick). At once elsewhere (the solo
@@ -141,18 +130,11 @@ def admit_after_job(*, queue: str | None = None) -> None:
         return  # every job went to the broker at launch: nothing to admit
     if billiard_process.current_process().name == "MainProcess":
         jobs_admit_quietly()
-    elif queue is not None and not line_holds_jobs(queue=queue):
-        if not _pass_or_warn():
+    elif kind is not None and not line_holds_jobs(kind=kind):
+        if jobs_admit_quietly() is None:
             _passes_after_jobs.get().failed()
     else:
         _passes_after_jobs.get().request()
-
-
-def _queue_name(kind_name: str) -> str | None:
-    try:
-        return get_kind(kind_name).queue
-    except UnknownKind:
-        return None
 
 
 def _admit_after_start(*, job: Job) -> None:
@@ -256,7 +238,7 @@ def job_run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:
     _run_chunk(job_id=job_id, index=index)
     ended = Job.objects.filter(pk=job_id, state__in=FINAL_STATES).values_list("kind", flat=True).first()
     if ended is not None:
-        admit_after_job(queue=_queue_name(ended))
+        admit_after_job(kind=ended)
 
 
 def _run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:

@@ -481,7 +481,7 @@ def test_a_failed_pass_after_a_job_is_tried_again_soon_not_left_to_the_reapers_t
     monkeypatch.setattr(runner, "PASS_RETRY_DELAY", 0.05)
     monkeypatch.setattr(runner, "_passes_after_jobs", runner.ProcessLocal(runner._PassAfterJobs))
     calls: list[str] = []
-    real = runner.jobs_admit
+    real = admission.jobs_admit
 
     def flaky(**kwargs: Any) -> int:
         calls.append("pass")
@@ -489,10 +489,10 @@ def test_a_failed_pass_after_a_job_is_tried_again_soon_not_left_to_the_reapers_t
             raise admission.transaction.TransactionManagementError("database is locked")
         return real(**kwargs)
 
-    monkeypatch.setattr(runner, "jobs_admit", flaky)
+    monkeypatch.setattr(admission, "jobs_admit", flaky)
     Job.objects.create(owner=make_user(), kind="simulate", params={"steps": 1}, celery_task_id="waiting")
 
-    runner.admit_after_job(queue="default")  # nothing lined up: a pass at once, which fails
+    runner.admit_after_job(kind="simulate")  # nothing lined up: a pass at once, which fails
 
     deadline = time.monotonic() + 5
     while len(broker.sent) < 1 and time.monotonic() < deadline:
