@@ -265,11 +265,14 @@ CHROMIUM_ARGS = [
 def browser() -> Iterator[Any]:
     if not shutil.which(CHROMIUM):
         pytest.fail(f"{CHROMIUM} not found; `make test` installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the tests' own ORM calls (creating
     # users) are still plain blocking code, so tell Django not to refuse them.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    # As the actions' default below: on 2 shared cores under a full suite, a live update can take
+    # longer than expect()'s 5 s default (a header test failed so in a CI run, passing alone).
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
