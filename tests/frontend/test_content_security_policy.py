@@ -9,7 +9,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from django_celery_beat.models import CrontabSchedule
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from playwright.sync_api import expect
 
 from jobs.models import JobState
@@ -167,12 +167,13 @@ def test_every_page_works_in_chromium_with_no_policy_violation(page, operator, s
     # The admin's own scripts run: the two-box permission picker is built by SelectFilter2.js.
     page.goto("/admin/auth/group/add/")
     expect(page.locator(".selector-available")).to_be_visible()
-    # django-celery-beat's form script, moved to our module: the crontab's words, the row hidden.
+    # django-celery-beat's periodic-task page (view only since issue 14: its form script, moved to
+    # our module, still loads with the page and breaks nothing).
     crontab = CrontabSchedule.objects.create(minute="0", hour="3")
-    page.goto("/admin/django_celery_beat/periodictask/add/")
-    expect(page.locator(".field-crontab_translation")).to_be_hidden()
-    page.locator("#id_crontab").select_option(str(crontab.pk))
-    expect(page.locator(".field-crontab .help")).to_contain_text("Translation: At 03:00")
+    task = PeriodicTask.objects.create(name="nightly cleanup", task="celery.backend_cleanup", crontab=crontab)
+    response = page.goto(f"/admin/django_celery_beat/periodictask/{task.pk}/change/")
+    assert response is not None and response.status == 200
+    expect(page.locator("#content")).to_contain_text("nightly cleanup")
 
     violations()
 
