@@ -1,5 +1,5 @@
 // Shared by the pages: the job store (applies only newer versions), rendering a job row,
-// launching from a generated form, toasts and the connection indicator.
+// launching from a generated form and the connection indicator (toasts: toasts.js).
 // Every piece of user-supplied text is set with textContent, never parsed as HTML.
 export const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 
@@ -313,17 +313,6 @@ function showRetry(row, now) {
   const left = Math.ceil((Number(row.dataset.retryAt) - now) / 1000);
   const when = left > 0 ? `retrying in ${duration(left)}` : "retrying now";
   row.querySelector(".job-message").textContent = `${row.dataset.retryReason} — ${when}.`;
-}
-
-export function toast(title, body, level, link) {
-  const box = el("div", { class: "toast", "data-level": level, role: "status" });
-  box.append(link ? el("a", { href: link, class: "toast-title" }, title) : el("strong", {}, title));
-  if (body) box.append(el("div", {}, body));
-  const close = el("button", { class: "link", type: "button", "aria-label": "Dismiss" }, "×");
-  close.addEventListener("click", () => box.remove());
-  box.append(close);
-  document.getElementById("toasts").append(box);
-  setTimeout(() => box.remove(), 8000);
 }
 
 let countdown = null;
