@@ -1,8 +1,15 @@
 """Streaming CSV profiler: per-column type, counts, distinct values, numeric/date ranges and top values.
 
-``profile_csv(stream)`` reads a binary stream in chunks (1 MiB by default), decodes it incrementally (see
-*Encodings*) and feeds ``csv.reader``; memory is bounded per column and does not grow with the file,
-and nothing decodes the whole file at once. The delimiter is sniffed among ``, ; TAB |`` on the first
+``profile_csv(stream)`` reads a binary stream in chunks (1 MiB by default) and decodes it incrementally
+(see *Encodings*), in the caller's thread (which also runs ``progress`` and ``should_stop``). A seekable
+stream's text goes, as UTF-8, to Arrow's streaming CSV reader in a worker thread (every column read as
+strings, ``chunk_size`` bytes a batch), and each batch is profiled column by column with vectorized
+kernels (``columns.ColumnProfile``). Where Arrow's outcome could differ from Python's csv module's - any
+error (the csv module names the physical line), a row of another width (a whitespace-only line, which
+the csv module skips), a field over ``csv.field_size_limit()``, a header past the sniffed start - the
+stream is read again from its start with ``csv.reader``, as a stream that cannot seek always is, so
+the outcome is the csv module's. Memory is bounded per column and does not grow with the file, and
+nothing decodes the whole file at once. The delimiter is sniffed among ``, ; TAB |`` on the first
 64 KiB (when the sniffer cannot tell, the one the first line holds most of, else comma; its quote-based
 guess only reads the first 4 KiB). The first non-blank row is the header; empty header names become
 ``column_<n>`` (1-based position) and duplicates get a suffix (``name_2``, ``name_3``...). Quoting is
@@ -47,20 +54,21 @@ column it is no longer tested.
 
 Statistics: ``min``/``max``/``mean``/``stddev`` for integer and float columns (mean and the sample
 standard deviation, ``None`` with fewer than 2 values; computed exactly for integers, and for floats by
-batches merged with Chan's parallel form of Welford's update); ``min``/``max`` as ISO strings for
-date/datetime columns; ``None`` otherwise.
+batches merged with Chan's parallel form of Welford's update, so their last bits depend on the batches);
+``min``/``max`` as ISO strings for date/datetime columns; ``None`` otherwise.
 
 Distinct values and top values are exact (``distinct_exact: true``) while a column has at most
 ``distinct_exact_limit`` distinct values. Past that the column switches to bounded sketches:
 
-- ``distinct`` becomes an *estimate* from a K-minimum-values sketch of 8192 hashes (standard error
-  about 1.1%; clamped to [limit + 1, count]). Python salts string hashes per process, so the estimate
-  can differ slightly from one run to the next.
-- ``top`` becomes *approximate*: values are counted in windows of 8192 per column; the values seen
-  more than once in a window are added, with their count, to a Misra-Gries summary of 1024 counters.
-  Reported counts are lower bounds, too low by at most about one in 900 of the column's values, and
-  every value more frequent than that is listed; for a column of nearly unique values ``top`` can
-  therefore be shorter than five, or empty.
+- ``distinct`` becomes an *estimate* from a K-minimum-values sketch of 8192 64-bit hashes (polars'
+  seeded string hash; standard error about 1.1%; clamped to [limit + 1, count]). The hash is fixed, so
+  a file gives the same estimate in every process (Python's own ``hash`` is salted per process).
+- ``top`` becomes *approximate*: each batch's values seen more than once in that batch (the values
+  of a batch, when the column leaves the exact mode, with their exact counts) are added, with their
+  count, to an Apache DataSketches frequent-items sketch of 1024 slots. Reported counts are its lower
+  bounds: too low by at most the sketch's error (about 3.5 in 1,000 of the values it was given), plus
+  one per batch in which the value was seen once; only values whose lower bound exceeds that error are
+  listed, so for a column of nearly unique values ``top`` can be shorter than five, or empty.
 
 Top values are ordered by count (descending), then value.
 
@@ -82,21 +90,18 @@ from __future__ import annotations
 
 import codecs
 import csv
-import heapq
 import io
-import math
+import queue
 import re
-from array import array
-from bisect import bisect_left
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from datetime import date, datetime, time
-from functools import partial
-from itertools import chain, compress, islice, repeat
-from operator import attrgetter, gt, itemgetter, methodcaller, mul, sub
-from typing import IO, Any
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain, islice
+from typing import IO, Any, NamedTuple
 
 from charset_normalizer import from_bytes
+
+from .columns import EMPTY_VALUES, TOP_N, VALUE_MAX_CHARS, ColumnProfile
 
 __all__ = ["EMPTY_VALUES", "CsvProfileError", "ProfileStopped", "check_encoding", "profile_csv"]
 
@@ -105,13 +110,11 @@ SNIFF_BYTES = 64 * 1024
 QUOTE_SNIFF_CHARS = 4096
 DELIMITERS = ",;\t|"
 MAX_LINE_CHARS = 16 * 1024 * 1024
-BATCH_CELLS = 1 << 16  # rows are handled in batches of about this many cells
-SKETCH_SIZE = 8192  # K of the K-minimum-values distinct estimator
-TOP_COUNTERS = 1024  # Misra-Gries counters once a column is past the exact limit
-TOP_PRUNE_AT = 4 * TOP_COUNTERS
-TOP_N = 5
-VALUE_MAX_CHARS = 200  # longest value (name, top value, integer min/max) a result shows
-WINDOW = 8192  # values per column between two updates of the sketches, past the exact limit
+BATCH_CELLS = 1 << 16  # the csv module's rows are handled in batches of about this many cells
+MIN_ARROW_BLOCK = 64 * 1024  # Arrow parses chunk_size bytes per batch, at least this many
+FEED_CHUNKS = 2  # chunks read ahead of Arrow's reader
+COLUMN_THREADS = 2  # columns profiled at once (measured: bench/README.md, scenario 8)
+AHEAD_BLOCKS = 2  # blocks Arrow's reader may hold beyond the batch being profiled
 DETECT_BYTES = 16 * 1024  # non-ASCII lines charset-normalizer is shown when a file is not UTF-8
 # What a file that is not UTF-8 may be detected as: the single-byte code pages spreadsheets and older
 # systems write (all ASCII supersets, so line breaks and delimiters are the same bytes).
@@ -132,29 +135,6 @@ _BOMS = (  # UTF-32-LE before UTF-16-LE: its mark starts with UTF-16-LE's
 # C0 controls no text file holds (tab, line breaks, form feed and vertical tab are text; ESC starts
 # ISO-2022 shifts).
 _CONTROL_BYTES = re.compile(rb"[\x01-\x08\x0e-\x1a\x1c-\x1f]")
-_THOUSANDS_COMMA = re.compile(r"[+-]?[0-9]{1,3}(?:\.[0-9]{3})+,[0-9]+")
-_comma_to_point = methodcaller("replace", ",", ".")
-
-EMPTY_VALUES = frozenset({"", "NA", "N/A", "n/a", "NULL", "null", "None"})
-_BOOL_TOKENS = frozenset({"true", "false", "yes", "no", "0", "1"})
-
-INTEGER, FLOAT, BOOLEAN, DATE, DATETIME = 1, 2, 4, 8, 16
-_NUMERIC = INTEGER | FLOAT
-_ALL_TYPES = INTEGER | FLOAT | BOOLEAN | DATE | DATETIME
-_TYPE_NAMES = (
-    (INTEGER, "integer"),
-    (FLOAT, "float"),
-    (BOOLEAN, "boolean"),
-    (DATE, "date"),
-    (DATETIME, "datetime"),
-)
-
-_HASH_OFFSET = 1 << 63
-_HASH_SPACE = float(1 << 64)
-_NO_THRESHOLD = 1 << 63  # above every hash(): accept all while the sketch is filling
-
-_char_at_4 = itemgetter(4)
-_tzinfo = attrgetter("tzinfo")
 
 
 class CsvProfileError(Exception):
@@ -200,27 +180,78 @@ def profile_csv(
     if distinct_exact_limit < 0 or max_columns < 1:
         raise ValueError("distinct_exact_limit must be >= 0 and max_columns >= 1")
     declared = check_encoding(encoding) if encoding else None
-    source = _TextSource(stream, chunk_size, total_bytes, progress, should_stop, declared)
-    pieces = source.pieces()
+    options = _Options(distinct_exact_limit, max_columns, chunk_size, declared, total_bytes, should_stop)
+    if progress is not None:
+        progress = _Forward(progress)
+    start = stream.tell() if stream.seekable() else None
+    if start is not None:
+        try:
+            return _profile(stream, options, progress, with_arrow=True)
+        except _NotForArrow:
+            # A bad file (its first problem found exactly by the csv module, with its physical line), or
+            # one Arrow parses differently (whitespace-only lines, a header past the sniffed start): read
+            # it again from the start with the csv module. The outcome is as if Arrow had not been tried.
+            stream.seek(start)
+    return _profile(stream, options, progress, with_arrow=False)
 
+
+class _Options(NamedTuple):
+    limit: int
+    max_columns: int
+    chunk_size: int
+    declared: str | None
+    total_bytes: int | None
+    should_stop: Callable[[], bool] | None
+
+
+class _Forward:
+    """progress() that never goes back: a file read again by the csv module after Arrow gave up on it
+    reports nothing until it passes the point the first reading reached."""
+
+    def __init__(self, progress: Callable[[int, int | None], None]):
+        self.progress = progress
+        self.done = -1
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if done >= self.done:
+            self.done = done
+            self.progress(done, total)
+
+
+class _NotForArrow(Exception):
+    """The Arrow reading cannot give the csv module's outcome for this file: read it with the csv module."""
+
+
+def _profile(
+    stream: IO[bytes],
+    options: _Options,
+    progress: Callable[[int, int | None], None] | None,
+    *,
+    with_arrow: bool,
+) -> dict[str, Any]:
+    source = _TextSource(
+        stream, options.chunk_size, options.total_bytes, progress, options.should_stop, options.declared
+    )
+    pieces = source.pieces()
     head: list[str] = []
     head_chars = 0
-    for piece in pieces:
-        head.append(piece)
-        head_chars += len(piece)
-        if head_chars >= SNIFF_BYTES:
-            break
-    delimiter = _sniff_delimiter("".join(head)[:SNIFF_BYTES])
-
-    lines = chain.from_iterable(map(_split_lines, chain(head, pieces)))
-    del head
-    reader = csv.reader(lines, delimiter=delimiter)
     try:
-        rows, columns = _profile_rows(reader, distinct_exact_limit, max_columns, delimiter != ",")
-    except csv.Error as exc:
-        raise _csv_error(exc, reader.line_num) from None
+        for piece in pieces:
+            head.append(piece)
+            head_chars += len(piece)
+            if head_chars >= SNIFF_BYTES:
+                break
+        delimiter = _sniff_delimiter("".join(head)[:SNIFF_BYTES])
+        if with_arrow:
+            rows, columns = _profile_with_arrow(head, pieces, delimiter, options)
+        else:
+            rows, columns = _profile_with_csv(head, pieces, delimiter, options)
+    except CsvProfileError:
+        if with_arrow:
+            raise _NotForArrow from None
+        raise
     if progress is not None:
-        progress(source.bytes_read, total_bytes)
+        progress(source.bytes_read, options.total_bytes)
     shown = [column.result() for column in columns]
     return {
         "rows": rows,
@@ -229,9 +260,232 @@ def profile_csv(
         "encoding": source.encoding,
         "notes": source.notes,
         "truncated": any(column["truncated"] for column in shown),
-        "limits": {"columns": max_columns, "top_values": TOP_N, "value_chars": VALUE_MAX_CHARS},
+        "limits": {"columns": options.max_columns, "top_values": TOP_N, "value_chars": VALUE_MAX_CHARS},
         "columns": shown,
     }
+
+
+def _profile_with_csv(
+    head: list[str], pieces: Iterator[str], delimiter: str, options: _Options
+) -> tuple[int, list[ColumnProfile]]:
+    """The csv module's reading: every row in Python, errors naming their physical line."""
+    lines = chain.from_iterable(map(_split_lines, chain(head, pieces)))
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        return _profile_rows(reader, options.limit, options.max_columns, delimiter != ",")
+    except csv.Error as exc:
+        raise _csv_error(exc, reader.line_num) from None
+
+
+def _profile_with_arrow(
+    head: list[str], pieces: Iterator[str], delimiter: str, options: _Options
+) -> tuple[int, list[ColumnProfile]]:
+    """Arrow's streaming CSV reader, every column read as strings, batch by batch.
+
+    The header is read by the csv module from the sniffed start (the same rules as ``_profile_rows``);
+    Arrow parses what follows it. Raises _NotForArrow where Arrow's outcome could differ from the csv
+    module's: any row of another width (the csv module skips whitespace-only lines, and names the line of
+    a ragged row), a field over ``csv.field_size_limit()``, a header not wholly in the sniffed start; and
+    CsvProfileError for a problem the text source found (decoding, binary data), which the caller turns
+    into a reading with the csv module so that the first problem in the file is the one reported.
+    """
+
+    text = "".join(head)
+    lines = _split_lines(text)
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        header = next((row for row in reader if row and (len(row) > 1 or row[0].strip())), None)
+    except csv.Error:
+        raise _NotForArrow from None
+    if header is None or len(header) > options.max_columns:
+        raise _NotForArrow  # the csv module's reading says why
+    consumed = len(text) - sum(map(len, lines))  # the header's lines (and blank lines before it)
+    if consumed == len(text) and next(pieces, None) is not None:
+        raise _NotForArrow  # the header may go on past the sniffed start
+    names = _unique_names(header)
+    columns = [ColumnProfile(name, options.limit, decimal_comma=delimiter != ",") for name in names]
+    feed = _Feed(max(options.chunk_size, MIN_ARROW_BLOCK))
+    worker = threading.Thread(
+        target=feed.parse, args=(names, columns, delimiter), name="csv-profile-arrow", daemon=True
+    )
+    worker.start()
+    try:
+        rest = text[consumed:]
+        del head, text
+        if feed.put(rest.encode("utf-8")):
+            for piece in pieces:
+                if not feed.put(piece.encode("utf-8")):
+                    break  # Arrow stopped: its reason is below
+    finally:
+        feed.close()
+        worker.join()
+    if feed.error is not None:
+        raise feed.error
+    return feed.rows, columns
+
+
+class _Feed:
+    """The text source's bytes, handed from the calling thread to Arrow's reader in a worker thread.
+
+    The calling thread reads and decodes the file (so ``progress`` and ``should_stop`` run where the
+    caller runs them, e.g. a Celery task's thread with its database connection) and puts UTF-8 bytes in a
+    bounded queue; ``parse`` (the worker thread) has Arrow read them through ``read`` and profiles each
+    batch. Memory stays bounded: the queue holds at most FEED_CHUNKS chunks, and ``read`` (called by
+    Arrow's I/O thread, which would otherwise read dozens of blocks ahead) waits while Arrow holds
+    AHEAD_BLOCKS blocks more than have been profiled (unless the worker has waited 1 s for a batch).
+    """
+
+    def __init__(self, block_size: int):
+        self.block_size = block_size
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(FEED_CHUNKS)
+        self.pending = b""
+        self.ended = False
+        self.stopped = threading.Event()  # the worker has stopped: put() must not wait
+        self.state = threading.Condition()
+        self.blocks_read = 0
+        self.batches_done = 0
+        self.waiting = True  # the worker waits for Arrow (open_csv reads the first block)
+        self.rows = 0
+        self.error: BaseException | None = None
+
+    # -- the calling thread ---------------------------------------------------------------------------
+
+    def put(self, data: bytes) -> bool:
+        """Queue bytes for Arrow; False once the worker has stopped (an error, or done)."""
+        while not self.stopped.is_set():
+            try:
+                self.chunks.put(data, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def close(self) -> None:
+        """The end of the data (or of the calling thread's reading, on an error)."""
+        while not self.stopped.is_set():
+            try:
+                self.chunks.put(None, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    # -- Arrow's I/O thread --------------------------------------------------------------------------
+
+    def read(self, size: int = -1) -> bytes:
+        with self.state:
+            while self.blocks_read - self.batches_done >= AHEAD_BLOCKS and not self.stopped.is_set():
+                # Arrow may need more blocks for one batch (a record longer than a block): when the worker
+                # has waited 1 s for one, it gets them.
+                if not self.state.wait(timeout=1.0) and self.waiting:
+                    break
+            self.blocks_read += 1
+        parts = [self.pending]
+        have = len(self.pending)
+        while not self.ended and (size < 0 or have < size):
+            chunk = self._next_chunk()
+            if chunk is None:
+                self.ended = True
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        if size < 0:
+            size = len(data)
+        self.pending = data[size:]
+        return data[:size]
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    # -- the worker thread ----------------------------------------------------------------------------
+
+    def parse(self, names: list[str], columns: list[ColumnProfile], delimiter: str) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pa_csv
+
+        limit = csv.field_size_limit()
+        pool = ThreadPoolExecutor(COLUMN_THREADS, thread_name_prefix="csv-profile-column")
+        try:
+            first = self._peek()
+            if not first:
+                return
+            batches = pa_csv.open_csv(
+                self,
+                read_options=pa_csv.ReadOptions(
+                    block_size=self.block_size, column_names=names, use_threads=False
+                ),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=delimiter, newlines_in_values=True, ignore_empty_lines=True
+                ),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={name: pa.string() for name in names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                    check_utf8=False,  # encoded from str
+                ),
+            )
+            while True:
+                self._waiting(True)
+                batch = next(batches, None)
+                self._waiting(False)
+                if batch is None:
+                    break
+                # The csv module refuses a field over its limit (in characters; bytes are at least as many).
+                for cells in batch.columns:
+                    if (
+                        pc.max(pc.binary_length(cells)).as_py() > limit
+                        and pc.max(pc.utf8_length(cells)).as_py() > limit
+                    ):
+                        raise _NotForArrow
+                # Columns in parallel: Arrow's, NumPy's and polars' kernels release the GIL.
+                for _ in pool.map(ColumnProfile.add, columns, batch.columns):
+                    pass
+                self.rows += batch.num_rows
+        except pa.ArrowInvalid:  # a row of another width, mostly
+            self.error = _NotForArrow()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            pool.shutdown(cancel_futures=True)
+            self.stopped.set()
+            self._waiting(True)
+
+    def _peek(self) -> bool:
+        """Whether there are any bytes to parse (Arrow refuses an empty stream)."""
+        while not self.ended and not self.pending:
+            chunk = self._next_chunk()
+            if chunk is None:
+                self.ended = True
+            else:
+                self.pending = chunk
+        return bool(self.pending)
+
+    def _next_chunk(self) -> bytes | None:
+        """The next chunk the calling thread put; None at the end, or once the worker has stopped."""
+        while not self.stopped.is_set():
+            try:
+                return self.chunks.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        return None
+
+    def _waiting(self, waiting: bool) -> None:
+        with self.state:
+            self.waiting = waiting
+            if not waiting:
+                self.batches_done += 1
+            self.state.notify_all()
 
 
 def check_encoding(name: str) -> str:
@@ -252,7 +506,7 @@ def check_encoding(name: str) -> str:
 
 def _profile_rows(
     reader: Any, limit: int, max_columns: int, decimal_comma: bool
-) -> tuple[int, list[_Column]]:
+) -> tuple[int, list[ColumnProfile]]:
     header = None
     for row in reader:
         if row and (len(row) > 1 or row[0].strip()):
@@ -266,7 +520,7 @@ def _profile_rows(
         raise CsvProfileError(
             f"the header has {width} columns; at most {max_columns} are supported.", line=header_line
         )
-    columns = [_Column(name, limit, decimal_comma=decimal_comma) for name in _unique_names(header)]
+    columns = [ColumnProfile(name, limit, decimal_comma=decimal_comma) for name in _unique_names(header)]
     batch_rows = max(64, BATCH_CELLS // width)
     rows = 0
     line = header_line  # last physical line before the batch
@@ -285,14 +539,16 @@ def _profile_rows(
     return rows, columns
 
 
-def _add_batch(columns: list[_Column], batch: list[list[str]], line: int) -> int:
+def _add_batch(columns: list[ColumnProfile], batch: list[list[str]], line: int) -> int:
+    import pyarrow as pa
+
     width = len(columns)
     lengths = set(map(len, batch))
     if len(lengths) != 1 or width not in lengths:
         batch = _drop_blank_or_raise(batch, width, line)
     if batch:
         for column, values in zip(columns, zip(*batch, strict=True), strict=True):
-            column.add(values)
+            column.add(pa.array(values, pa.string()))
     return len(batch)
 
 
@@ -622,429 +878,3 @@ def _byte_line_breaks(data: bytes) -> int:
     if b"\r" not in data:
         return data.count(b"\n")
     return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
-
-
-class _Column:
-    """One column's state.
-
-    Exact mode: a Counter of raw values, until more than ``limit`` distinct values. Then windowed mode:
-    values are counted per window of about ``WINDOW`` values (a Counter again, so the per-cell work stays
-    in C) and each window's distinct values update the type, statistics, the distinct-value sketch and
-    the top-values summary.
-    """
-
-    __slots__ = (
-        "count",
-        "counter",
-        "decimal_comma",
-        "dt_hi",
-        "dt_lo",
-        "empty",
-        "exact",
-        "exact_check_at",
-        "f_m2",
-        "f_mean",
-        "i_sumsq",
-        "i_total",
-        "limit",
-        "n_num",
-        "name",
-        "num_hi",
-        "num_kind",
-        "num_lo",
-        "num_ok",
-        "pending",
-        "sketch",
-        "threshold",
-        "top",
-        "types",
-        "tz_aware",
-    )
-
-    def __init__(self, name: str, limit: int, *, decimal_comma: bool = False):
-        self.name = name
-        self.limit = limit
-        self.decimal_comma = decimal_comma  # "1,5" is a number (the delimiter is not a comma)
-        self.exact = True
-        self.counter: Counter[str] = Counter()  # all values (exact mode) or this window's (windowed)
-        self.exact_check_at = limit
-        self.pending = 0  # values in the current window
-        self.count = 0
-        self.empty = 0
-        self.types = _ALL_TYPES
-        self.num_kind: str | None = None  # "int" or "float" while a numeric type is possible
-        self.num_ok = True
-        self.n_num = 0
-        self.i_total = self.i_sumsq = 0
-        self.f_mean = self.f_m2 = 0.0
-        self.num_lo: Any = None
-        self.num_hi: Any = None
-        self.dt_lo: Any = None
-        self.dt_hi: Any = None
-        self.tz_aware: bool | None = None
-        self.sketch = array("q")  # the SKETCH_SIZE smallest hashes seen, sorted
-        self.threshold = _NO_THRESHOLD
-        self.top: Counter[str] = Counter()
-
-    # -- streaming -----------------------------------------------------------------------------------
-
-    def add(self, values: tuple[str, ...]) -> None:
-        self.counter.update(values)
-        if self.exact:
-            if len(self.counter) > self.exact_check_at:
-                self._maybe_leave_exact()
-        else:
-            self.pending += len(values)
-            if self.pending >= WINDOW:
-                self._flush()
-
-    def _maybe_leave_exact(self) -> None:
-        merged, empty = _merge_stripped(self.counter)
-        if len(merged) <= self.limit:
-            # Raw spellings ("7", " 7", "") outnumber the distinct values; look again when they could not.
-            self.exact_check_at = self.limit + len(self.counter) - len(merged)
-            return
-        self.exact = False
-        self.counter = Counter()
-        self.empty = empty
-        keys, counts = list(merged), list(merged.values())
-        self.count = sum(counts)
-        self._absorb(keys, counts if self.count != len(counts) else None)
-        self._sketch_add(list(map(hash, keys)))
-        self.top = Counter(merged)
-        self._prune_top()
-
-    def _flush(self) -> None:
-        window: dict[str, int]  # a Counter, then the plain dict _merge_stripped makes of it
-        window, self.counter, self.pending = self.counter, Counter(), 0
-        pop = window.pop
-        empty = 0
-        for token in EMPTY_VALUES:
-            empty += pop(token, 0)
-        keys = list(window)
-        if list(map(str.strip, keys)) != keys:  # some values have surrounding whitespace
-            window, more_empty = _merge_stripped(window)
-            empty += more_empty
-            keys = list(window)
-        counts = list(window.values())
-        total = sum(counts)
-        self.empty += empty
-        self.count += total
-        if not keys:
-            return
-        if self.types:
-            self._absorb(keys, counts if total != len(counts) else None)
-        new = list(filter(partial(gt, self.threshold), map(hash, keys)))
-        if new:
-            self._sketch_add(new)
-        if total != len(counts):
-            # Values seen more than once in this window go to the Misra-Gries summary (with their full
-            # count, so counts stay lower bounds); a value loses at most one occurrence per window.
-            self.top.update(dict(compress(zip(keys, counts, strict=True), map(gt, counts, repeat(1)))))
-            if len(self.top) > TOP_PRUNE_AT:
-                self._prune_top()
-
-    def _sketch_add(self, new: list[int]) -> None:
-        """Merge hashes into the sorted sketch of the SKETCH_SIZE smallest distinct hashes."""
-        new.sort()
-        sketch = self.sketch
-        if len(new) > len(sketch) // 4:
-            merged = dict.fromkeys(sorted(chain(sketch, new)))  # two sorted runs: a linear merge
-            sketch = array("q", islice(merged, SKETCH_SIZE))
-        else:  # a few new hashes (the usual case once the sketch is full): splice them in
-            spliced = array("q")
-            start, size = 0, len(sketch)
-            for value in new:
-                at = bisect_left(sketch, value, start)
-                if at < size and sketch[at] == value:
-                    continue
-                spliced += sketch[start:at]
-                spliced.append(value)
-                start = at
-            spliced += sketch[start:]
-            del spliced[SKETCH_SIZE:]
-            sketch = spliced
-        self.sketch = sketch
-        if len(sketch) >= SKETCH_SIZE:
-            self.threshold = sketch[-1]
-
-    def _prune_top(self) -> None:
-        """Misra-Gries merge step: subtract the (k+1)-th largest count, drop counters at or below zero."""
-        top = self.top
-        if len(top) <= TOP_COUNTERS:
-            return
-        cut = sorted(top.values(), reverse=True)[TOP_COUNTERS]
-        self.top = Counter({value: n - cut for value, n in top.items() if n > cut})
-
-    def _absorb(self, vals: list[str], weights: list[int] | None) -> None:
-        """Narrow the possible types with these stripped non-empty values, then update the statistics."""
-        types = self.types
-        ints: Any = None
-        floats: Any = None
-        if types & _NUMERIC:
-            joined = "".join(vals)
-            if "_" in joined or not joined.isascii():  # int()/float() accept 1_000 and non-ASCII digits
-                types &= ~_NUMERIC
-            else:
-                if types & INTEGER:
-                    try:
-                        ints = list(map(int, vals))
-                    except ValueError:
-                        types &= ~INTEGER
-                if ints is None and types & FLOAT:
-                    try:
-                        floats = list(map(float, vals))
-                    except ValueError:
-                        if self.decimal_comma and "," in joined:
-                            floats = _decimal_comma_floats(vals)
-                    if floats is None:
-                        types &= ~FLOAT
-                    elif not math.isfinite(sum(floats)) and not all(map(math.isfinite, floats)):
-                        types &= ~FLOAT  # nan, inf, 1e999
-                        floats = None
-            del joined
-        if types & BOOLEAN and not _BOOL_TOKENS.issuperset(map(str.lower, vals)):
-            types &= ~BOOLEAN
-        dates: Any = None
-        stamps: Any = None
-        if types & DATE:
-            try:
-                dates = list(map(date.fromisoformat, vals))
-            except ValueError:
-                types &= ~DATE
-            else:
-                if list(map(date.isoformat, dates)) != vals:
-                    types &= ~DATE
-                    dates = None
-        if types & DATETIME and dates is None:
-            try:
-                stamps = list(map(datetime.fromisoformat, vals))
-            except ValueError:
-                types &= ~DATETIME
-            else:
-                zones = set(map(_tzinfo, stamps))
-                aware = None not in zones
-                mixed = (len(zones) > 1 and not aware) or self.tz_aware not in (None, aware)
-                if mixed or set(map(_char_at_4, vals)) != {"-"}:
-                    types &= ~DATETIME
-                    stamps = None
-                else:
-                    self.tz_aware = aware
-        elif dates is not None:
-            if self.tz_aware:
-                types &= ~DATETIME
-            self.tz_aware = False
-        previous, self.types = self.types, types
-
-        if types & INTEGER:
-            self._add_ints(ints, weights)
-        elif types & FLOAT:
-            if previous & INTEGER and self.num_kind == "int":
-                self._ints_to_floats()
-            self._add_floats(floats, weights)
-        elif self.num_kind is not None:
-            self.num_kind = self.num_lo = self.num_hi = None
-        if types & DATE:
-            self._add_temporal(dates)
-        elif types & DATETIME:
-            if previous & DATE and self.dt_lo is not None:
-                self.dt_lo = datetime.combine(self.dt_lo, time())
-                self.dt_hi = datetime.combine(self.dt_hi, time())
-            self._add_temporal(stamps)
-        elif self.dt_lo is not None:
-            self.dt_lo = self.dt_hi = None
-
-    def _add_ints(self, ints: list[int], weights: list[int] | None) -> None:
-        if weights is None:
-            n = len(ints)
-            total = sum(ints)
-            sumsq = sum(map(mul, ints, ints))
-        else:
-            n = sum(weights)
-            total = sum(map(mul, ints, weights))
-            sumsq = sum(map(mul, map(mul, ints, ints), weights))
-        lo, hi = min(ints), max(ints)
-        if self.num_kind is None:
-            self.num_kind, self.num_lo, self.num_hi = "int", lo, hi
-        else:
-            self.num_lo, self.num_hi = min(self.num_lo, lo), max(self.num_hi, hi)
-        self.n_num += n
-        self.i_total += total
-        self.i_sumsq += sumsq
-
-    def _ints_to_floats(self) -> None:
-        n = self.n_num
-        self.num_kind = "float"
-        try:
-            self.num_lo, self.num_hi = float(self.num_lo), float(self.num_hi)
-            self.f_mean = self.i_total / n
-            self.f_m2 = (n * self.i_sumsq - self.i_total * self.i_total) / n
-        except OverflowError:
-            self.num_ok = False
-        self.i_total = self.i_sumsq = 0
-
-    def _add_floats(self, floats: list[float], weights: list[int] | None) -> None:
-        lo, hi = min(floats), max(floats)
-        if self.num_kind is None:
-            self.num_kind, self.num_lo, self.num_hi = "float", lo, hi
-        else:
-            self.num_lo, self.num_hi = min(self.num_lo, lo), max(self.num_hi, hi)
-        if not self.num_ok:
-            return
-        try:
-            if weights is None:
-                n = len(floats)
-                mean = math.fsum(floats) / n
-                deltas = list(map(sub, floats, repeat(mean)))
-                m2 = math.fsum(map(mul, deltas, deltas))
-            else:
-                n = sum(weights)
-                mean = math.fsum(map(mul, floats, weights)) / n
-                deltas = list(map(sub, floats, repeat(mean)))
-                m2 = math.fsum(map(mul, map(mul, deltas, deltas), weights))
-            # Chan et al.: merge this batch's (n, mean, M2) into the running Welford state.
-            before = self.n_num
-            total = before + n
-            delta = mean - self.f_mean
-            self.f_mean += delta * n / total
-            self.f_m2 += m2 + delta * delta * before * n / total
-            self.n_num = total
-        except OverflowError:
-            self.num_ok = False
-
-    def _add_temporal(self, values: list[date] | list[datetime]) -> None:
-        lo, hi = min(values), max(values)
-        if self.dt_lo is None:
-            self.dt_lo, self.dt_hi = lo, hi
-        else:
-            self.dt_lo, self.dt_hi = min(self.dt_lo, lo), max(self.dt_hi, hi)
-
-    # -- result --------------------------------------------------------------------------------------
-
-    def result(self) -> dict[str, Any]:
-        if self.exact:
-            merged, self.empty = _merge_stripped(self.counter)
-            self.counter = Counter()
-            keys, counts = list(merged), list(merged.values())
-            self.count = sum(counts)
-            if keys:
-                self._absorb(keys, counts if self.count != len(counts) else None)
-            distinct, top = len(merged), merged
-        else:
-            if self.pending:
-                self._flush()
-            distinct, top = self._estimate_distinct(), self.top
-        kind = "empty" if not self.count else "string"
-        for flag, name in _TYPE_NAMES:
-            if self.count and self.types & flag:
-                kind = name
-                break
-        low = high = mean = stddev = None
-        if kind in ("integer", "float"):
-            low, high = self.num_lo, self.num_hi
-            if self.num_ok:
-                mean, stddev = self._mean_stddev(kind)
-        elif kind in ("date", "datetime"):
-            low, high = self.dt_lo.isoformat(), self.dt_hi.isoformat()
-        best = heapq.nsmallest(TOP_N, top.items(), key=_top_order)
-        name, truncated = _shown(self.name)
-        shown_top = []
-        for value, n in best:
-            text, cut = _shown(value)
-            entry: dict[str, Any] = {"value": text, "count": n}
-            if cut:
-                entry["truncated"] = truncated = True
-            shown_top.append(entry)
-        if kind == "integer":
-            low, low_cut = _shown_integer(low)
-            high, high_cut = _shown_integer(high)
-            truncated |= low_cut or high_cut
-        return {
-            "name": name,
-            "type": kind,
-            "count": self.count,
-            "empty": self.empty,
-            "distinct": distinct,
-            "distinct_exact": self.exact,
-            "min": low,
-            "max": high,
-            "mean": mean,
-            "stddev": stddev,
-            "top": shown_top,
-            "truncated": truncated,
-        }
-
-    def _mean_stddev(self, kind: str) -> tuple[float | None, float | None]:
-        n = self.n_num
-        try:
-            if kind == "integer":
-                mean = self.i_total / n
-                variance = (n * self.i_sumsq - self.i_total * self.i_total) / (n * (n - 1)) if n > 1 else None
-            else:
-                mean = self.f_mean
-                variance = max(self.f_m2, 0.0) / (n - 1) if n > 1 else None
-        except OverflowError:
-            return None, None
-        stddev = math.sqrt(variance) if variance is not None else None
-        return _finite(mean), _finite(stddev)
-
-    def _estimate_distinct(self) -> int:
-        sketch = self.sketch
-        if len(sketch) < SKETCH_SIZE:
-            estimate = len(sketch)
-        else:
-            kth = (sketch[-1] + _HASH_OFFSET + 1) / _HASH_SPACE
-            estimate = round((SKETCH_SIZE - 1) / kth)
-        return max(self.limit + 1, min(estimate, self.count))
-
-
-def _decimal_comma_floats(vals: list[str]) -> list[float] | None:
-    """The values as numbers where a comma may be the decimal point (``1,5``, ``1.234,5``); else None."""
-    try:
-        return list(map(float, map(_comma_to_point, vals)))
-    except ValueError:
-        pass
-    try:
-        return list(map(float, map(_comma_to_point, map(_without_thousands, vals))))
-    except ValueError:
-        return None
-
-
-def _without_thousands(value: str) -> str:
-    return value.replace(".", "") if _THOUSANDS_COMMA.fullmatch(value) else value
-
-
-def _merge_stripped(counter: Mapping[str, int]) -> tuple[dict[str, int], int]:
-    """Counts by stripped value, without the empty values; and the number of empty values."""
-    merged: dict[str, int] = {}
-    empty = 0
-    get = merged.get
-    for raw, n in counter.items():
-        value = raw.strip()
-        if value in EMPTY_VALUES:
-            empty += n
-        else:
-            merged[value] = get(value, 0) + n
-    return merged, empty
-
-
-def _shown(value: str) -> tuple[str, bool]:
-    """A value as the result shows it: at most VALUE_MAX_CHARS characters, ``…`` ending a cut one."""
-    if len(value) <= VALUE_MAX_CHARS:
-        return value, False
-    return value[:VALUE_MAX_CHARS] + "…", True
-
-
-def _shown_integer(value: int | None) -> tuple[int | str | None, bool]:
-    # Python reads integers of up to 4,300 digits; more than 200 are shown as a cut string.
-    if value is None or -(10**VALUE_MAX_CHARS) < value < 10**VALUE_MAX_CHARS:
-        return value, False
-    return _shown(str(value))
-
-
-def _top_order(item: tuple[str, int]) -> tuple[int, str]:
-    return -item[1], item[0]
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
