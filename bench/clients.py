@@ -20,7 +20,15 @@ Commands (``cmd`` key):
   final states and notifications per socket, traces of sockets opened with ``trace``.
 - ``poll``: celery-progress's JS client: ``pollers`` loops each GET ``url`` every ``interval``
   seconds (fixed rate, staggered) for ``seconds``; replies with counts and a trace.
-- ``close``: close every socket. ``exit``: close and quit.
+- ``browser_open``: a real headless Chromium (Playwright, ``executable``: Debian's
+  ``/usr/bin/chromium``) with one page per ``pages`` entry [{path, cookie}], each in its own
+  context signed in by its session cookie, loading the project's own page (its own socket
+  client, frontend/static/frontend/socket.js). A script injected before the page's own
+  (``BROWSER_PROBE``) stamps every WebSocket message the moment the page's socket gets it
+  (``performance.timeOrigin + performance.now()``, the same wall clock, ~0.1 ms resolution)
+  and keeps the timestamped ``job.update`` frames. ``browser_rows``: per page, the rows
+  [recv_ns, message, current, state] kept since the last call.
+- ``close``: close every socket (and the browser). ``exit``: close and quit.
 """
 
 from __future__ import annotations
@@ -40,6 +48,34 @@ from websockets.exceptions import ConnectionClosed
 
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
 OPEN_TIMEOUT = 30.0
+
+# Runs in the page before its own scripts: every socket the page opens records, as its first
+# listener (before the app's own onmessage), when each timestamped job.update arrived.
+BROWSER_PROBE = """
+(() => {
+  window.__rbRows = [];
+  window.__rbOpen = 0;
+  const Native = window.WebSocket;
+  class Probed extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("open", () => { window.__rbOpen += 1; });
+      this.addEventListener("message", (event) => {
+        const t = performance.timeOrigin + performance.now();
+        if (typeof event.data !== "string" || !event.data.includes('"job.update"')) return;
+        try {
+          const m = JSON.parse(event.data);
+          const text = (m.job && m.job.progress && m.job.progress.message) || "";
+          if (m.type === "job.update" && /^[0-9]+$/.test(text)) {
+            window.__rbRows.push([t, text, m.job.progress.current, m.job.state]);
+          }
+        } catch (e) {}
+      });
+    }
+  }
+  window.WebSocket = Probed;
+})();
+"""
 
 
 def raise_fd_limit() -> None:
@@ -69,6 +105,7 @@ class Clients:
         self.latencies: dict[str, list[int]] = {}  # tag -> receipt minus send, in microseconds
         self.errors: list[str] = []
         self.closing = False
+        self.browser: Any = None  # (playwright, browser, pages) once browser_open ran
 
     # --- frames ------------------------------------------------------------------------------
 
@@ -273,7 +310,45 @@ class Clients:
                 await session.close()
         return {**counts, "statuses": statuses, "trace": trace}
 
+    async def cmd_browser_open(self, req: dict[str, Any]) -> dict[str, Any]:
+        from playwright.async_api import async_playwright
+
+        playwright = await async_playwright().start()
+        browser = await playwright.chromium.launch(
+            executable_path=req["executable"], headless=True, args=req.get("args") or []
+        )
+        pages: list[Any] = []
+        self.browser = (playwright, browser, pages)
+        for spec in req["pages"]:
+            context = await browser.new_context()
+            name, _, value = spec["cookie"].partition("=")
+            await context.add_cookies([{"name": name, "value": value, "url": req["url"]}])
+            await context.add_init_script(BROWSER_PROBE)
+            page = await context.new_page()
+            await page.goto(req["url"] + spec["path"])
+            await page.wait_for_function("window.__rbOpen > 0", timeout=OPEN_TIMEOUT * 1000)
+            pages.append(page)
+        return {"opened": len(pages)}
+
+    async def cmd_browser_rows(self, req: dict[str, Any]) -> dict[str, Any]:
+        rows = []
+        for page in self.browser[2] if self.browser else []:
+            got = await page.evaluate("window.__rbRows.splice(0)")
+            # Milliseconds (a float: ~0.1 ms resolution) to integer ns, as the other clients stamp.
+            rows.append([[round(t * 1e6), text, current, state] for t, text, current, state in got])
+        return {"rows": rows}
+
+    async def close_browser(self) -> None:
+        if self.browser is not None:
+            playwright, browser, _ = self.browser
+            self.browser = None
+            with contextlib.suppress(Exception):
+                await browser.close()
+            with contextlib.suppress(Exception):
+                await playwright.stop()
+
     async def cmd_close(self, req: dict[str, Any]) -> dict[str, Any]:
+        await self.close_browser()
         self.closing = True
         socks, self.sockets = self.sockets, []
 
@@ -300,6 +375,10 @@ class Clients:
             return self.cmd_stats(req)
         if name == "poll":
             return await self.cmd_poll(req)
+        if name == "browser_open":
+            return await self.cmd_browser_open(req)
+        if name == "browser_rows":
+            return await self.cmd_browser_rows(req)
         if name in ("close", "exit"):
             return await self.cmd_close(req)
         if name == "ping":

@@ -42,6 +42,11 @@ def test_transport_benchmark_delivers_every_message_and_final_state(tmp_path: Pa
         assert case["p"] == 1.0, case  # Runboard: every pushed message reached its socket
         assert case["c"] == 1.0, case  # the ceiling too
     assert verdict["staleness_final_delivery"] == 1.0
+    # The real path (a worker's ctx.progress() to the socket): every job ran, its final state arrived.
+    assert verdict["real_path"], "no real-path job ran"
+    for rate in verdict["real_path"]:
+        assert rate["succeeded"] == rate["jobs"] == rate["finals"] > 0, rate
+        assert 0 < rate["delivered"] <= rate["produced"], rate
     assert verdict["client_errors"] == 0
     assert result["server_errors"] == []
 
