@@ -39,13 +39,14 @@ SCENARIOS = {
         "Fair admission",
         "a user with nothing running starts at the next free slot; jobs per second must not drop",
     ),
+    15: ("Reads at scale", "each read at 1,000,000 jobs within 1.5x of its time at 1,000 (PostgreSQL)"),
 }
 OUT = Path(__file__).resolve().parent / "RESULTS.md"
 # Which scenarios a results file covers, for files written without a summary block.
 FILE_SCENARIOS = {
     "transport": [1, 2], "transport-core": [1, 2], "progress_overhead": [3], "fanout": [4],
     "server_cost": [5], "sockets_memory": [6], "throughput": [7], "csv_profile": [8], "primes_scaling": [8],
-    "admission": [14],
+    "admission": [14], "asgi_servers": [6], "history": [15],
 }  # fmt: skip
 
 

@@ -15,18 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from django.conf import settings
 from django.db import connection, connections
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from dashboard.celery import app
 from jobs.conf import app_settings
 from jobs.kinds.registry import all_kinds
 from jobs.models import FINAL_STATES, Job, JobState
+from jobs.selectors import EXACT_COUNT_LIMIT, value_estimates
 from notifications.models import NotificationState, SocketConnection
 from notifications.realtime.presence import socket_fresh_for
 
@@ -47,12 +48,44 @@ ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
 # --- Jobs ---------------------------------------------------------------------------------------
 
 
-def job_counts_by_state() -> dict[str, int]:
-    """How many jobs are in each state, every state present (zero included)."""
+class JobStateCounts(NamedTuple):
+    """Jobs per state (every state present, zero included) and which of those counts are
+    PostgreSQL's estimates (the final states', once the table is large), oldest state first."""
+
+    counts: dict[str, int]
+    estimated: list[str]
+
+
+def job_state_counts() -> JobStateCounts:
+    """How many jobs are in each state, at a cost that does not grow with history (issue 15 §4:
+    a GROUP BY over every row took 4.6 -> 103 ms from 1,000 to 100,000 jobs, on every scrape and
+    every 3 s per operator socket).
+
+    Queued and running are exact (index probes: what is active now). The final states are exact
+    while the table holds at most ``EXACT_COUNT_LIMIT`` rows, and beyond, PostgreSQL's estimates
+    from its statistics (``jobs.selectors.value_estimates``: one catalog read, off by what changed
+    since autovacuum last analyzed the table): totals of finished history, for a trend; what
+    finished lately is counted exactly by ``finished_last_hour``. On SQLite (no statistics) every
+    count is exact and grows with the table.
+    """
     counts = dict.fromkeys(JobState.values, 0)
-    for row in Job.objects.order_by().values("state").annotate(n=Count("pk")):
+    estimates = value_estimates(Job, "state")
+    if estimates is None or estimates.rows <= EXACT_COUNT_LIMIT:
+        for row in Job.objects.order_by().values("state").annotate(n=Count("pk")):
+            counts[row["state"]] = row["n"]
+        return JobStateCounts(counts, [])
+    for row in Job.objects.order_by().filter(state__in=ACTIVE_STATES).values("state").annotate(n=Count("pk")):
         counts[row["state"]] = row["n"]
-    return counts
+    estimated = [state for state in JobState.values if state in FINAL_STATES]
+    for state in estimated:
+        counts[state] = estimates.by_value.get(state, 0)
+    return JobStateCounts(counts, estimated)
+
+
+def job_counts_by_state() -> dict[str, int]:
+    """How many jobs are in each state, every state present (zero included); the final states'
+    may be estimates (see ``job_state_counts``)."""
+    return job_state_counts().counts
 
 
 def active_job_counts_by_kind() -> list[dict[str, Any]]:
@@ -69,16 +102,16 @@ def active_job_counts_by_kind() -> list[dict[str, Any]]:
 def finished_last_hour(*, now: datetime | None = None) -> dict[str, int]:
     """Jobs that reached each final state in the last hour (every final state present)."""
     since = (now or timezone.now()) - timedelta(hours=1)
-    counts = {state.value: 0 for state in JobState if state in FINAL_STATES}
-    rows = (
+    states = [state.value for state in JobState if state in FINAL_STATES]
+    # Only the finish time in the WHERE and no GROUP BY, so the last hour's rows are found by
+    # job_finished_idx: with the state in the WHERE, or grouped by it, SQLite's planner (no
+    # statistics) read every finished job by a state index instead (46 ms at 100,000 jobs).
+    counts = (
         Job.objects.order_by()
-        .filter(state__in=counts.keys(), finished_at__gte=since)
-        .values("state")
-        .annotate(n=Count("pk"))
+        .filter(finished_at__gte=since)
+        .aggregate(**{state: Count("pk", filter=Q(state=state)) for state in states})
     )
-    for row in rows:
-        counts[row["state"]] = row["n"]
-    return counts
+    return {state: counts[state] or 0 for state in states}
 
 
 def failure_ratio(finished: Mapping[str, int]) -> float:
@@ -191,8 +224,11 @@ def overview(*, now: datetime | None = None) -> dict[str, Any]:
         queues: dict[str, int] | None = queue_depths()
     except (redis.RedisError, OSError):
         queues = None
+    by_state = job_state_counts()
     return {
-        "jobs_by_state": job_counts_by_state(),
+        "jobs_by_state": by_state.counts,
+        # The states whose count above is PostgreSQL's estimate ("about"; see job_state_counts).
+        "jobs_by_state_estimated": by_state.estimated,
         "active_jobs_by_kind": active_job_counts_by_kind(),
         "finished_last_hour": finished,
         "failure_ratio_last_hour": failure_ratio(finished),

@@ -6,15 +6,17 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django_celery_beat.admin import CrontabScheduleAdmin, IntervalScheduleAdmin, PeriodicTaskAdmin
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
-from . import schedules
+from . import schedules, selectors
 from .exceptions import Conflict, KindNotAllowed, RateLimited
 from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind, may_launch
 from .launch import job_cancel, job_create, job_retry
@@ -35,10 +37,36 @@ class KindFilter(admin.SimpleListFilter):
         return queryset.filter(kind=self.value()) if self.value() else queryset
 
 
+class BoundedCountPaginator(Paginator):
+    """The admin's pages with a count that does not read every job (issue 15 §4: the job list
+    took 45 -> 181 ms from 1,000 to 100,000 jobs, most of it COUNT(*)): exact up to
+    ``selectors.EXACT_COUNT_LIMIT``, PostgreSQL's estimate beyond, which the page labels "about"
+    (``admin/jobs/job/pagination.html``). Pages are still LIMIT/OFFSET: the first ones, which
+    is what people open, are index reads."""
+
+    @cached_property
+    def bounded(self) -> selectors.BoundedCount:
+        # The admin pages querysets (ChangeList), never lists.
+        return selectors.bounded_count(cast(QuerySet[Job], self.object_list))
+
+    @cached_property
+    def count(self) -> int:
+        return self.bounded.rows
+
+    @property
+    def estimated(self) -> bool:
+        return not self.bounded.exact
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "kind", "owner", "state", "progress", "duration", "created_at")
     list_filter = ("state", KindFilter)
+    # Newest first is read from job_created_idx (and job_state_created_idx under the state
+    # filter); the count from BoundedCountPaginator; no second count of every job beside a
+    # filtered one ("3 results (1,000,000 total)").
+    paginator = BoundedCountPaginator
+    show_full_result_count = False
     search_fields = ("id", "owner__username", "kind", "celery_task_id", "error")
     readonly_fields = [field.name for field in Job._meta.fields] + ["task_result"]
     actions = ["cancel_jobs", "retry_jobs"]

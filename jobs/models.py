@@ -139,6 +139,14 @@ class Job(models.Model):
             models.Index(
                 fields=["state", "admitted_at", "owner", "kind", "created_at"], name="job_waiting_idx"
             ),
+            # Reads that must not grow with history (issue 15 §4, migration 0013): everyone's
+            # jobs newest first (the staff list and snapshot, the admin list: keyset pages in
+            # the order they are read), the same within a state (the filtered lists), and an
+            # owner's jobs in a state (the running count behind launch limits: a probe, not a
+            # scan of every job the owner ever ran).
+            models.Index(fields=["-created_at", "-id"], name="job_created_idx"),
+            models.Index(fields=["state", "-created_at", "-id"], name="job_state_created_idx"),
+            models.Index(fields=["owner", "state", "kind"], name="job_owner_state_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(state__in=JobState.values), name="job_state_valid"),

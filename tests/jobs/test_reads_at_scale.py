@@ -1,0 +1,202 @@
+"""Reads that do not grow with history (issue 15 §4): each read is an index probe or a bounded
+read whatever the number of jobs, which these tests prove by the query plan (PostgreSQL's EXPLAIN
+with sequential scans priced out, so a tiny test table does not hide a missing index; SQLite's
+EXPLAIN QUERY PLAN) and by the statements issued, not by timing (bench/history.py times them)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from dashboard import ops
+from jobs import selectors
+from jobs.models import Job, JobState
+from tests.jobs.factories import make_job
+
+pytestmark = pytest.mark.django_db
+
+
+def plan_of(queryset: Any) -> str:
+    """The database's plan for ``queryset``, as text (node types, index names)."""
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Priced out, not forbidden: with a dozen rows a sequential scan and a sort is
+            # cheapest, whichever indexes exist; this asks whether an index can give the rows
+            # in order (if none can, the plan still sorts, and the test says so).
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("SET LOCAL enable_sort = off")
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+            return json.dumps(cursor.fetchone()[0])
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        return "\n".join(str(row[-1]) for row in cursor.fetchall())
+
+
+def assert_read_in_order_from(plan: str, index: str) -> None:
+    """The plan reads ``index`` and sorts nothing: the rows come in the index's order, so a
+    LIMIT stops after the page whatever the table holds."""
+    assert index in plan, plan
+    if connection.vendor == "postgresql":
+        assert '"Sort"' not in plan and "Incremental Sort" not in plan, plan
+    else:
+        assert "TEMP B-TREE" not in plan, plan
+
+
+def some_jobs(owner: Any, n: int = 12) -> list[Job]:
+    states = [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.RUNNING, JobState.QUEUED]
+    return [make_job(owner=owner, state=states[i % len(states)]) for i in range(n)]
+
+
+def test_the_staff_job_list_and_snapshot_read_everyone_s_newest_jobs_from_an_index(make_user):
+    staff = make_user(operator=True)
+    some_jobs(make_user())
+    plan = plan_of(selectors.job_list_for_user(user=staff))
+    assert_read_in_order_from(plan, "job_created_idx")
+
+
+def test_the_next_page_of_the_staff_list_starts_at_its_cursor_in_the_index(make_user):
+    staff = make_user(operator=True)
+    jobs = some_jobs(make_user())
+    cursor = selectors.job_cursor(jobs[5])
+    plan = plan_of(selectors.job_list_for_user(user=staff, cursor=cursor))
+    assert_read_in_order_from(plan, "job_created_idx")
+
+
+def test_the_staff_list_in_one_state_is_read_from_that_state_s_index(make_user):
+    staff = make_user(operator=True)
+    some_jobs(make_user())
+    plan = plan_of(selectors.job_list_for_user(user=staff, states=[JobState.FAILED]))
+    assert_read_in_order_from(plan, "job_state_created_idx")
+
+
+def test_the_running_count_probes_the_owner_s_running_jobs_not_all_their_jobs(make_user):
+    owner = make_user()
+    some_jobs(owner, 20)
+    queryset = Job.objects.filter(owner_id=owner.pk, state=JobState.RUNNING)
+    plan = plan_of(queryset.order_by().values("pk"))  # the count's own WHERE, unordered
+    assert "job_owner_state_idx" in plan, plan
+    if connection.vendor == "sqlite":
+        # The search uses both columns (before: job_owner_created_idx, every job of the owner).
+        assert re.search(r"job_owner_state_idx \(owner_id=\? AND state=\?\)", plan), plan
+    assert selectors.running_count(owner_id=owner.pk) == 4
+
+
+def _require_postgresql() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's estimates: SQLite keeps exact counts (it has no statistics)")
+
+
+def _large(monkeypatch: pytest.MonkeyPatch, limit: int = 5) -> None:
+    """Make a dozen rows count as a large table, with statistics as autovacuum would leave."""
+    monkeypatch.setattr(selectors, "EXACT_COUNT_LIMIT", limit, raising=False)
+    monkeypatch.setattr(ops, "EXACT_COUNT_LIMIT", limit, raising=False)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+
+
+def _jobs_reads(queries: list[dict[str, Any]]) -> list[str]:
+    """The statements that read rows of jobs (not the catalog's statistics about them)."""
+    return [q["sql"] for q in queries if 'FROM "jobs_job"' in q["sql"]]
+
+
+def test_the_overview_reads_only_active_jobs_once_the_table_is_large(make_user, monkeypatch):
+    _require_postgresql()
+    some_jobs(make_user(), 20)
+    _large(monkeypatch)
+    with CaptureQueriesContext(connection) as captured:
+        data = ops.overview()
+    for sql in _jobs_reads(captured.captured_queries):
+        # Every read of jobs is bounded: by state (queued, running) or by the last hour.
+        assert re.search(r'"state" (IN \(|= )|"finished_at" >=', sql), sql
+    # Active states exact; the finished ones are the planner's estimates, and say so. ANALYZE
+    # sampled the whole small table, so here the estimates are exact too.
+    assert data["jobs_by_state"] == {"queued": 4, "running": 4, "succeeded": 4, "failed": 4, "cancelled": 4}
+    assert data["jobs_by_state_estimated"] == ["succeeded", "failed", "cancelled"]
+
+
+def test_job_counts_stay_exact_while_the_table_is_small(make_user):
+    some_jobs(make_user(), 10)
+    counts = ops.job_state_counts()
+    assert counts.estimated == []
+    assert counts.counts == {"queued": 2, "running": 2, "succeeded": 2, "failed": 2, "cancelled": 2}
+
+
+def test_jobs_finished_in_the_last_hour_are_read_by_finish_time(make_user):
+    owner = make_user()
+    some_jobs(owner, 10)
+    make_job(owner=owner, state=JobState.FAILED, finished_at=timezone.now() - timedelta(hours=2))
+    with CaptureQueriesContext(connection) as captured:
+        finished = ops.finished_last_hour()
+    assert finished == {"succeeded": 2, "failed": 2, "cancelled": 2}
+    (sql,) = [q["sql"] for q in captured.captured_queries]
+    if connection.vendor == "sqlite":
+        # Before: SQLite searched by state (every finished job ever) and filtered the hour.
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+            plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
+        assert "job_finished_idx" in plan, plan
+
+
+def _admin(make_user: Any) -> Client:
+    admin_user = make_user(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(admin_user)
+    return client
+
+
+def _counts_every_job(queries: list[dict[str, Any]]) -> list[str]:
+    """COUNT statements over jobs that are not capped by a LIMIT."""
+    return [
+        q["sql"]
+        for q in queries
+        if "COUNT(" in q["sql"].upper() and '"jobs_job"' in q["sql"] and "LIMIT" not in q["sql"]
+    ]
+
+
+def test_the_admin_job_list_labels_an_estimated_count_about_and_never_counts_every_job(
+    make_user, monkeypatch
+):
+    _require_postgresql()
+    client = _admin(make_user)
+    some_jobs(make_user(), 12)
+    _large(monkeypatch)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get("/admin/jobs/job/")
+    assert response.status_code == 200
+    assert _counts_every_job(captured.captured_queries) == []
+    assert re.search(r"about 12 jobs", response.content.decode()), response.content.decode()[-2000:]
+
+
+def test_the_admin_job_list_shows_an_exact_count_while_small(make_user):
+    client = _admin(make_user)
+    some_jobs(make_user(), 7)
+    response = client.get("/admin/jobs/job/")
+    body = response.content.decode()
+    assert re.search(r"\b7 jobs", body) and "about" not in body.split('class="paginator"')[-1]
+
+
+def test_a_filtered_admin_job_list_does_not_also_count_every_job(make_user):
+    client = _admin(make_user)
+    some_jobs(make_user(), 10)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get("/admin/jobs/job/?state__exact=failed")
+    assert response.status_code == 200
+    unfiltered = [sql for sql in _counts_every_job(captured.captured_queries) if "WHERE" not in sql]
+    assert unfiltered == []
+    assert re.search(r"\b2 jobs", response.content.decode())
+
+
+def test_bounded_count_is_exact_up_to_its_limit_and_reads_no_more_than_it(make_user):
+    some_jobs(make_user(), 9)
+    with CaptureQueriesContext(connection) as captured:
+        assert selectors.bounded_count(Job.objects.all(), limit=20) == (9, True)
+    (sql,) = [q["sql"] for q in captured.captured_queries]
+    assert "LIMIT 21" in sql
