@@ -32,7 +32,7 @@ run: setup
 # the local one), the database-heavy tests again against it (not the browser, fault-injection and
 # benchmark smoke tests: they test processes, not the database, and already ran).
 test: setup
-	$(PYTHON) scripts/system_deps.py redis-server chromium
+	$(PYTHON) scripts/system_deps.py redis-server chromium promtool
 	@$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if PG=$$($(BIN)/python scripts/postgres_url.py); then \
@@ -46,7 +46,7 @@ test: setup
 # Every scenario of bench/README.md that exists, one script each (a failing script does not stop the
 # others; make fails at the end), then bench/RESULTS.md. bench-quick: the same as smoke runs.
 BENCH_SCRIPTS := progress_overhead throughput csv_profile primes_scaling \
-                 transport fanout server_cost sockets_memory load admission
+                 transport fanout server_cost sockets_memory asgi_servers load admission history
 BENCH_ARGS ?=
 
 bench: setup

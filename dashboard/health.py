@@ -1,7 +1,8 @@
 """Probes and metrics: /healthz (the process serves), /readyz (its dependencies answer), /metrics.
 
 /healthz and /readyz are public and show no data; /metrics needs DEBUG, a staff session or the
-RUNBOARD_METRICS_TOKEN bearer token. The figures come from dashboard.ops at scrape time.
+RUNBOARD_METRICS_TOKEN bearer token. It answers the counters and histograms of dashboard.metrics
+(every process's, in multiprocess mode) and gauges read from dashboard.ops at scrape time.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import hmac
 import os
 from collections.abc import Iterator
 
+import redis
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dashboard import metrics as metrics_counted
 from dashboard.conf import app_settings
 from jobs.permissions import Power, has_power
 
@@ -42,45 +45,30 @@ def readyz(request: HttpRequest) -> HttpResponse:
 
 
 class RunboardCollector(Collector):
-    """Computes every figure from the database and Redis when scraped, so it is the same whichever
-    web process answers (no per-process counters)."""
+    """The gauges, read when scraped from Redis and from the rows of live work only (queued and
+    running jobs, open sockets, the per-user unread counters): the same whichever web process
+    answers, and a scrape's cost does not grow with the jobs or notifications of the past (issue
+    15 §5). What happened (jobs finished, their durations, pushes, connects) is counted where it
+    happens, in dashboard.metrics."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        data = ops.overview()
-
-        jobs = GaugeMetricFamily("runboard_jobs", "Jobs in each state.", labels=["state"])
-        for state, count in data["jobs_by_state"].items():
-            jobs.add_metric([state], count)
-        yield jobs
-
         by_kind = GaugeMetricFamily(
             "runboard_jobs_active_by_kind", "Queued and running jobs per kind.", labels=["kind", "state"]
         )
-        for row in data["active_jobs_by_kind"]:
+        for row in ops.active_job_counts_by_kind():
             by_kind.add_metric([row["kind"], row["state"]], row["count"])
         yield by_kind
 
-        finished = GaugeMetricFamily(
-            "runboard_jobs_finished_last_hour",
-            "Jobs that reached each final state in the last hour.",
-            labels=["state"],
-        )
-        for state, count in data["finished_last_hour"].items():
-            finished.add_metric([state], count)
-        yield finished
-
-        yield GaugeMetricFamily(
-            "runboard_job_failure_ratio_last_hour",
-            "failed / (succeeded + failed) over the last hour; 0 when none finished.",
-            value=data["failure_ratio_last_hour"],
-        )
         yield GaugeMetricFamily(
             "runboard_jobs_stalled",
             "Running jobs whose heartbeat is older than RUNBOARD_STALE_AFTER.",
-            value=data["stalled_jobs"],
+            value=ops.stalled_job_count(),
         )
 
-        queues = data["queue_depths"]
+        try:
+            queues: dict[str, int] | None = ops.queue_depths()
+        except (redis.RedisError, OSError):
+            queues = None
         yield GaugeMetricFamily(
             "runboard_broker_up",
             "1 if the Celery broker (Redis) answered this scrape.",
@@ -94,12 +82,12 @@ class RunboardCollector(Collector):
         yield depth
 
         yield GaugeMetricFamily(
-            "runboard_open_sockets", "WebSockets seen by a web process lately.", value=data["open_sockets"]
+            "runboard_open_sockets", "WebSockets seen by a web process lately.", value=ops.open_socket_count()
         )
         yield GaugeMetricFamily(
-            "runboard_notifications_unread_total",
-            "Unread notifications over all users.",
-            value=data["unread_notifications"],
+            "runboard_notifications_unread",
+            "Unread notifications over all users (the sum of the per-user unread counters).",
+            value=ops.unread_notifications_total(),
         )
 
 
@@ -126,6 +114,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
             status=403,
             content_type="text/plain; charset=utf-8",
         )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RunboardCollector())
+    registry = metrics_counted.scrape_registry(RunboardCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard import metrics
 from dashboard.process_local import ProcessLocal
 
 from .admission import job_hold_if_paused, jobs_admit_quietly, line_holds_jobs
@@ -54,6 +55,7 @@ def job_run(*, job_id: uuid.UUID | str) -> Deferred | None:
         logger.info("Job %s is not queued (duplicate delivery, cancelled or final); skipping", job_id)
         return None
     job = started
+    metrics.job_started(job)
     # Its place in line is free (the next of its owner's jobs may line up; positions move): a
     # pass for that, unless the job is over sooner (the pass after its finish does the same and
     # more: one pass a short job, not two).

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.db import transaction
@@ -18,6 +19,7 @@ from django.db.models import F, Max, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard import metrics
 from jobs.conf import app_settings
 from notifications import events
 from notifications.inbox import notify
@@ -103,6 +105,14 @@ def job_transition(
         _push_job(job)
         if job.is_final:
             # Exactly once: only the one write that moved the job into its final state gets here.
+            # Counted when it commits, however it ended (a worker, a cancel before it ran, the
+            # reaper, a time limit).
+            transaction.on_commit(
+                partial(
+                    metrics.job_finished, kind=job.kind, outcome=job.state, started_at=job.started_at,
+                    finished_at=job.finished_at,
+                )
+            )  # fmt: skip
             _notify_finished(job)
             if job.schedule_id is not None:
                 _count_schedule_run(job, schedule_id=job.schedule_id)

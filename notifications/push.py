@@ -26,6 +26,7 @@ from typing import Any
 from channels.layers import channel_layers, get_channel_layer
 from django.db import transaction
 
+from dashboard import metrics
 from dashboard.process_local import ProcessLocal
 
 from . import events
@@ -167,8 +168,10 @@ class _Publisher:
             send = layer.send if direct else layer.group_send
             await asyncio.wait_for(send(target, message), PUBLISH_TIMEOUT)
             self.published += 1
+            metrics.push_published(direct=direct)
         except Exception:
             self.failed += 1
+            metrics.push_failed(direct=direct)
             logger.warning("Could not publish an event to %s; clients will resync.", target, exc_info=True)
 
     def flush(self, timeout: float) -> bool:

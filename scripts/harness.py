@@ -16,6 +16,7 @@ repository root on ``sys.path``), ``tests`` (``pythonpath = .``) and ``bench`` c
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import resource
@@ -25,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -127,10 +129,41 @@ def procfile_command(entry: str, *extra_args: str, replace: Mapping[str, str] | 
     return ["sh", "-c", " ".join(["exec", line, *map(shlex.quote, extra_args)])]
 
 
+# prometheus-client's multiprocess directory (dashboard/metrics.py): every process of one
+# deployment writes its counters there and /metrics adds them up.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_harness_metrics_dir: str | None = None
+
+
+def fresh_metrics_dir(directory: Path | str) -> str:
+    """``directory`` made, or emptied of prometheus-client's files (``*.db``): what a deploy's
+    start does (docs/operations.md), so a new deployment's counters start from zero and no file of
+    a process gone is read again. Returns it as a string, for the environment."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return str(path)
+
+
+def _metrics_dir() -> str:
+    """This process's deployment directory: one fresh temporary directory for every process it
+    starts (a test session, a benchmark run), removed when it exits."""
+    global _harness_metrics_dir
+    if _harness_metrics_dir is None:
+        _harness_metrics_dir = tempfile.mkdtemp(prefix="runboard-metrics-")
+        atexit.register(shutil.rmtree, _harness_metrics_dir, ignore_errors=True)
+    return _harness_metrics_dir
+
+
 def process_env(env: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
     """``env`` (default: this process's) with the virtualenv's bin first on PATH (the Procfile
-    names ``uvicorn`` and ``celery``), unbuffered Python output and ``extra`` on top."""
+    names ``uvicorn`` and ``celery``), unbuffered Python output, a metrics directory shared by
+    the processes this one starts (unless ``env`` names one: ``fresh_metrics_dir``) and ``extra``
+    on top."""
     base = dict(os.environ if env is None else env)
+    if not base.get(METRICS_DIR_ENV):
+        base[METRICS_DIR_ENV] = _metrics_dir()
     path = base.get("PATH", "")
     if not path.startswith(f"{BIN}{os.pathsep}"):
         base["PATH"] = f"{BIN}{os.pathsep}{path}"

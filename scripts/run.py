@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts import system_deps  # noqa: E402
 from scripts.harness import (  # noqa: E402
+    METRICS_DIR_ENV,
     Process,
     RedisServer,
     WebServer,
@@ -34,6 +35,7 @@ from scripts.harness import (  # noqa: E402
     celery_housekeeping,
     celery_worker,
     free_port,
+    fresh_metrics_dir,
     port_is_free,
     process_env,
     redis_answers,
@@ -166,7 +168,10 @@ def stop_all(processes: dict[str, Supervised], interrupts: Callable[[], int]) ->
 
 
 def main() -> int:
-    env = process_env(dict(os.environ))
+    # The processes' counters, added up by /metrics: emptied at each start, as a deploy does
+    # (docs/operations.md, "Metrics across processes"); PROMETHEUS_MULTIPROC_DIR moves it.
+    metrics_dir = fresh_metrics_dir(os.environ.get(METRICS_DIR_ENV) or VAR / "metrics")
+    env = process_env({**os.environ, METRICS_DIR_ENV: metrics_dir})
     env.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings.local")
     VAR.mkdir(parents=True, exist_ok=True)
 

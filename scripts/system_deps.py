@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Make sure the Debian packages Runboard needs are present; install them when we are root.
 
-Usage: system_deps.py NAME [NAME ...] where NAME is one of: redis-server, chromium, python3-venv.
+Usage: system_deps.py NAME [NAME ...] where NAME is one of: redis-server, chromium, promtool,
+python3-venv.
 Standard library only: it runs before the virtualenv exists.
 """
 
@@ -16,6 +17,9 @@ import sys
 KNOWN = {
     "redis-server": (lambda: shutil.which("redis-server") is not None, "redis-server"),
     "chromium": (lambda: os.path.exists("/usr/bin/chromium"), "chromium"),
+    # Prometheus' own linter for exposition text; the suite pipes /metrics through `promtool check
+    # metrics` (tests/system/test_metrics_multiprocess.py). Debian ships it in the server package.
+    "promtool": (lambda: shutil.which("promtool") is not None, "prometheus"),
     "python3-venv": (lambda: False, f"python3.{sys.version_info.minor}-venv"),
 }
 _updated = False

@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 
+from dashboard import metrics
 from dashboard.operator import operator_snapshot
 from jobs.permissions import Power
 from notifications.conf import app_settings
@@ -62,6 +63,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
+        metrics.socket_connected("websocket")
         user = self.scope.get("user")
         credential: credentials.Credential | None = self.scope.get("credential")
         if user is None or not user.is_authenticated or credential is None:
@@ -106,6 +108,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             )
 
     async def disconnect(self, code: int) -> None:
+        metrics.socket_closed("websocket", code)
         if not hasattr(self, "user"):
             return
         self.closed = True

@@ -17,6 +17,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NamedTuple
 
+from dashboard import metrics
 from jobs.results import wire_size
 
 from .. import credentials, events, selectors
@@ -96,6 +97,7 @@ def catch_up_step(*, user: Any, after_id: int | None, sent_up_to: int, first_pag
     if after_id is None:
         return CatchUp(None, selectors.snapshot_for_user(user=user))
     page = selectors.replay_after(user_id=user.pk, after_id=after_id, first_page=first_page)
+    metrics.catch_up_page(rows=len(page.rows), more=page.more)
     if page.more:
         return CatchUp(page, None)
     up_to = max([sent_up_to, *(row["id"] for row in page.rows)])

@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from dashboard import metrics
 from dashboard.throttle.address import request_address
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
 from notifications.conf import app_settings
@@ -109,6 +110,7 @@ def _keepalive_seconds() -> float:
 async def _stream(
     user: Any, credential: credentials.Credential, resume_from: int | None
 ) -> AsyncIterator[str]:
+    metrics.socket_connected("sse")
     layer = get_channel_layer()
     channel = await layer.new_channel()
     groups = credentials.connection_groups(credential)
@@ -267,6 +269,7 @@ async def _stream(
                 expires_at = await database_sync_to_async(credentials.session_expiry)(credential.session_key)
             yield ": keepalive\n\n"
     finally:
+        metrics.socket_closed("sse")
         if receiving is not None:
             receiving.cancel()
             with contextlib.suppress(BaseException):
