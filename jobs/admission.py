@@ -345,18 +345,20 @@ class _Writes:
         return update
 
 
-def jobs_admit(*, for_job: Job | None = None, started: Job | None = None) -> int:
+def jobs_admit(*, for_job: Job | None = None, started: Job | None = None, checked: bool = False) -> int:
     """Admit the jobs that may go now (their messages are sent once this commits), and note why
     the others wait; returns how many were admitted. ``for_job`` (a launch's) is kept up to date
     with what the pass wrote to its row, so the launch answers with what is stored. ``started``:
     the pass follows that job's start, which frees no slot: it can only line up its owner's next
-    job (admit ahead) and move the jobs in line up, so it runs only if one of those waits."""
+    job (admit ahead) and move the jobs in line up, so it runs only if one of those waits.
+    ``checked``: the caller has just read that a job is queued (``queue_line_and_waiting``), the
+    read this function begins with otherwise."""
     queued = Job.objects.filter(state=JobState.QUEUED)
     if started is not None:
         queued = queued.filter(
             Q(owner_id=started.owner_id, admitted_at__isnull=True) | Q(admitted_at__isnull=False)
         )
-    if not queued.exists():
+    if not (checked and started is None) and not queued.exists():
         # Nothing waits (one read, no lock): a launch that commits meanwhile runs its own pass.
         return 0
     unsent: list[Any] = []  # admitted jobs whose message the broker never took, in line order
@@ -384,22 +386,48 @@ def jobs_admit(*, for_job: Job | None = None, started: Job | None = None) -> int
     return len(admitted)
 
 
-def jobs_admit_quietly(*, for_job: Job | None = None, started: Job | None = None) -> int | None:
+def jobs_admit_quietly(
+    *, for_job: Job | None = None, started: Job | None = None, checked: bool = False
+) -> int | None:
     """``jobs_admit`` for callers that must not fail on it (a worker after a job): returns None
     when the pass failed (logged); the next pass, or the reaper's tick, admits what it left."""
     try:
-        return jobs_admit(for_job=for_job, started=started)
+        return jobs_admit(for_job=for_job, started=started, checked=checked)
     except Exception:
         logger.warning("Admission pass failed; the next pass (or the reaper's tick) admits", exc_info=True)
         return None
 
 
-def line_holds_jobs(*, kind: str) -> bool:
-    """Whether the line of ``kind``'s queue (admitted jobs not yet started: their messages wait
-    in the broker) holds any job; one indexed read (job_admission_idx)."""
+def _line_of(kind: str) -> QuerySet[Job]:
+    """The line of ``kind``'s queue: admitted jobs not yet started (their messages wait in the
+    broker)."""
     queue = _queue_of(kind)
     kinds = [each.name for each in all_kinds() if each.queue == queue]
-    return Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=False, kind__in=kinds).exists()
+    return Job.objects.filter(state=JobState.QUEUED, admitted_at__isnull=False, kind__in=kinds)
+
+
+def line_holds_jobs(*, kind: str) -> bool:
+    """Whether the line of ``kind``'s queue holds any job; one indexed read (job_admission_idx)."""
+    return _line_of(kind).exists()
+
+
+def queue_line_and_waiting(*, kind: str) -> tuple[bool, bool]:
+    """(whether the line of ``kind``'s queue holds any job, whether any job at all is queued):
+    what a worker asks after each job (jobs.runner.admit_after_job), in one statement, two index
+    probes (job_admission_idx and the state index), instead of one read for each (issue 15 §3)."""
+    line, queued = _select_exists(_line_of(kind), Job.objects.filter(state=JobState.QUEUED))
+    return line, queued
+
+
+def _select_exists(*querysets: QuerySet[Any]) -> list[bool]:
+    """Whether each of ``querysets`` has a row: ``SELECT EXISTS (...), EXISTS (...)``, one
+    statement (PostgreSQL and SQLite alike) where ``.exists()`` takes one each."""
+    parts = [qs.order_by().values("pk")[:1].query.sql_with_params() for qs in querysets]
+    sql = "SELECT " + ", ".join(f"EXISTS ({part})" for part, _ in parts)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [param for _, params in parts for param in params])
+        row = cursor.fetchone()
+    return [bool(value) for value in row]
 
 
 def launch_waits_behind_own(*, owner_id: int, kind: str) -> bool:
@@ -413,8 +441,9 @@ def launch_waits_behind_own(*, owner_id: int, kind: str) -> bool:
     reaper's tick admits it.)"""
     if not _launch_may_skip_its_pass():
         return False
-    older = _waiting_of(owner_id, kind).exists()
-    return older and not AdmissionControl.objects.filter(paused=True).exists()
+    # Both in one statement (issue 15 §3: a launch's reads): an older waiting job, any pause.
+    older, paused = _select_exists(_waiting_of(owner_id, kind), AdmissionControl.objects.filter(paused=True))
+    return older and not paused
 
 
 BEHIND_OWN_NOTE = "Waiting behind your earlier jobs."

@@ -66,7 +66,8 @@ class ProgressReporter:
         self._publish = publish or self._publish_to_owner
         self._heartbeat = heartbeat or self._heartbeat_to_db
         self._write_log = write_log or self._write_log_to_db
-        self._base = job_payload(job)
+        self._job = job
+        self._base_payload: events.JobPayload | None = None  # built at the first push
         self._started_ts = job.started_at.timestamp() if job.started_at else time.time()
         self._lock = threading.Lock()
         self._closed = False
@@ -77,7 +78,11 @@ class ProgressReporter:
         self._row_version = job.version
         self._seq = 0
         now = clock()
-        self._next_push = now
+        # The job's state change (``running``) was just pushed with this very state: the interval
+        # to the next push starts now. A first ``progress()`` pushed at once repeated it a few
+        # milliseconds later, for every job (issue 15 §3: three group sends and a payload built
+        # per job; a zero-step job now makes none), and the pump pushes what is due after it.
+        self._next_push = now + self.push_interval
         self._last_heartbeat = now
         self._log: deque[str] = deque(maxlen=app_settings.LOG_LINES_KEPT)
         self._log_lock = threading.Lock()
@@ -150,6 +155,14 @@ class ProgressReporter:
     @property
     def state(self) -> Progress:
         return self._state
+
+    @property
+    def _base(self) -> events.JobPayload:
+        """The job's payload as it started, which each push updates (built when first needed: a
+        short job may never push)."""
+        if self._base_payload is None:
+            self._base_payload = job_payload(self._job)
+        return self._base_payload
 
     def _push(self, now: float) -> None:
         if self._seq >= VERSION_STEP - 1:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from dashboard import metrics
 from dashboard.process_local import ProcessLocal
 
-from .admission import job_hold_if_paused, jobs_admit_quietly, line_holds_jobs
+from .admission import job_hold_if_paused, jobs_admit_quietly, queue_line_and_waiting
 from .conf import app_settings
 from .context import JobContext, Split
 from .dispatch import _dispatch_chunks, _enqueue, admission_pass_later
@@ -132,8 +132,16 @@ def admit_after_job(*, kind: str | None = None) -> None:
         return  # every job went to the broker at launch: nothing to admit
     if billiard_process.current_process().name == "MainProcess":
         jobs_admit_quietly()
-    elif kind is not None and not line_holds_jobs(kind=kind):
-        if jobs_admit_quietly() is None:
+        return
+    if kind is None:
+        _passes_after_jobs.get().request()
+        return
+    # One statement asks both: is anything lined up in its queue, is anything queued at all.
+    in_line, waiting = queue_line_and_waiting(kind=kind)
+    if not waiting:
+        return  # nothing to admit: the pass would end at its first read (a launch runs its own)
+    if not in_line:
+        if jobs_admit_quietly(checked=True) is None:
             _passes_after_jobs.get().failed()
     else:
         _passes_after_jobs.get().request()

@@ -57,6 +57,7 @@ def test_a_million_progress_calls_make_at_most_ten_pushes_a_second(recorder):
 
 def test_the_final_state_is_always_pushed(recorder):
     reporter, clock, pushes, _ = recorder
+    clock.now += 0.1  # the push interval that began with the start (its own push) is over
     reporter.progress(1, 10)
     for step in range(2, 11):
         clock.now += 0.001
@@ -218,3 +219,16 @@ def test_log_lines_are_written_in_order_whoever_flushes_them(make_user):
     pump.join(5), closer.join(5)
 
     assert [line for batch in written for line in batch] == ["first", "second"]
+
+
+def test_the_first_progress_is_not_pushed_on_the_heels_of_the_running_push(recorder):
+    """Issue 15 §3: the start pushed the job as running a moment ago; the reporter's push interval
+    begins there, so a job's first ``progress()`` waits for it (a zero-step job pushed the same
+    state twice) and the pump pushes it once the interval is over."""
+    reporter, clock, pushes, _ = recorder
+    reporter.progress(0, 10, "Starting")
+    assert pushes == []
+
+    clock.now += 0.1
+    reporter.tick()
+    assert [p["progress"] for p in pushes] == [{"current": 0, "total": 10, "message": "Starting"}]
