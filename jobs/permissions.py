@@ -57,23 +57,49 @@ def has_power(user: Any, power: Power) -> bool:
 
 
 def powers_of(user: Any) -> frozenset[Power]:
-    return frozenset(power for power in Power if has_power(user, power))
+    """``user``'s powers (any user object, anonymous included) by the rule of ``powers_by_user``,
+    in one query (none for a superuser or an inactive or anonymous user): a socket's sign-in
+    reads them on every connect, and the heartbeat's re-check compares the two, so they must agree
+    (``has_perm`` went through the backends in two queries plus every permission's name)."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return frozenset()
+    if user.is_superuser:
+        return frozenset(Power)
+    return _granted({user.pk}).get(user.pk, frozenset())
 
 
 def powers_by_user(user_ids: Iterable[int]) -> dict[int, frozenset[Power]]:
     """Every user's powers in two queries, however many users (the heartbeat's re-check of all
     sockets). Inactive users hold none."""
-    ids = set(user_ids)
-    users = get_user_model().objects.filter(pk__in=ids, is_active=True).values_list("pk", "is_superuser")
-    result: dict[int, set[Power]] = {pk: (set(Power) if superuser else set()) for pk, superuser in users}
+    users = get_user_model().objects.filter(pk__in=set(user_ids)).only("pk", "is_active", "is_superuser")
+    return powers_of_users(users)
+
+
+def powers_of_users(users: Iterable[Any]) -> dict[int, frozenset[Power]]:
+    """``powers_by_user`` for user objects already read: one query, however many."""
+    active = [user for user in users if user.is_active]
+    superusers = {user.pk for user in active if user.is_superuser}
+    granted = _granted({user.pk for user in active} - superusers)
+    return {
+        user.pk: frozenset(Power) if user.pk in superusers else granted.get(user.pk, frozenset())
+        for user in active
+    }
+
+
+def _granted(user_ids: set[int]) -> dict[int, frozenset[Power]]:
+    """The powers granted to each of ``user_ids``, directly or through a group, in one query
+    (users with none are absent)."""
+    if not user_ids:
+        return {}
     by_codename = {power.codename: power for power in Power}
     rows = (
         Permission.objects.filter(content_type__app_label="jobs", codename__in=by_codename)
-        .filter(Q(user__pk__in=result) | Q(group__user__pk__in=result))
+        .filter(Q(user__pk__in=user_ids) | Q(group__user__pk__in=user_ids))
         .values_list("codename", "user__pk", "group__user__pk")
     )
+    result: dict[int, set[Power]] = {}
     for codename, direct, through_group in rows:
         for pk in (direct, through_group):
-            if pk in result:
-                result[pk].add(by_codename[codename])
+            if pk in user_ids:
+                result.setdefault(pk, set()).add(by_codename[codename])
     return {pk: frozenset(powers) for pk, powers in result.items()}

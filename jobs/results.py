@@ -13,6 +13,7 @@ value: a 100 MB string or a million-item list is cut after reading about ``max_b
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -73,10 +74,34 @@ def json_preview(value: Any, max_bytes: int) -> tuple[Any, bool]:
     order, the last one kept possibly previewed in turn; containers nested deeper than
     ``MAX_PREVIEW_DEPTH`` are left out. When not even a clipped value fits, ``None``.
     """
+    # Most values fit whole (a job's parameters: a few short fields), and then the preview is the
+    # value itself: one encoding instead of one per item (a fifth of building a job's payload).
+    with contextlib.suppress(TypeError, ValueError):  # not JSON, or an int too long for str()
+        if wire_size(value) <= max_bytes and _nesting_within(value, MAX_PREVIEW_DEPTH):
+            return value, True
     preview, _size, complete = _preview(value, max_bytes, 0)
     if preview is _MISSING:
         return None, False
     return preview, complete
+
+
+def _nesting_within(value: Any, depth: int) -> bool:
+    """Whether no container in ``value`` lies ``depth`` or more containers deep (what
+    ``_preview_items`` leaves out), and every mapping key is a non-empty string (what it keeps
+    as is)."""
+    kind = type(value)
+    if kind in _SCALARS:  # most values; the ABC checks below cost more than the rest together
+        return True
+    if isinstance(value, Mapping):
+        return depth > 0 and all(
+            type(key) is str and key != "" and _nesting_within(item, depth - 1) for key, item in value.items()
+        )
+    if isinstance(value, list | tuple):
+        return depth > 0 and all(_nesting_within(item, depth - 1) for item in value)
+    return True
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _preview(value: Any, budget: int, depth: int) -> tuple[Any, int, bool]:

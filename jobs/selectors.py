@@ -320,6 +320,11 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
     progress message, ``kind``, ``kind_title`` and ``owner`` are cut to their budgets (see the
     constants above); ``truncated`` names the fields that were.
     """
+    return _job_payload_sized(job, push_seq=push_seq)[0]
+
+
+def _job_payload_sized(job: Job, *, push_seq: int = 0) -> tuple[JobPayload, int]:
+    """``job_payload`` and its wire size (measured once: the bound's check is the page's measure)."""
     running = job.state == JobState.RUNNING
     queued = job.state == JobState.QUEUED
     waiting_for_queue = queued and job.enqueued_at is None
@@ -403,7 +408,7 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
         "timeline": _timeline(job),
         "truncated": truncated,
     }
-    return _bounded(payload)
+    return _bounded_sized(payload)
 
 
 _URL_ID = "00000000-0000-0000-0000-000000000000"
@@ -449,11 +454,16 @@ def job_payload_progressed(
 
 
 def _bounded(payload: JobPayload) -> JobPayload:
-    """The one check of the bound. The budgets above keep every payload within it; should a
-    future field break that, the long fields are emptied rather than the bound broken."""
+    return _bounded_sized(payload)[0]
+
+
+def _bounded_sized(payload: JobPayload) -> tuple[JobPayload, int]:
+    """The one check of the bound, and the payload's wire size. The budgets above keep every
+    payload within it; should a future field break that, the long fields are emptied rather than
+    the bound broken."""
     size = wire_size(payload)
     if size <= JOB_PAYLOAD_MAX_BYTES:
-        return payload
+        return payload, size
     logger.error("Job %s payload is %d bytes, over %d: emptying its long fields", payload["id"], size,
                  JOB_PAYLOAD_MAX_BYTES)  # fmt: skip
     emptied: JobPayload = {
@@ -465,14 +475,21 @@ def _bounded(payload: JobPayload) -> JobPayload:
         "result_complete": False,
         "truncated": sorted({*payload["truncated"], "params", "error", "progress", "result_summary"}),
     }
-    return emptied
+    return emptied, wire_size(emptied)
 
 
 def job_payload_for(job: Job, viewer: User) -> JobPayload:
     """``job_payload`` as ``viewer`` may see it: without its result (summary, links) unless
     ``results_visible``."""
-    payload = job_payload(job)
-    return payload if results_visible(viewer, job) else job_payload_redacted(payload)
+    return _payload_for_sized(job, viewer)[0]
+
+
+def _payload_for_sized(job: Job, viewer: User) -> tuple[JobPayload, int]:
+    payload, size = _job_payload_sized(job)
+    if results_visible(viewer, job):
+        return payload, size
+    redacted = job_payload_redacted(payload)
+    return (payload, size) if redacted is payload else (redacted, wire_size(redacted))
 
 
 def job_payload_redacted(payload: JobPayload) -> JobPayload:
@@ -502,8 +519,8 @@ def job_payload_page(
     payloads: list[JobPayload] = []
     size = 2  # []
     for job in jobs:
-        payload = job_payload(job) if viewer is None else job_payload_for(job, viewer)
-        added = wire_size(payload) + (2 if payloads else 0)
+        payload, payload_size = _job_payload_sized(job) if viewer is None else _payload_for_sized(job, viewer)
+        added = payload_size + (2 if payloads else 0)
         if size + added > max_bytes:
             return payloads, False
         payloads.append(payload)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
@@ -18,7 +17,7 @@ from dashboard.throttle.address import scope_address
 from dashboard.throttle.asgi import websocket_refuse_throttled
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
 
-from .credentials import origin_trusted, scope_headers, session_credential, token_sign_in
+from .credentials import origin_trusted, scope_headers, session_sign_in, token_sign_in
 
 
 class SocketAuthMiddleware:
@@ -63,15 +62,9 @@ class SocketAuthMiddleware:
             cookie = headers.get("cookie")
             key = parse_cookie(cookie).get(settings.SESSION_COOKIE_NAME) if cookie else None
             scope = dict(scope, session=self.session_store(key), auth_method="session")
-            user = scope["user"] = await get_user(scope)
+            scope["user"], scope["credential"] = await database_sync_to_async(session_sign_in)(scope)
             # Keep the key, not the loaded data: the socket lives for hours and needs no more.
-            key = scope["session"].session_key
-            scope["session"] = self.session_store(key)
-            scope["credential"] = (
-                await database_sync_to_async(session_credential)(user, key)
-                if user.is_authenticated and key
-                else None
-            )
+            scope["session"] = self.session_store(scope["session"].session_key)
         return await self.inner(scope, receive, send)
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from channels.auth import get_user as channels_get_user
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
@@ -27,7 +28,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
 from jobs.models import AccessToken
-from jobs.permissions import Power, powers_by_user, powers_of
+from jobs.permissions import Power, powers_of, powers_of_users
 from jobs.tokens import token_lookup
 
 from . import events
@@ -86,6 +87,17 @@ def session_credential(user: User, session_key: str) -> Credential:
     )
 
 
+def session_sign_in(scope: dict[str, Any]) -> tuple[Any, Credential | None]:
+    """The user of ``scope["session"]`` checked as Channels' ``get_user`` checks it (session,
+    user, session auth hash), and, if signed in, their credential (``session_credential``): one
+    trip to the database thread for a connect's sign-in, not two (sync)."""
+    user = channels_get_user.func(scope)  # the sync body of channels.auth.get_user
+    key = scope["session"].session_key
+    if not user.is_authenticated or not key:
+        return user, None
+    return user, session_credential(user, key)
+
+
 def token_sign_in(raw: str) -> tuple[User, Credential] | None:
     """The user and credential of a raw personal access token, or None (sync)."""
     token = token_lookup(raw)
@@ -129,10 +141,27 @@ def session_expiry(session_key: str) -> float | None:
 def credential_problems(credentials: Mapping[str, Credential]) -> dict[str, int]:
     """The connections (by channel name) whose credential ended or changed, each with its close
     code: 4401 the session or token ended, expired or the password changed; 4403 the user was
-    deactivated or deleted; 4412 the user's privileges changed. At most four queries, however
-    many connections are checked."""
+    deactivated or deleted; 4412 the user's privileges changed. At most four queries (three without
+    tokens), however many connections are checked."""
+    return _checked(credentials)[0]
+
+
+def credential_check(channel_name: str, credential: Credential) -> tuple[int | None, float | None]:
+    """One connection's ``credential_problems`` (its close code or None) and when its credential
+    ends (epoch seconds; None: never, or a session backend without rows), in the same three or
+    four queries: a connect's re-check reads the session's end in the row it checks."""
+    problems, session_ends = _checked({channel_name: credential})
+    if credential.token_id is not None:
+        return problems.get(channel_name), credential.expires_at
+    if not _session_backend_is_db():
+        return problems.get(channel_name), None
+    return problems.get(channel_name), session_ends.get(credential.session_key, 0.0)
+
+
+def _checked(credentials: Mapping[str, Credential]) -> tuple[dict[str, int], dict[str, float]]:
+    """``credential_problems``, and the end (epoch seconds) of each live session read."""
     if not credentials:
-        return {}
+        return {}, {}
     now = timezone.now()
     users = {
         user.pk: user
@@ -148,7 +177,7 @@ def credential_problems(credentials: Mapping[str, Credential]) -> dict[str, int]
     )
     session_keys = {c.session_key for c in credentials.values() if c.session_key}
     live_sessions = _live_sessions(session_keys, now)
-    powers = powers_by_user(users)
+    powers = powers_of_users(users.values())
     problems: dict[str, int] = {}
     for name, credential in credentials.items():
         user = users.get(credential.user_id)
@@ -158,11 +187,11 @@ def credential_problems(credentials: Mapping[str, Credential]) -> dict[str, int]
             problems[name] = events.CLOSE_NOT_AUTHENTICATED
         elif privileges_of(user, powers.get(user.pk, frozenset())) != credential.privileges:
             problems[name] = events.CLOSE_PRIVILEGES_CHANGED
-    return problems
+    return problems, {key: end for key, end in live_sessions.items() if end is not None}
 
 
 def _credential_live(
-    credential: Credential, user: Any, live_tokens: set[int], live_sessions: set[str]
+    credential: Credential, user: Any, live_tokens: set[int], live_sessions: Mapping[str, float | None]
 ) -> bool:
     if credential.token_id is not None:
         return credential.token_id in live_tokens
@@ -170,18 +199,19 @@ def _credential_live(
     return credential.session_key in live_sessions and user.get_session_auth_hash() == credential.auth_hash
 
 
-def _live_sessions(keys: Iterable[str], now: datetime) -> set[str]:
+def _live_sessions(keys: Iterable[str], now: datetime) -> dict[str, float | None]:
+    """The live ones of session ``keys``, each with its end (epoch seconds; None on backends
+    without rows)."""
     keys = set(keys)
     if not keys:
-        return set()
+        return {}
     if _session_backend_is_db():
-        return set(
-            Session.objects.filter(session_key__in=keys, expire_date__gt=now).values_list(
-                "session_key", flat=True
-            )
+        rows = Session.objects.filter(session_key__in=keys, expire_date__gt=now).values_list(
+            "session_key", "expire_date"
         )
+        return {key: expire.timestamp() for key, expire in rows}
     store = import_module(settings.SESSION_ENGINE).SessionStore
-    return {key for key in keys if store().exists(key)}
+    return {key: None for key in keys if store().exists(key)}
 
 
 # --- Origin --------------------------------------------------------------------------------------

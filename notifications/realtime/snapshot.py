@@ -83,10 +83,8 @@ def connection_open(*, channel_name: str, user: Any, credential: credentials.Cre
         auth_hash=credential.auth_hash,
         privileges=credential.privileges,
     )
-    problem = credentials.credential_problems({channel_name: credential}).get(channel_name)
-    if credential.token_id is not None:
-        return Opened(credential.expires_at, problem)
-    return Opened(credentials.session_expiry(credential.session_key), problem)
+    problem, expires_at = credentials.credential_check(channel_name, credential)
+    return Opened(expires_at, problem)
 
 
 def catch_up_step(*, user: Any, after_id: int | None, sent_up_to: int, first_page: bool = True) -> CatchUp:

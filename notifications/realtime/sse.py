@@ -243,15 +243,12 @@ async def _stream(
                 receiving = asyncio.ensure_future(layer.receive(channel))
                 if message.get("type") == RECHECK_TYPE:
                     # The session was saved: its end date may have moved (either way).
-                    problems = await database_sync_to_async(credentials.credential_problems)(
-                        {channel: credential}
+                    problem, expires_at = await database_sync_to_async(credentials.credential_check)(
+                        channel, credential
                     )
-                    if problems:
-                        yield _frame(json.dumps({"type": "closed", "code": problems[channel]}))
+                    if problem is not None:
+                        yield _frame(json.dumps({"type": "closed", "code": problem}))
                         return
-                    expires_at = await database_sync_to_async(credentials.session_expiry)(
-                        credential.session_key
-                    )
                 elif message.get("type") == CLOSE_TYPE:
                     yield _frame(json.dumps({"type": "closed", "code": message.get("code")}))
                     return
