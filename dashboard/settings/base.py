@@ -153,11 +153,11 @@ TEMPLATES = [
 # SQLite by default; DATABASE_URL (e.g. postgres://...) for anything shared. django-environ parses
 # it (a Unix socket host is written as a path: postgres:////var/run/postgresql/runboard).
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
-# Keep connections (issue 15): a web process does all its socket sign-ins on Channels' one
-# database thread, and a new connection per trip was about a third of a connect's database time.
-# Health checks replace a connection the server dropped (a restart, a pooler) before it is used.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# 0: a connection per use. Under ASGI, Django runs each HTTP request's database work in a
+# thread of its own and each SSE stream in one for hours, so a kept connection is never reused by
+# another request and an open stream would pin one (Django's docs: "When using ASGI, persistent
+# connections should be disabled"; found by review, issue 15, after a default of 60).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat write concurrently: wait for locks instead of failing, take the write
     # lock up front (no deadlocking upgrades) and use WAL so readers don't block the writer.
