@@ -110,7 +110,8 @@ def _may_read_metrics(request: HttpRequest) -> bool:
 def metrics(request: HttpRequest) -> HttpResponse:
     if not _may_read_metrics(request):
         return HttpResponse(
-            "Forbidden: /metrics needs a staff session or Authorization: Bearer <RUNBOARD_METRICS_TOKEN>.\n",
+            "Forbidden: /metrics needs a session holding the 'use the operator view' permission or "
+            "Authorization: Bearer <RUNBOARD_METRICS_TOKEN>.\n",
             status=403,
             content_type="text/plain; charset=utf-8",
         )

@@ -20,9 +20,12 @@ by dashboard/health.py, so no ``multiprocess_mode`` has to guess how to merge pe
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec
 
 from celery.signals import worker_process_shutdown
 from django.utils import timezone
@@ -109,6 +112,26 @@ CATCHUP_PAGE = Histogram(
 )
 
 
+logger = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+
+
+def _never_raises(count: Callable[_P, None]) -> Callable[_P, None]:
+    """A counting function that logs instead of raising: it runs in a job's finish hooks, a
+    publish, a socket's disconnect, where an error of its own (the multiprocess directory gone
+    under a running process: FileNotFoundError) must not cost what the call site does next
+    (found by review: a raising on_commit hook drops the hooks after it)."""
+
+    @functools.wraps(count)
+    def counted(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            count(*args, **kwargs)
+        except Exception:
+            logger.warning("Could not count %s", count.__name__, exc_info=True)
+
+    return counted
+
+
 def multiprocess_dir() -> str | None:
     """The multiprocess directory this process writes to, or None (single-process figures).
 
@@ -123,6 +146,7 @@ def _seconds_between(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds())
 
 
+@_never_raises
 def job_started(job: Any) -> None:
     """A worker started ``job`` (a Job as ``jobs.states.job_start`` returns it: ``kind``,
     ``started_at``, ``created_at``, ``enqueued_at``, ``attempts``): observe its queue wait.
@@ -136,6 +160,7 @@ def job_started(job: Any) -> None:
         JOB_QUEUE_WAIT.labels(kind=job.kind).observe(wait)
 
 
+@_never_raises
 def job_finished(
     *, kind: str, outcome: str, started_at: datetime | None, finished_at: datetime | None = None
 ) -> None:
@@ -147,16 +172,19 @@ def job_finished(
         JOB_DURATION.labels(kind=kind).observe(_seconds_between(started_at, finished_at or timezone.now()))
 
 
+@_never_raises
 def push_published(*, direct: bool) -> None:
     """An event reached the channel layer (``direct``: sent to one channel, else to a group)."""
     PUSHES.labels(target="direct" if direct else "group").inc()
 
 
+@_never_raises
 def push_failed(*, direct: bool) -> None:
     """An event could not be handed to the channel layer (timed out or raised)."""
     PUSH_FAILURES.labels(target="direct" if direct else "group").inc()
 
 
+@_never_raises
 def socket_connected(transport: str) -> None:
     """A connection reached a transport's handler (``websocket`` or ``sse``)."""
     SOCKET_CONNECTS.labels(transport=transport).inc()
@@ -172,11 +200,13 @@ def close_code_label(code: int | None) -> str:
     return "other"
 
 
+@_never_raises
 def socket_closed(transport: str, code: int | None = None) -> None:
     """A connection of ``transport`` closed with ``code`` (None: the transport has no code)."""
     SOCKET_CLOSES.labels(transport=transport, code=close_code_label(code)).inc()
 
 
+@_never_raises
 def catch_up_page(*, rows: int, more: bool) -> None:
     """A catch-up page of ``rows`` notifications was read; ``more``: another page follows."""
     CATCHUP_PAGE.labels(last="false" if more else "true").observe(rows)

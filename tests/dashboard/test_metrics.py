@@ -239,3 +239,25 @@ def test_counters_of_two_processes_add_up_in_one_scrape(tmp_path, monkeypatch, s
     assert value(parsed, "runboard_catchup_page_notifications_count", last="true") == 2
     assert value(parsed, "runboard_catchup_page_notifications_sum", last="true") == 7
     assert promtool_findings(text) == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_counter_that_cannot_count_costs_nothing_of_what_its_call_site_does_next(make_user, monkeypatch):
+    """Found by review: the finish's counter is an on_commit hook; one that raised (the
+    multiprocess directory gone under a running process) dropped the hooks after it, the owner's
+    notification push among them."""
+    from jobs.launch import job_cancel
+
+    def broken(*args, **kwargs):
+        raise FileNotFoundError("the multiprocess directory is gone")
+
+    monkeypatch.setattr(metrics.JOBS_FINISHED, "labels", broken)
+    monkeypatch.setattr(metrics.SOCKET_CONNECTS, "labels", broken)
+    owner = make_user()
+    queued = make_job(owner=owner, params={"steps": 1, "step_ms": 0})
+
+    job_cancel(user=owner, job_id=queued.id)
+    metrics.socket_connected("websocket")  # logs, does not raise
+
+    assert Job.objects.get(pk=queued.pk).state == JobState.CANCELLED
+    assert Notification.objects.filter(recipient=owner, job_id=queued.pk).count() == 1
