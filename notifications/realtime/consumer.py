@@ -53,6 +53,10 @@ def _job_id(message: dict[str, Any]) -> str | None:
 LARGE_REPLIES = frozenset({"resume", "watch"})
 
 
+class _ClientGone(Exception):
+    """The server refused a send: the client has gone."""
+
+
 class NotificationConsumer(AsyncWebsocketConsumer):
     expiry: asyncio.TimerHandle  # set by _check_at: the credential's next check
 
@@ -66,16 +70,27 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         try:
             await handler(message)
-        except OSError as gone:
-            # ASGI: send() on a connection the client closed raises the server's own OSError
-            # (uvicorn's ClientDisconnected), e.g. a client gone while its connect caught it up.
-            # The application ends here and its websocket.disconnect is never dispatched, so
-            # leave as a disconnect does (found by review: the socket's row stayed, counted open).
+        except _ClientGone as gone:
+            # A client gone while a handler sent to it (e.g. while its connect caught it up): the
+            # application ends here and its websocket.disconnect is never dispatched, so leave as
+            # a disconnect does (found by review: the socket's row stayed, counted open).
             if message["type"] == "websocket.disconnect":
                 raise
-            logger.info("%s: the client went away (%r)", self.channel_name, gone)
+            logger.info("%s: the client went away (%r)", self.channel_name, gone.__cause__)
             await self.disconnect(CLIENT_GONE)
             raise StopConsumer() from None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def send_to_client(message: dict[str, Any]) -> None:
+            # ASGI: send() on a connection the client closed raises the server's own OSError
+            # (uvicorn's ClientDisconnected); only that is a client gone, not an OSError a
+            # handler meets elsewhere (a timeout, a file).
+            try:
+                await send(message)
+            except OSError as error:
+                raise _ClientGone() from error
+
+        await super().__call__(scope, receive, send_to_client)
 
     async def connect(self) -> None:
         metrics.socket_connected("websocket")
