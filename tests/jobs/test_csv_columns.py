@@ -227,3 +227,39 @@ def test_a_column_of_repeated_big_integers_keeps_exact_sums():
 
     assert (col["type"], col["min"], col["max"]) == ("integer", -(2**35), 2**40 + 3)
     assert col["mean"] == sum(values) / len(values)
+
+
+# --- found by review: inputs the Arrow path must hand to the csv module, or read alike --------------
+
+
+def test_a_declared_encoding_that_decodes_to_lone_surrogates_is_read_by_the_csv_module(csv_module_readings):
+    data = b"h\n\\ud800\nx\n"  # unicode_escape: the second row is a lone surrogate, no UTF-8 for Arrow
+
+    arrow, csv_module = both_readings(data, encoding="unicode_escape")
+
+    assert arrow == csv_module
+    assert arrow["rows"] == 2
+    assert {top["value"] for top in arrow["columns"][0]["top"]} == {"x", "\ufffd"}  # shown, not a crash
+    assert len(csv_module_readings) == 2  # the unseekable stream's, and the fallback's
+
+
+@pytest.mark.parametrize(
+    "data", [b"a,b\n" + b"\n" * 300_000 + b"1,2\n", b"a,b\n\n\n"], ids=["blank block", "blank tail"]
+)
+def test_blank_blocks_arrow_yields_empty_are_read_alike(data):
+    arrow, csv_module = both_readings(data, chunk_size=64 * 1024)
+    assert arrow == csv_module
+
+
+def test_an_arrow_io_error_falls_back_to_the_csv_module_not_to_a_retry(monkeypatch, csv_module_readings):
+    import pyarrow.csv as pa_csv
+
+    def failing(*args, **kwargs):
+        raise pa.ArrowIOError("simulated Arrow I/O failure")
+
+    monkeypatch.setattr(pa_csv, "open_csv", failing)
+
+    result = profile_csv(io.BytesIO(b"a,b\n1,2\n3,4\n"))
+
+    assert result["rows"] == 2
+    assert len(csv_module_readings) == 1

@@ -312,10 +312,15 @@ def _profile_with_arrow(
     try:
         rest = text[consumed:]
         del head, text
-        if feed.put(rest.encode("utf-8")):
-            for piece in pieces:
-                if not feed.put(piece.encode("utf-8")):
-                    break  # Arrow stopped: its reason is below
+        try:
+            if feed.put(rest.encode("utf-8")):
+                for piece in pieces:
+                    if not feed.put(piece.encode("utf-8")):
+                        break  # Arrow stopped: its reason is below
+        except UnicodeEncodeError:
+            # Lone surrogates (a declared unicode_escape or utf-7 file): no UTF-8 for Arrow; the
+            # csv module reads the text as it is (found by review).
+            raise _NotForArrow from None
     finally:
         feed.close()
         worker.join()
@@ -441,6 +446,8 @@ class _Feed:
                 self._waiting(False)
                 if batch is None:
                     break
+                if batch.num_rows == 0:  # Arrow yields empty blocks (blank lines): nothing to add
+                    continue
                 # The csv module refuses a field over its limit (in characters; bytes are at least as many).
                 for cells in batch.columns:
                     if (
@@ -452,7 +459,10 @@ class _Feed:
                 for _ in pool.map(ColumnProfile.add, columns, batch.columns):
                     pass
                 self.rows += batch.num_rows
-        except pa.ArrowInvalid:  # a row of another width, mostly
+        except (pa.ArrowException, pa.ArrowIOError):
+            # A row of another width, mostly; any other of Arrow's errors too (ArrowIOError is an
+            # OSError, which the kind would retry): the csv module reads the file again and says
+            # what is wrong with it, as it always did.
             self.error = _NotForArrow()
         except BaseException as exc:
             self.error = exc
@@ -548,8 +558,18 @@ def _add_batch(columns: list[ColumnProfile], batch: list[list[str]], line: int) 
         batch = _drop_blank_or_raise(batch, width, line)
     if batch:
         for column, values in zip(columns, zip(*batch, strict=True), strict=True):
-            column.add(pa.array(values, pa.string()))
+            try:
+                cells = pa.array(values, pa.string())
+            except UnicodeEncodeError:
+                # Lone surrogates, which only a declared unicode_escape or utf-7 file decodes to:
+                # no UTF-8 for Arrow, so each is shown as U+FFFD (found by review).
+                cells = pa.array([_without_lone_surrogates(value) for value in values], pa.string())
+            column.add(cells)
     return len(batch)
+
+
+def _without_lone_surrogates(text: str) -> str:
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _drop_blank_or_raise(batch: list[list[str]], width: int, line: int) -> list[list[str]]:
