@@ -199,6 +199,13 @@ class _Publisher:
                 items, batch = self._batches.popleft()
                 try:
                     await self._send_batch(items)
+                except Exception:  # e.g. a message the layer cannot serialize: the batch is lost
+                    self.failed += len(items)
+                    for *_, direct in items:
+                        metrics.push_failed(direct=direct)
+                    logger.warning(
+                        "Could not publish %d event(s); clients will resync.", len(items), exc_info=True
+                    )
                 finally:
                     batch.set_result(None)
         finally:

@@ -145,3 +145,16 @@ def test_the_events_of_one_burst_leave_in_one_pipelined_write_in_order():
     assert executed == [len(texts)]
     assert (publisher.published, publisher.failed) == (len(texts), 0)
     assert result["got"] == texts
+
+
+def test_a_batch_that_cannot_be_published_is_counted_failed_and_later_batches_still_leave():
+    """Found by review: an error outside the pipeline (a message the layer cannot serialize)
+    lost its batch silently and stopped the sending task, so later batches waited."""
+    publisher = push._Publisher()
+    publisher.submit("t.c", {"type": push.RELAY_TYPE, "text": object()})  # not serializable
+    assert publisher.flush(10)
+    assert (publisher.published, publisher.failed) == (0, 1)
+
+    publisher.submit("t.c", {"type": push.RELAY_TYPE, "text": "fine"})
+    assert publisher.flush(10)
+    assert (publisher.published, publisher.failed) == (1, 1)
