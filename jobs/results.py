@@ -76,32 +76,55 @@ def json_preview(value: Any, max_bytes: int) -> tuple[Any, bool]:
     """
     # Most values fit whole (a job's parameters: a few short fields), and then the preview is the
     # value itself: one encoding instead of one per item (a fifth of building a job's payload).
-    with contextlib.suppress(TypeError, ValueError):  # not JSON, or an int too long for str()
-        if wire_size(value) <= max_bytes and _nesting_within(value, MAX_PREVIEW_DEPTH):
-            return value, True
+    # The walk first is bounded by the budget and the depth, so a huge or deeply nested value
+    # costs what the item-by-item preview costs, not an encoding of all of it (found by review).
+    if _lower_bound(value, MAX_PREVIEW_DEPTH, max_bytes) >= 0:
+        with contextlib.suppress(TypeError, ValueError):  # not JSON, or an int too long for str()
+            if wire_size(value) <= max_bytes:
+                return value, True
     preview, _size, complete = _preview(value, max_bytes, 0)
     if preview is _MISSING:
         return None, False
     return preview, complete
 
 
-def _nesting_within(value: Any, depth: int) -> bool:
-    """Whether no container in ``value`` lies ``depth`` or more containers deep (what
-    ``_preview_items`` leaves out), and every mapping key is a non-empty string (what it keeps
-    as is)."""
+def _lower_bound(value: Any, depth: int, room: int) -> int:
+    """About ``value``'s wire size from below (a container's count may be 2 bytes over), or -1
+    when that already exceeds ``room`` bytes, or when the
+    preview would not show ``value`` as it is: a container ``depth`` or more containers deep, a
+    mapping key that is not a non-empty string. Visits at most about ``room`` items."""
     kind = type(value)
-    if kind in _SCALARS:  # most values; the ABC checks below cost more than the rest together
-        return True
-    if isinstance(value, Mapping):
-        return depth > 0 and all(
-            type(key) is str and key != "" and _nesting_within(item, depth - 1) for key, item in value.items()
-        )
-    if isinstance(value, list | tuple):
-        return depth > 0 and all(_nesting_within(item, depth - 1) for item in value)
-    return True
+    if kind is str:
+        size = len(value) + 2
+    elif kind in _SCALARS:
+        size = 1
+    elif isinstance(value, Mapping):
+        if depth <= 0:
+            return -1
+        size = 2
+        for key, item in value.items():
+            if type(key) is not str or key == "":
+                return -1
+            size += len(key) + 2 + _SEP + _SEP
+            inner = _lower_bound(item, depth - 1, room - size) if size <= room else -1
+            if inner < 0:
+                return -1
+            size += inner
+    elif isinstance(value, list | tuple):
+        if depth <= 0:
+            return -1
+        size = 2
+        for item in value:
+            inner = _lower_bound(item, depth - 1, room - size - _SEP) if size <= room else -1
+            if inner < 0:
+                return -1
+            size += inner + _SEP
+    else:
+        size = 1  # shown as str(value) by the preview; wire_size raises TypeError for it
+    return size if size <= room else -1
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 def _preview(value: Any, budget: int, depth: int) -> tuple[Any, int, bool]:

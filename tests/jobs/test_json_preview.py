@@ -50,3 +50,22 @@ def test_containers_deeper_than_the_preview_depth_are_still_left_out_of_a_small_
 
 def test_an_empty_key_is_left_out_of_a_small_object_as_before():
     assert json_preview({"a": 1, "": 2}, 10_000) == ({"a": 1}, False)
+
+
+def test_a_value_nested_past_the_recursion_limit_is_previewed_not_raised():
+    deep: object = 1
+    for _ in range(5_000):
+        deep = [deep]
+    preview, complete = json_preview(deep, 100)
+    assert not complete and json.dumps(preview).startswith("[[[")
+
+
+def test_a_huge_value_is_not_encoded_whole_to_preview_its_start(monkeypatch):
+    import jobs.results as results
+
+    encoded: list[int] = []
+    real = results.wire_size
+    monkeypatch.setattr(results, "wire_size", lambda value: encoded.append(1) or real(value))
+    preview, complete = json_preview(list(range(1_000_000)), 64)
+    assert not complete and len(json.dumps(preview)) <= 64
+    assert len(encoded) < 100  # item by item within the budget, never the million-item list
