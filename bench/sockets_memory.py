@@ -329,14 +329,13 @@ def main() -> None:
     failures = [f for x in rows for f in x["failures"]] + [f for x in rb + ce for f in x["failures"]]
     notes = [
         "Notes: a connect costs the server far more than an idle socket. A signed-in connect makes two trips "
-        "to the database thread (`database_sync_to_async` is thread-sensitive by default, so every "
-        "consumer's database work in the process runs on one thread, one connect after another): the "
-        "session and user lookup in the auth middleware, then `socket_open` (upsert + one read, in a "
-        "transaction) with the snapshot queries. With `CONN_MAX_AGE` = 0 (the default) each trip also opens "
-        "a new database connection, about a third of the connect's database time here; "
-        "`DATABASE_CONN_MAX_AGE` > 0 removes it. The ceiling (no database) opens sockets several times "
-        "faster on the same server; if the storm target is missed, that serial database path is where the "
-        "time goes.",
+        "to the database thread (`database_sync_to_async` is thread-sensitive, so every consumer's database "
+        "work in the process runs on one thread, one connect after another): the sign-in (session, user, "
+        "powers: 3 statements), then `socket_open` (upsert + one read), the credential's re-check (3) and "
+        "the snapshot (the user's newest jobs, each built into its payload, and notifications). With "
+        "`CONN_MAX_AGE` 0 (the default: Django advises it under ASGI) each trip opens its database "
+        "connection. Most of the CPU is the snapshot's 50 job payloads (py-spy): building each from its "
+        "row and encoding the whole. The bare consumer reads nothing.",
     ]
     body = "\n".join(
         [setup, "", *table, "", f"Open failures: {failures[:5] if failures else 'none'}.", "", *notes]
