@@ -6,7 +6,6 @@ exactly once."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from unittest import mock
@@ -23,6 +22,11 @@ from jobs import launch, runner
 from jobs.models import Job, JobState
 from notifications import events, push
 from notifications.models import Notification
+from tests.jobs import test_job_path_queries as path_queries
+
+# The publisher's stand-in, and how its statements are shown: test_job_path_queries' own.
+published = path_queries.published
+_sql = path_queries._sql
 
 # Measured when set (SQLite; PostgreSQL adds the pass's advisory lock): a launch behind its
 # owner's waiting job took 5 statements, now 4 (BEGIN, one read for "older job waiting?" and
@@ -30,30 +34,6 @@ from notifications.models import Notification
 # worker's "anything lined up? anything queued?" after the job is one statement, not two).
 BEHIND_OWN_LAUNCH = 4
 RUN_IN_A_POOL_PROCESS = {"sqlite": 22, "postgresql": 23}
-
-
-class Recorder:
-    """Stands in for the per-process publisher: records what would reach Redis."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict]] = []
-
-    def get(self) -> Recorder:
-        return self
-
-    def submit(self, target: str, message: dict, direct: bool = False) -> None:
-        self.sent.append((target, json.loads(message["text"])))
-
-
-@pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder()
-    monkeypatch.setattr(push, "_publisher", recorder)
-    return recorder
-
-
-def _sql(queries: CaptureQueriesContext) -> str:
-    return "\n".join(f"  {q['sql'][:160]}" for q in queries.captured_queries)
 
 
 def _launch(owner):
