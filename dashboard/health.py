@@ -1,8 +1,9 @@
 """Probes and metrics: /healthz (the process serves), /readyz (its dependencies answer), /metrics.
 
-/healthz and /readyz are public and show no data; /metrics needs DEBUG, a staff session or the
-RUNBOARD_METRICS_TOKEN bearer token. It answers the counters and histograms of dashboard.metrics
-(every process's, in multiprocess mode) and gauges read from dashboard.ops at scrape time.
+/healthz and /readyz are public and show no data; /metrics needs DEBUG, a session holding the "use
+the operator view" permission, or the RUNBOARD_METRICS_TOKEN bearer token. It answers the counters
+and histograms of dashboard.metrics (every process's, in multiprocess mode) and gauges read from
+dashboard.ops at scrape time.
 """
 
 from __future__ import annotations

@@ -201,9 +201,12 @@ def close_code_label(code: int | None) -> str:
 
 
 @_never_raises
-def socket_closed(transport: str, code: int | None = None) -> None:
-    """A connection of ``transport`` closed with ``code`` (None: the transport has no code)."""
-    SOCKET_CLOSES.labels(transport=transport, code=close_code_label(code)).inc()
+def socket_closed(transport: str, code: int | None = None, *, by_client: bool = False) -> None:
+    """A connection of ``transport`` closed with ``code`` (None: the transport has no code);
+    ``by_client``: the client chose the code, so one of Runboard's (a server decision: 4403,
+    4503...) counts as ``other``, not as the server's (found by review: any user could raise them)."""
+    label = "other" if by_client and code in RUNBOARD_CLOSE_CODES else close_code_label(code)
+    SOCKET_CLOSES.labels(transport=transport, code=label).inc()
 
 
 @_never_raises

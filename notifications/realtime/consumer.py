@@ -138,7 +138,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             )
 
     async def disconnect(self, code: int) -> None:
-        metrics.socket_closed("websocket", code)
+        sent = getattr(self, "close_code_sent", None)
+        metrics.socket_closed("websocket", code if sent is None else sent, by_client=sent is None)
         if not hasattr(self, "user"):
             return
         self.closed = True
@@ -327,6 +328,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def socket_recheck(self, message: dict[str, Any]) -> None:
         """The session was saved (its end date may have moved): check it now and re-arm."""
         await self._check_credential()
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Channels' close, remembering the code the server chose (the metrics tell it from a
+        client's own)."""
+        if getattr(self, "close_code_sent", None) is None:
+            self.close_code_sent = 1000 if code is None or isinstance(code, bool) else code
+        await super().close(code=code, reason=reason)
 
     async def close_with(self, code: int) -> None:
         """Close with ``code`` and send nothing after it (once)."""

@@ -149,3 +149,33 @@ def test_a_resume_sent_right_after_the_credential_ended_gets_no_page(make_user):
 
     with ThreadPoolExecutor(1) as thread:  # (a browser test may leave a loop set on this one)
         thread.submit(asyncio.run, run()).result(timeout=60)
+
+
+def test_a_close_code_the_client_chose_is_not_counted_as_the_servers_decision(make_user):
+    """Found by review: a client closing with 4503 or 4403 raised the counts alerts watch for the
+    server's own closes; the server's codes are counted as sent, a client's Runboard code as other."""
+    from prometheus_client import generate_latest
+
+    from dashboard import metrics
+    from tests.dashboard.test_metrics import samples, value
+
+    user = make_user()
+    client = Client()
+    client.force_login(user)
+    credential = session_credential(user, client.session.session_key)
+
+    def closes(code: str) -> float:
+        text = generate_latest(metrics.scrape_registry()).decode()
+        return value(samples(text), "runboard_socket_closes_total", transport="websocket", code=code)
+
+    async def scenario():
+        socket = Socket(user, credential)
+        await socket.open()
+        await socket.receive()  # hello
+        await socket.receive()  # snapshot
+        await socket.communicator.send_input({"type": "websocket.disconnect", "code": 4503})
+        await socket.communicator.wait(10)
+
+    before = closes("4503"), closes("other")
+    asyncio.run(scenario())
+    assert (closes("4503"), closes("other")) == (before[0], before[1] + 1)
