@@ -11,7 +11,7 @@ when ``PROMETHEUS_MULTIPROC_DIR`` is set in the environment *before* Python star
 writes its values to ``<dir>/<type>_<pid>.db`` and the process answering ``/metrics`` adds them up
 (``scrape_registry``). The directory must be shared by every process of one host and emptied at
 each deploy (docs/operations.md, *Metrics across processes*). Unset, the figures are this process's
-own (``RUNBOARD_REGISTRY``): right for a single process, a share of the truth for several.
+own (``PROCESS_REGISTRY``): right for a single process, a share of the truth for several.
 
 No gauge lives here: the gauges (queue depths, active jobs, open sockets) are read at scrape time
 by dashboard/health.py, so no ``multiprocess_mode`` has to guess how to merge per-process values.
@@ -37,7 +37,7 @@ MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Where the figures of a process without the multiprocess directory live (not prometheus-client's
 # default REGISTRY: that one also carries process_*/python_* collectors, which multiprocess mode
 # cannot merge, and a scrape would differ between the two modes).
-RUNBOARD_REGISTRY = CollectorRegistry(auto_describe=True)
+PROCESS_REGISTRY = CollectorRegistry(auto_describe=True)
 
 # A counter's first update opens its file there: a directory that does not exist (a typo, a tmpfs
 # not mounted yet) would make that update raise in a job or a publish, not at the scrape.
@@ -56,59 +56,59 @@ CATCHUP_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100)
 # Close codes kept as a label value: RFC 6455's (1000-1015) and Runboard's own
 # (notifications.events.CLOSE_*, docs/protocol.md). A client may close with any code from 1000 to
 # 4999; the rest count as "other", so a client cannot grow the series without bound.
-RUNBOARD_CLOSE_CODES = frozenset({4401, 4403, 4409, 4412, 4429, 4503})
+SERVER_CLOSE_CODES = frozenset({4401, 4403, 4409, 4412, 4429, 4503})
 RFC_CLOSE_CODES = range(1000, 1016)
 
 JOBS_FINISHED = Counter(
     "runboard_jobs_finished",
     "Jobs that ended, by kind and outcome (succeeded, failed, cancelled), each counted once.",
     ["kind", "outcome"],
-    registry=RUNBOARD_REGISTRY,
+    registry=PROCESS_REGISTRY,
 )
 JOB_DURATION = Histogram(
     "runboard_job_duration_seconds",
     "Seconds from a job's start (its latest attempt) to its end, by kind.",
     ["kind"],
     buckets=DURATION_BUCKETS,
-    registry=RUNBOARD_REGISTRY,
+    registry=PROCESS_REGISTRY,
 )
 JOB_QUEUE_WAIT = Histogram(
     "runboard_job_queue_wait_seconds",
     "Seconds a job waited between its launch (a retry: its re-queue) and its start, by kind.",
     ["kind"],
     buckets=QUEUE_WAIT_BUCKETS,
-    registry=RUNBOARD_REGISTRY,
+    registry=PROCESS_REGISTRY,
 )
 PUSHES = Counter(
     "runboard_pushes",
     "Events handed to the channel layer (target: group, or direct to one connection).",
     ["target"],
-    registry=RUNBOARD_REGISTRY,
+    registry=PROCESS_REGISTRY,
 )
 PUSH_FAILURES = Counter(
     "runboard_push_failures",
     "Events that could not be handed to the channel layer (dropped; clients resync from the database).",
     ["target"],
-    registry=RUNBOARD_REGISTRY,
+    registry=PROCESS_REGISTRY,
 )
 SOCKET_CONNECTS = Counter(
     "runboard_socket_connects",
     "Connections opened to the event transports (transport: websocket or sse), signed in or not.",
     ["transport"],
-    registry=RUNBOARD_REGISTRY,
+    registry=PROCESS_REGISTRY,
 )
 SOCKET_CLOSES = Counter(
     "runboard_socket_closes",
     "Connections closed, by transport and close code (sse: none; an unknown code: other).",
     ["transport", "code"],
-    registry=RUNBOARD_REGISTRY,
+    registry=PROCESS_REGISTRY,
 )
 CATCHUP_PAGE = Histogram(
     "runboard_catchup_page_notifications",
     "Notifications replayed per catch-up page; last: whether the page ended its catch-up.",
     ["last"],
     buckets=CATCHUP_BUCKETS,
-    registry=RUNBOARD_REGISTRY,
+    registry=PROCESS_REGISTRY,
 )
 
 
@@ -195,7 +195,7 @@ def close_code_label(code: int | None) -> str:
     ``none`` without one (an SSE stream), else ``other``."""
     if code is None:
         return "none"
-    if code in RFC_CLOSE_CODES or code in RUNBOARD_CLOSE_CODES:
+    if code in RFC_CLOSE_CODES or code in SERVER_CLOSE_CODES:
         return str(code)
     return "other"
 
@@ -205,7 +205,7 @@ def socket_closed(transport: str, code: int | None = None, *, by_client: bool = 
     """A connection of ``transport`` closed with ``code`` (None: the transport has no code);
     ``by_client``: the client chose the code, so one of Runboard's (a server decision: 4403,
     4503...) counts as ``other``, not as the server's (found by review: any user could raise them)."""
-    label = "other" if by_client and code in RUNBOARD_CLOSE_CODES else close_code_label(code)
+    label = "other" if by_client and code in SERVER_CLOSE_CODES else close_code_label(code)
     SOCKET_CLOSES.labels(transport=transport, code=label).inc()
 
 
@@ -239,7 +239,7 @@ class _Own(Collector):
     """This process's figures, for a scrape registry of its own (one collector, however many metrics)."""
 
     def collect(self) -> Any:
-        return RUNBOARD_REGISTRY.collect()
+        return PROCESS_REGISTRY.collect()
 
 
 @worker_process_shutdown.connect

@@ -5,6 +5,7 @@ against the real web server, Redis and channel layer, at desktop and phone width
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,7 +57,12 @@ def vapid_key() -> None:
 def wait_for_snapshot(page: Any) -> None:
     """Until the page's socket has its snapshot: a notification made before that comes in the
     snapshot (to the bell, never as a toast), one made after as a live toast."""
-    page.wait_for_function("Number.isInteger(window.runboard?.socket?.lastNotificationId)")
+    # Polled from here: wait_for_function's polling evaluates its predicate with eval() in the
+    # page, which the page's CSP refuses when the first check fails (seen under CI's load).
+    deadline = time.monotonic() + 15
+    while not page.evaluate("Number.isInteger(window.runboard?.socket?.lastNotificationId)"):
+        assert time.monotonic() < deadline, "the page's socket never got its snapshot"
+        page.wait_for_timeout(50)
 
 
 def test_every_page_is_live_and_its_bell_follows_mark_all_read_in_another_tab(context, make_user):
