@@ -54,11 +54,17 @@ def test_the_log_follows_until_the_reader_scrolls_up(page, make_user, celery_wor
 
     log = page.locator("#log")
     expect(log).to_contain_text("Finished step 20 of 80", timeout=15_000)
-    at_bottom = "(l => l.scrollTop + l.clientHeight >= l.scrollHeight - 4)(document.getElementById('log'))"
-    # Polled: a line can arrive between the check above and this one, and the log scrolls to it
-    # on the next frame (a single check failed in a full CI run under load).
-    deadline = time.monotonic() + 5
-    while not page.evaluate(at_bottom):
+    # The reader can only scroll up once the log overflows its box: until then scrollTop = 0 is
+    # the bottom, no scroll event fires and the page rightly keeps following (under CI's load
+    # "step 20" can arrive with ~20 lines, which fit; that is what failed). So wait for lines
+    # enough to scroll by, with the log at its bottom, polled: a line can land between checks
+    # and the log follows it on the next frame.
+    followed_overflow = (
+        "(l => l.scrollHeight - l.clientHeight > 100 && l.scrollTop + l.clientHeight >= l.scrollHeight - 4)"
+        "(document.getElementById('log'))"
+    )
+    deadline = time.monotonic() + 15
+    while not page.evaluate(followed_overflow):
         assert time.monotonic() < deadline, "the log did not follow its new lines"
         page.wait_for_timeout(50)
     page.evaluate("document.getElementById('log').scrollTop = 0")
