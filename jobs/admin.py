@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Page, Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -56,6 +56,27 @@ class BoundedCountPaginator(Paginator):
     @property
     def estimated(self) -> bool:
         return not self.bounded.exact
+
+    def validate_number(self, number: Any) -> int:
+        """Django's check, except that an estimated count does not end the list: when the estimate
+        is low, the oldest pages lie past it, and Django would redirect them to ``?e=1``."""
+        try:
+            return super().validate_number(number)
+        except EmptyPage:
+            if not self.estimated:
+                raise
+            return int(number)  # super() has checked it is a whole number >= 1
+
+    def page(self, number: Any) -> Page:
+        """Django's page, without trimming the last one to the count when that is an estimate (a
+        page past the end is empty)."""
+        if not self.estimated:
+            return super().page(number)
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        return self._get_page(  # type: ignore[attr-defined]  # Django's hook for Page subclasses
+            self.object_list[bottom : bottom + self.per_page], number, self
+        )
 
 
 @admin.register(Job)

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from dashboard import ops
 from jobs import selectors
+from jobs.admin import JobAdmin
 from jobs.models import Job, JobState
 from tests.jobs.factories import make_job
 
@@ -193,6 +194,47 @@ def test_the_admin_job_list_labels_an_estimated_count_about_and_never_counts_eve
     assert response.status_code == 200
     assert _counts_every_job(captured.captured_queries) == []
     assert re.search(r"about 12 jobs", response.content.decode()), response.content.decode()[-2000:]
+
+
+def test_every_count_the_admin_job_list_prints_is_labelled_about_when_it_is_an_estimate(
+    make_user, monkeypatch
+):
+    # Found by review: the pagination line said "about", but "Select all N jobs", "All N selected"
+    # and a search's "N results" printed the estimate as if exact.
+    _require_postgresql()
+    client = _admin(make_user)
+    owner = make_user(username="estimated-owner")
+    some_jobs(owner, 12)
+    _large(monkeypatch)
+    monkeypatch.setattr(JobAdmin, "list_per_page", 5)
+
+    body = client.get("/admin/jobs/job/").content.decode()
+    assert "Select all (about 12) jobs" in body and "All (about 12) selected" in body
+    assert not re.search(r"Select all \d", body) and not re.search(r"All \d+ selected", body)
+
+    body = client.get("/admin/jobs/job/?q=estimated-owner").content.decode()
+    assert re.search(r"about \d+ results", body), body[-3000:]
+    assert not re.search(r">\s*\d+ results?", body)
+
+
+def test_the_admin_s_oldest_pages_open_when_the_estimate_is_low(make_user, monkeypatch):
+    # Found by review: with an estimate below the real count, Django's paginator refused the
+    # pages past it and the admin redirected them to ?e=1 (an error page of the list).
+    _require_postgresql()
+    client = _admin(make_user)
+    owner = make_user()
+    some_jobs(owner, 12)
+    _large(monkeypatch)  # statistics say 12 jobs...
+    oldest = make_job(owner=owner, state=JobState.SUCCEEDED)
+    Job.objects.filter(pk=oldest.pk).update(created_at=timezone.now() - timedelta(days=30))
+    some_jobs(owner, 30)  # ...and 43 are there, in the pages the estimate had (one)
+    monkeypatch.setattr(JobAdmin, "list_per_page", 5)
+
+    response = client.get("/admin/jobs/job/?p=9")
+
+    assert response.status_code == 200, response.get("Location")
+    assert f"/admin/jobs/job/{oldest.pk}/change/" in response.content.decode()
+    assert client.get("/admin/jobs/job/?p=40").status_code == 200  # past the end: an empty page
 
 
 def test_the_admin_job_list_shows_an_exact_count_while_small(make_user):
