@@ -118,7 +118,8 @@ ENVIRONMENT_ONLY = {
 
 
 class DashboardSettings:
-    """``RUNBOARD_*`` settings read only by dashboard/: HTTP limits, token throttling, metrics."""
+    """``RUNBOARD_*`` settings read only by dashboard/: HTTP limits, token throttling, the sockets'
+    database connection, metrics."""
 
     # --- HTTP limits (dashboard/http_limits.py; docs/operations.md "HTTP limits") ----------------
     HTTP_HEADER_TIMEOUT = Setting(
@@ -154,6 +155,13 @@ class DashboardSettings:
     TOKEN_COOLOFF = Setting(
         900.0,
         "Seconds: how long a token pause lasts after the last failure (and the window between failures).",
+    )
+
+    # --- Database (dashboard/db.py; docs/operations.md "Database connections") ---------------------
+    SOCKET_DB_CONN_MAX_AGE = Setting(
+        60.0,
+        "Seconds the sockets' shared database thread keeps its connection (one per web process); "
+        "0: a connection per call, as every other thread.",
     )
 
     # --- Metrics (dashboard/health.py) -----------------------------------------------------------

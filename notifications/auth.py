@@ -7,12 +7,12 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
+from dashboard.db import database_sync_to_async
 from dashboard.throttle.address import scope_address
 from dashboard.throttle.asgi import websocket_refuse_throttled
 from dashboard.throttle.tokens import TokenThrottled, token_attempt

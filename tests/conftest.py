@@ -55,6 +55,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's, plus: before the test database is dropped, close the connection the
+    sockets' shared database thread keeps (dashboard/db.py) after in-process consumer tests;
+    PostgreSQL refuses to drop a database someone is connected to."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
 def grant_powers(user: Any, *powers: Any) -> Any:
     """Give ``user`` operator powers (all of them by default) through a Django group, as an
     administrator would (jobs/permissions.py)."""

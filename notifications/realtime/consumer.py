@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 
 from dashboard import metrics
+from dashboard.db import database_sync_to_async
 from dashboard.operator import operator_snapshot
 from jobs.permissions import Power
 from notifications.conf import app_settings

@@ -22,10 +22,10 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, Protocol
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
+from dashboard.db import database_sync_to_async
 from notifications.conf import app_settings
 
 from .. import credentials, events

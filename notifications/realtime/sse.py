@@ -14,12 +14,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from dashboard import metrics
+from dashboard.db import database_sync_to_async
 from dashboard.throttle.address import request_address
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
 from notifications.conf import app_settings

@@ -1,0 +1,73 @@
+"""Database calls from async code: Channels' ``database_sync_to_async``, with one kept connection for
+the sockets' shared database thread.
+
+Why: a connect storm is bound by Channels' single database thread, and with ``CONN_MAX_AGE = 0``
+(the default under ASGI, see settings) every trip to it opened and closed a connection: measured in
+issue 15, 30.8 s for 1,000 connects and 29.8 ms of CPU each, against 18.7 s and 18.0 ms with
+connections kept. Keeping them for every thread is unsafe under ASGI (Django gives each HTTP
+request, and so each SSE stream, a thread of its own: a kept connection there leaks or pins a
+backend for hours). The sockets' thread is different: asgiref runs every thread-sensitive call
+made outside a request (WebSocket consumers and their middleware) in one process-wide thread, so a
+connection kept there is one per web process, reused by every socket.
+
+So: on that thread the connection lives ``RUNBOARD_SOCKET_DB_CONN_MAX_AGE`` seconds (default 60)
+from its opening, with Django's health check before each call's first query (one ``SELECT 1``, so
+a database restart costs no failed call); an error or a left-open transaction still closes it, as
+``close_old_connections`` does. On every other thread this is Channels' own class, unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from asgiref.sync import SyncToAsync
+from channels.db import DatabaseSyncToAsync
+from django.db import close_old_connections, connections
+
+from dashboard.conf import app_settings
+
+
+def on_the_shared_thread() -> bool:
+    """Whether this is asgiref's process-wide thread for thread-sensitive calls made outside any
+    request (``SyncToAsync.single_thread_executor``): where Channels' consumers reach the database.
+    False if asgiref no longer exposes it (then connections are per use, as before)."""
+    threads = getattr(SyncToAsync.single_thread_executor, "_threads", ())
+    return threading.current_thread() in threads
+
+
+def keep_connections(max_age: float) -> None:
+    """Give each connection this thread opened since the last call a life of ``max_age`` seconds
+    from now, with a health check before each use; a connection already given one keeps its end.
+    Does nothing to a connection whose settings keep it longer (``CONN_MAX_AGE`` None or larger)."""
+    for conn in connections.all(initialized_only=True):
+        raw = conn.connection
+        # The object itself, not its id(): a new connection can reuse a closed one's id.
+        if raw is None or getattr(conn, "_runboard_kept", None) is raw:
+            continue
+        conn._runboard_kept = raw  # type: ignore[attr-defined]  # our mark on Django's wrapper
+        configured = conn.settings_dict["CONN_MAX_AGE"]
+        if configured is None or configured >= max_age:
+            continue
+        conn.close_at = time.monotonic() + max_age
+        conn.health_check_enabled = True  # type: ignore[attr-defined]  # set by connect(); stubs lack it
+
+
+class SocketDatabaseSyncToAsync(DatabaseSyncToAsync):
+    """``channels.db.DatabaseSyncToAsync`` that keeps the shared thread's connection (see above)."""
+
+    def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
+        max_age = app_settings.SOCKET_DB_CONN_MAX_AGE if on_the_shared_thread() else 0.0
+        close_old_connections()
+        try:
+            # Channels' parent would close the connection around the call; skip to asgiref's.
+            return SyncToAsync.thread_handler(self, loop, *args, **kwargs)
+        finally:
+            if max_age > 0:
+                keep_connections(max_age)
+            close_old_connections()
+
+
+# Used as Channels' is: a callable or a decorator.
+database_sync_to_async = SocketDatabaseSyncToAsync

@@ -1,0 +1,145 @@
+"""The sockets' shared database thread keeps one connection; every other thread opens one per call
+(dashboard/db.py, issue 15 §2). Counted by Django's ``connection_created`` signal, per thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+from django.db import connection, connections
+from django.db.backends.signals import connection_created
+from django.test import override_settings
+
+from dashboard.db import database_sync_to_async
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def opened() -> Iterator[list[str]]:
+    """The name of the thread of each database connection opened while the test runs."""
+    names: list[str] = []
+
+    def record(sender: Any, connection: Any, **kwargs: Any) -> None:
+        names.append(threading.current_thread().name)
+
+    connection_created.connect(record)
+    # Start from no kept connection: an earlier test may have left one on the shared thread.
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+    yield names
+    connection_created.disconnect(record)
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
+def query() -> str:
+    """One real statement, as a socket's trip makes; the thread it ran on."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return threading.current_thread().name
+
+
+def in_an_event_loop(main: Callable[[], Any]) -> Any:
+    """Run ``main()`` as uvicorn runs a consumer: in an event loop no sync code started (in a thread
+    of its own, as a browser test earlier in the run may leave a loop in this one)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result(timeout=60)
+
+
+def test_the_sockets_shared_database_thread_reuses_one_connection_across_calls(opened):
+    async def main() -> list[str]:
+        return [await database_sync_to_async(query)() for _ in range(5)]
+
+    threads = in_an_event_loop(main)
+
+    assert len(set(threads)) == 1  # Channels' single database thread
+    assert opened == threads[:1]  # before: one connection per call, 5
+
+
+def test_a_request_s_thread_still_opens_a_connection_per_call(opened):
+    # Django's ASGI handler runs each request (each SSE stream) in a ThreadSensitiveContext: a
+    # thread of its own, where a kept connection would leak or pin a backend for hours.
+    async def main() -> list[str]:
+        async with ThreadSensitiveContext():
+            return [await database_sync_to_async(query)() for _ in range(3)]
+
+    threads = in_an_event_loop(main)
+
+    shared = SyncToAsync.single_thread_executor.submit(lambda: threading.current_thread().name).result()
+    assert shared not in threads
+    assert len(opened) == 3 and set(opened) == set(threads)
+
+
+def test_the_kept_connection_is_replaced_after_its_maximum_age(opened):
+    async def main() -> None:
+        await database_sync_to_async(query)()
+        time.sleep(0.3)
+        await database_sync_to_async(query)()
+        await database_sync_to_async(query)()
+
+    with override_settings(RUNBOARD_SOCKET_DB_CONN_MAX_AGE=0.2):
+        in_an_event_loop(main)
+
+    assert len(opened) == 2
+
+
+def test_a_setting_of_zero_opens_a_connection_per_call_on_the_shared_thread_too(opened):
+    async def main() -> None:
+        for _ in range(3):
+            await database_sync_to_async(query)()
+
+    with override_settings(RUNBOARD_SOCKET_DB_CONN_MAX_AGE=0):
+        in_an_event_loop(main)
+
+    assert len(opened) == 3
+
+
+def test_a_kept_connection_the_database_ended_costs_no_failed_call(opened):
+    # As after a database restart or an idle timeout: the server ends the kept connection. Django's
+    # health check (on for the kept connection) notices before the next call's first query.
+    if connection.vendor != "postgresql":
+        pytest.skip("a server that ends connections: SQLite has none")
+
+    def backend_pid() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
+    def terminate(pid: int) -> None:  # from another connection, as an administrator would
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        finally:
+            connection.close()
+        time.sleep(0.2)
+
+    async def main() -> None:
+        pid = await database_sync_to_async(backend_pid)()
+        await asyncio.to_thread(terminate, pid)
+        assert await database_sync_to_async(backend_pid)() != pid
+
+    in_an_event_loop(main)
+
+    assert len(opened) == 3  # the kept one, its replacement, and the administrator's
+
+
+def test_a_call_that_fails_in_a_transaction_leaves_no_broken_connection_behind(opened):
+    from django.db import DatabaseError, transaction
+
+    def fail_in_a_transaction() -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+
+    async def main() -> str:
+        await database_sync_to_async(query)()
+        with pytest.raises(DatabaseError):
+            await database_sync_to_async(fail_in_a_transaction)()
+        return await database_sync_to_async(query)()
+
+    assert in_an_event_loop(main)
