@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make run    set up (virtualenv, dependencies, Redis, migrations, demo login) and start web, worker, housekeeping and beat"
-	@echo "make test   set up the same plus Chromium, then run the whole test suite"
+	@echo "make test   set up the same plus Chromium and axe-core, then run the whole test suite"
 	@echo "make bench  run the benchmarks (real Redis, workers) and write bench/RESULTS.md"
 	@echo "make bench-quick  the same as short smoke runs (--quick; not figures to quote)"
 	@echo "make lint   ruff (lint and format), import contracts, mypy"
@@ -32,7 +32,9 @@ run: setup
 # the local one), the database-heavy tests again against it (not the browser, fault-injection and
 # benchmark smoke tests: they test processes, not the database, and already ran).
 test: setup
-	$(PYTHON) scripts/system_deps.py redis-server chromium promtool
+	$(PYTHON) scripts/system_deps.py redis-server chromium promtool npm
+	@[ -f tests/a11y/node_modules/axe-core/axe.min.js ] || \
+	  npm ci --prefix tests/a11y --no-audit --no-fund --loglevel=error
 	@$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if PG=$$($(BIN)/python scripts/postgres_url.py); then \

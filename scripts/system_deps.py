@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make sure the Debian packages Runboard needs are present; install them when we are root.
 
-Usage: system_deps.py NAME [NAME ...] where NAME is one of: redis-server, chromium, promtool,
+Usage: system_deps.py NAME [NAME ...] where NAME is one of: redis-server, chromium, promtool, npm,
 python3-venv.
 Standard library only: it runs before the virtualenv exists.
 """
@@ -20,6 +20,8 @@ KNOWN = {
     # Prometheus' own linter for exposition text; the suite pipes /metrics through `promtool check
     # metrics` (tests/system/test_metrics_multiprocess.py). Debian ships it in the server package.
     "promtool": (lambda: shutil.which("promtool") is not None, "prometheus"),
+    # Installs the suite's axe-core (tests/a11y/package.json, pinned by its package-lock.json).
+    "npm": (lambda: shutil.which("npm") is not None, "npm"),
     "python3-venv": (lambda: False, f"python3.{sys.version_info.minor}-venv"),
 }
 _updated = False

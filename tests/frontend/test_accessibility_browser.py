@@ -1,0 +1,95 @@
+"""Every page passes axe-core (the npm package, pinned in tests/a11y/package.json and installed by
+`make test`) with no violation of serious or critical impact, at desktop and phone widths, and has
+exactly one ``h1`` (issue 16, quality bar)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from jobs.models import JobState
+from notifications import inbox as notifications
+from tests.jobs.factories import make_job
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+
+AXE = Path(__file__).resolve().parents[1] / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
+WIDTHS = {"desktop": 1280, "phone": 390}
+BLOCKING = ("serious", "critical")
+
+
+@pytest.fixture
+def operator(make_user):
+    return make_user(operator=True, is_superuser=True)
+
+
+def log_in(page: Any, user: Any) -> None:
+    page.goto("/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill("pw-" + user.username)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#connection")).to_have_text("Live")
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's violations of serious or critical impact on the page as it is now: rule, impact,
+    and the first few offending nodes (selector and axe's summary)."""
+    if not AXE.exists():
+        pytest.fail(f"{AXE} missing: `make test` installs it (npm ci --prefix tests/a11y)")
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text())  # as DevTools would: not a page script, so the CSP allows it
+    found = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".map(v => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.slice(0, 3).map(n => [n.target.join(' '), n.failureSummary])}))"
+    )
+    return [v for v in found if v["impact"] in BLOCKING]
+
+
+def check(page: Any, name: str) -> list[str]:
+    problems = [
+        f"{name}: {v['id']} ({v['impact']}): {v['help']}: {json.dumps(v['nodes'])}"
+        for v in axe_violations(page)
+    ]
+    headings = page.locator("h1").count()
+    if headings != 1:
+        problems.append(f"{name}: {headings} h1 elements (want exactly one)")
+    return problems
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_page_has_one_h1_and_no_serious_accessibility_violation(
+    browser, live_server_url, operator, width
+):
+    succeeded = make_job(owner=operator, state=JobState.SUCCEEDED)
+    failed = make_job(owner=operator, state=JobState.FAILED, error="Line 2: not a number")
+    notifications.notify(recipient_id=operator.pk, title="Something finished", level="warning")
+    pages = {
+        "dashboard": "/",
+        "job page (succeeded)": f"/jobs/{succeeded.id}/",
+        "job page (failed)": f"/jobs/{failed.id}/",
+        "settings": "/settings/",
+        "diagnostics": "/diagnostics/",
+        "operations": "/operations/",
+        "schedules": "/operations/schedules/",
+    }
+    context = browser.new_context(base_url=live_server_url, viewport={"width": WIDTHS[width], "height": 900})
+    page = context.new_page()
+    try:
+        page.goto("/login/")
+        problems = check(page, "login")
+        log_in(page, operator)
+        for name, path in pages.items():
+            page.goto(path)
+            expect(page.locator("#connection")).to_have_text("Live")
+            problems += check(page, name)
+        page.goto("/")
+        page.locator("#bell").click()  # the notification centre, open
+        problems += check(page, "dashboard with the notification centre open")
+    finally:
+        context.close()
+    assert not problems, "\n".join(problems)
