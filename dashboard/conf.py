@@ -160,8 +160,8 @@ class DashboardSettings:
     # --- Database (dashboard/db.py; docs/operations.md "Database connections") ---------------------
     SOCKET_DB_CONN_MAX_AGE = Setting(
         60.0,
-        "Seconds the sockets' shared database thread keeps its connection (one per web process); "
-        "0: a connection per call, as every other thread.",
+        "Seconds the sockets' shared database thread reuses its connection (one per web process), "
+        "replaced by the first call after; 0: a connection per call, as every other thread.",
     )
 
     # --- Metrics (dashboard/health.py) -----------------------------------------------------------

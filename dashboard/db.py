@@ -10,10 +10,15 @@ backend for hours). The sockets' thread is different: asgiref runs every thread-
 made outside a request (WebSocket consumers and their middleware) in one process-wide thread, so a
 connection kept there is one per web process, reused by every socket.
 
-So: on that thread the connection lives ``RUNBOARD_SOCKET_DB_CONN_MAX_AGE`` seconds (default 60)
-from its opening, with Django's health check before each call's first query (one ``SELECT 1``, so
-a database restart costs no failed call); an error or a left-open transaction still closes it, as
-``close_old_connections`` does. On every other thread this is Channels' own class, unchanged.
+So: on that thread the connection is reused by every call for ``RUNBOARD_SOCKET_DB_CONN_MAX_AGE``
+seconds (default 60) from its opening, and replaced by the first call after that (an idle
+process keeps its one connection until then); Django's health check runs before each call's first
+query (one ``SELECT 1``, so a database restart costs no failed call), and PostgreSQL connections
+carry libpq timeouts (settings: a silent host fails them in ~10 s, not the kernel's ~15 min). An
+error, Django's autocommit left off, or a transaction left open on the server (a raw ``BEGIN``)
+closes it. Calls on this path must not change session state (``SET``, session advisory locks,
+held cursors): it would carry over to the next user's call, as under a transaction-mode pooler.
+On every other thread this is Channels' own class, unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ def keep_connections(max_age: float) -> None:
     Does nothing to a connection whose settings keep it longer (``CONN_MAX_AGE`` None or larger)."""
     for conn in connections.all(initialized_only=True):
         raw = conn.connection
+        if raw is not None and _in_a_server_transaction(raw):
+            conn.close()  # the next user's call must not run inside this one's transaction
+            continue
         # The object itself, not its id(): a new connection can reuse a closed one's id.
         if raw is None or getattr(conn, "_runboard_kept", None) is raw:
             continue
@@ -52,6 +60,14 @@ def keep_connections(max_age: float) -> None:
             continue
         conn.close_at = time.monotonic() + max_age
         conn.health_check_enabled = True  # type: ignore[attr-defined]  # set by connect(); stubs lack it
+
+
+def _in_a_server_transaction(raw: Any) -> bool:
+    """Whether a PostgreSQL connection is inside a transaction (psycopg tracks it client-side: no
+    round trip). Django's ``close_old_connections`` only sees its own autocommit flag."""
+    info = getattr(raw, "info", None)
+    status = getattr(info, "transaction_status", None)
+    return status is not None and status.name != "IDLE"
 
 
 class SocketDatabaseSyncToAsync(DatabaseSyncToAsync):

@@ -158,6 +158,21 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'd
 # another request and an open stream would pin one (Django's docs: "When using ASGI, persistent
 # connections should be disabled"; found by review, issue 15, after a default of 60).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A connection to a database host that went away silently (a failover that moves the address,
+    # a dropped network path) must fail within seconds, not after the kernel's ~15 min of
+    # retransmissions: the sockets' shared database thread keeps its connection (dashboard/db.py),
+    # and every socket's database call would queue behind a hung one (found by review, issue 15).
+    # libpq's own parameters; a value given in DATABASE_URL's query string wins.
+    for name, value in {
+        "connect_timeout": 10,  # seconds to open a connection
+        "tcp_user_timeout": 10_000,  # ms that sent data may stay unacknowledged
+        "keepalives": 1,
+        "keepalives_idle": 30,  # s idle before the first probe
+        "keepalives_interval": 10,  # s between probes
+        "keepalives_count": 3,  # probes lost before the connection is dead
+    }.items():
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(name, value)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat write concurrently: wait for locks instead of failing, take the write
     # lock up front (no deadlocking upgrades) and use WAL so readers don't block the writer.

@@ -143,3 +143,42 @@ def test_a_call_that_fails_in_a_transaction_leaves_no_broken_connection_behind(o
         return await database_sync_to_async(query)()
 
     assert in_an_event_loop(main)
+
+
+def test_a_transaction_left_open_on_the_server_does_not_carry_into_the_next_call(opened):
+    # Found by review: a raw BEGIN (not Django's atomic()) left the kept connection inside a
+    # transaction, and the next user's call ran in it; Django only checks its own autocommit flag.
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg's transaction status: SQLite's module keeps no such flag")
+
+    def begin_and_leave() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+
+    def in_transaction() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT now() = statement_timestamp()")
+            return not cursor.fetchone()[0]  # inside a transaction, now() is its start
+
+    async def main() -> bool:
+        await database_sync_to_async(begin_and_leave)()
+        await asyncio.sleep(0.05)
+        return await database_sync_to_async(in_transaction)()
+
+    assert in_an_event_loop(main) is False
+    assert len(opened) == 2
+
+
+def test_a_postgresql_connection_carries_timeouts_so_a_silent_host_fails_in_seconds():
+    # Found by review: the kept connection's health check on a host that went silent (a failover
+    # moving the address) would block the sockets' thread for the kernel's ~15 min of retries,
+    # and every socket's database call behind it. libpq's timeouts bound it; read back from the
+    # live connection, so a setting libpq ignored would fail here.
+    if connection.vendor != "postgresql":
+        pytest.skip("libpq's parameters")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    given = {o.keyword.decode(): o.val for o in connection.connection.pgconn.info if o.val is not None}
+    assert given["tcp_user_timeout"] == b"10000"
+    assert given["connect_timeout"] == b"10"
+    assert given["keepalives"] == b"1" and int(given["keepalives_idle"]) <= 30
