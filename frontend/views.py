@@ -6,6 +6,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
 from jobs import selectors
+from jobs.conf import app_settings
 from jobs.kinds.registry import UnknownKind, all_kinds, get_kind
 from jobs.models import Job, JobState
 from jobs.permissions import signed_in_user
@@ -18,7 +19,13 @@ from .forms import form_fields
 @login_required
 @ensure_csrf_cookie
 def home(request: HttpRequest) -> HttpResponse:
-    kinds = [{"kind": kind, "fields": form_fields(kind)} for kind in all_kinds(user=request.user)]
+    launchable = all_kinds(user=request.user)
+    # Open on the everyday kind (a newcomer's first launch), not the first by title: for staff
+    # that was the broadcast form, which sends to every user.
+    names = [kind.name for kind in launchable]
+    wanted = app_settings.LAUNCH_PANEL_KIND
+    opened = wanted if wanted in names else next(iter(names), None)
+    kinds = [{"kind": kind, "fields": form_fields(kind), "open": kind.name == opened} for kind in launchable]
     return render(request, "frontend/home.html", {"kinds": kinds, "states": JobState.values})
 
 

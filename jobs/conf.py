@@ -25,6 +25,12 @@ class JobsSettings:
         [], "Dotted module names imported at startup to register a deployment's own job kinds."
     )
 
+    LAUNCH_PANEL_KIND = Setting(
+        "simulate",
+        "The kind whose form the dashboard's launch panel opens on (if the user may launch it; "
+        "else the first by title).",
+    )
+
     MAX_JOB_TIME_LIMIT = Setting(
         3600, "Seconds: the longest hard time limit a kind may declare (broker timeout +600 s, design.md §6)."
     )

@@ -19,8 +19,11 @@ def log_in(page, user, *, live=True):
 
 
 def open_launch_form(page, title, kind):
-    page.locator("summary", has_text=title).click()
-    return page.locator(f"form[data-kind={kind}]")
+    # The panel may already be open on it (RUNBOARD_LAUNCH_PANEL_KIND): a click would close it.
+    form = page.locator(f"form[data-kind={kind}]")
+    if not form.is_visible():
+        page.locator("summary", has_text=title).click()
+    return form
 
 
 def test_launch_watch_live_progress_to_100_percent_and_see_the_toast(page, make_user, celery_worker):
@@ -80,3 +83,12 @@ def test_diagnostics_shows_both_transports_working_and_a_round_trip_time(page, m
     expect(page.locator("#diag-socket")).to_contain_text("connected (protocol 1")
     expect(page.locator("#diag-sse")).to_have_text("working")
     expect(page.locator("#diag-rtt")).to_contain_text(re.compile(r"median [0-9.]+ ms"))
+
+
+def test_the_launch_panel_opens_on_simulated_work_even_for_staff(page, make_user):
+    # Before: kinds by title, the first open; for staff that was "Broadcast an announcement", a
+    # form that sends to every user, where the README's walkthrough starts on "Simulated work".
+    log_in(page, make_user(is_staff=True, is_superuser=True))
+    expect(page.locator("form[data-kind=simulate]")).to_be_visible()
+    expect(page.locator("form[data-kind=broadcast]")).to_be_hidden()
+    expect(page.locator("details.launch-kind[open]")).to_have_count(1)
