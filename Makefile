@@ -48,7 +48,8 @@ test: setup
 # Every scenario of bench/README.md that exists, one script each (a failing script does not stop the
 # others; make fails at the end), then bench/RESULTS.md. bench-quick: the same as smoke runs.
 BENCH_SCRIPTS := progress_overhead throughput csv_profile primes_scaling \
-                 transport fanout server_cost sockets_memory asgi_servers load admission history
+                 transport fanout server_cost sockets_memory socket_db_connection asgi_servers load \
+                 admission history
 BENCH_ARGS ?=
 
 bench: setup
