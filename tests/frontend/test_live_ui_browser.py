@@ -125,13 +125,19 @@ def test_markup_in_job_text_and_notifications_shows_as_text(page, make_user, cel
     assert page.locator("#log script, .job-error img, #notif-list script, #notif-list img").count() == 0
 
 
-def test_the_page_reconnects_after_the_server_restarts_and_catches_up(page, make_user, web_server):
+def test_the_page_reconnects_over_websocket_after_a_long_server_restart_and_catches_up(
+    page, make_user, web_server
+):
     user = make_user()
     log_in(page, user)
 
     web_server.stop()
     expect(page.locator("#connection")).to_contain_text(re.compile(r"Reconnecting in \d+ s"))
     missed = [notification_services.notify(recipient_id=user.pk, title=f"While away {i}") for i in range(3)]
+    # Down for longer than three failed attempts (1 + 2 + 4 s of backoff): before, the page then
+    # took the server's absence for a proxy refusing WebSockets and stayed on SSE for good (a CI
+    # run under load restarted the server that slowly).
+    page.wait_for_timeout(10_000)
     web_server.start()
 
     expect(page.locator("#connection")).to_have_text("Live", timeout=30_000)

@@ -131,8 +131,15 @@ export class RunboardSocket extends EventTarget {
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.stopped) return;
-      if (!opened && ++this.failures >= this.sseAfter && typeof EventSource !== "undefined") {
-        this.fallBackToSse();
+      if (!opened && typeof EventSource !== "undefined") {
+        // A socket that never opened counts towards the SSE fallback only while the server
+        // answers HTTP (a proxy that refuses WebSockets). A server that is down, for a restart
+        // or a deploy, refuses both: falling back then left every open page on SSE for good.
+        this.serverAnswers().then((answers) => {
+          if (this.stopped || this.ws !== null || this.source) return;
+          if (answers && ++this.failures >= this.sseAfter) this.fallBackToSse();
+          else this.scheduleReconnect();
+        });
         return;
       }
       if (event.code === 4412) {
@@ -154,6 +161,16 @@ export class RunboardSocket extends EventTarget {
       }
       this.scheduleReconnect();
     });
+  }
+
+  // Whether the server answers plain HTTP now (its public liveness probe, /healthz).
+  async serverAnswers() {
+    try {
+      const response = await fetch("/healthz", { cache: "no-store", credentials: "omit" });
+      return response.ok;
+    } catch {
+      return false;
+    }
   }
 
   scheduleReconnect() {
