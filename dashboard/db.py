@@ -2,9 +2,9 @@
 the sockets' shared database thread.
 
 Why: a connect storm is bound by Channels' single database thread, and with ``CONN_MAX_AGE = 0``
-(the default under ASGI, see settings) every trip to it opened and closed a connection: measured in
-issue 15, 30.8 s for 1,000 connects and 29.8 ms of CPU each, against 18.7 s and 18.0 ms with
-connections kept. Keeping them for every thread is unsafe under ASGI (Django gives each HTTP
+(the default under ASGI, see settings) every trip to it opened and closed a connection: on SQLite,
+41.4 ms of CPU per connect against 38.5 ms with this thread's connection kept (bench/
+socket_db_connection.py, 1,000 clients at once; issue 15). Keeping them for every thread is unsafe under ASGI (Django gives each HTTP
 request, and so each SSE stream, a thread of its own: a kept connection there leaks or pins a
 backend for hours). The sockets' thread is different: asgiref runs every thread-sensitive call
 made outside a request (WebSocket consumers and their middleware) in one process-wide thread, so a
@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from asgiref.sync import SyncToAsync
+from asgiref.sync import SyncToAsync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from channels.db import DatabaseSyncToAsync
 from django.db import close_old_connections, connections
 
@@ -87,3 +87,36 @@ class SocketDatabaseSyncToAsync(DatabaseSyncToAsync):
 
 # Used as Channels' is: a callable or a decorator.
 database_sync_to_async = SocketDatabaseSyncToAsync
+
+
+class CloseConnectionsBeforeStreaming:
+    """Django middleware (outermost): a streaming response (a file or log download, an SSE stream)
+    is sent after the view returns, for as long as the client takes, and Django closes the
+    request's database connections only when it ends. Close them when the view is done instead
+    (as ``close_old_connections`` would at the end: an operator's ``CONN_MAX_AGE`` still
+    applies), so a slow reader holds no database connection. Found in review (issue 15): 10 slow
+    downloads held 10 PostgreSQL connections for 60-90 s each, with nothing capping them."""
+
+    sync_capable = True
+    async_capable = True  # no thread hop added to requests that stream nothing
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self.async_mode:
+            return self._acall(request)
+        response = self.get_response(request)
+        if getattr(response, "streaming", False):
+            close_old_connections()
+        return response
+
+    async def _acall(self, request: Any) -> Any:
+        response = await self.get_response(request)
+        if getattr(response, "streaming", False):
+            # Thread-sensitive: the request's own thread, whose connection it is.
+            await sync_to_async(close_old_connections)()
+        return response

@@ -24,7 +24,6 @@ from functools import cache, wraps
 from typing import Annotated, Any, NotRequired, TypedDict
 
 import pydantic
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, ValidationError
@@ -37,6 +36,7 @@ from ninja import Query, Router
 from ninja.security import APIKeyCookie, HttpBearer
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from dashboard.db import database_sync_to_async
 from dashboard.throttle.address import request_address
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
 from notifications import events
@@ -633,7 +633,8 @@ async def _log_text(user: Any, job_id: str, first: list[JobLogLine]) -> AsyncIte
         text = "".join(f"{line.created_at.isoformat()} {line.text}\n" for line in chunk)
         yield text.encode("utf-8", "replace")  # a lone surrogate (SQLite stores them) as "?"
         try:
-            chunk = await sync_to_async(selectors.job_log_for_user)(
+            # A connection per chunk, closed after it: a slow reader pins none (dashboard/db.py).
+            chunk = await database_sync_to_async(selectors.job_log_for_user)(
                 user=user, job_id=job_id, after=chunk[-1].seq, limit=LOG_TEXT_CHUNK
             )
         except Job.DoesNotExist:  # deleted, or no longer theirs to read, meanwhile

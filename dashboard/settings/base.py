@@ -117,6 +117,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it runs after every other middleware's response: a download or stream holds
+    # no database connection while the client reads it (dashboard/db.py).
+    "dashboard.db.CloseConnectionsBeforeStreaming",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy on every response (django-csp; the policy is below).
     "csp.middleware.CSPMiddleware",
