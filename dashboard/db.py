@@ -4,11 +4,12 @@ the sockets' shared database thread.
 Why: a connect storm is bound by Channels' single database thread, and with ``CONN_MAX_AGE = 0``
 (the default under ASGI, see settings) every trip to it opened and closed a connection: on SQLite,
 41.4 ms of CPU per connect against 38.5 ms with this thread's connection kept (bench/
-socket_db_connection.py, 1,000 clients at once; issue 15). Keeping them for every thread is unsafe under ASGI (Django gives each HTTP
-request, and so each SSE stream, a thread of its own: a kept connection there leaks or pins a
-backend for hours). The sockets' thread is different: asgiref runs every thread-sensitive call
-made outside a request (WebSocket consumers and their middleware) in one process-wide thread, so a
-connection kept there is one per web process, reused by every socket.
+socket_db_connection.py, 1,000 clients at once; issue 15). Keeping them for every thread is unsafe
+under ASGI (Django gives each HTTP request, and so each SSE stream, a thread of its own: a kept
+connection there leaks or pins a backend for hours). The sockets' thread is different: asgiref
+runs every thread-sensitive call made outside a request (WebSocket consumers and their middleware)
+in one process-wide thread, so a connection kept there is one per web process, reused by every
+socket.
 
 So: on that thread the connection is reused by every call for ``RUNBOARD_SOCKET_DB_CONN_MAX_AGE``
 seconds (default 60) from its opening, and replaced by the first call after that (an idle
