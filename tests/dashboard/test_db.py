@@ -184,21 +184,15 @@ def test_a_postgresql_connection_carries_timeouts_so_a_silent_host_fails_in_seco
     assert given["keepalives"] == b"1" and int(given["keepalives_idle"]) <= 30
 
 
-def test_a_download_holds_no_database_connection_while_the_client_reads_it(make_user, settings):
+def test_a_download_holds_no_database_connection_while_the_client_reads_it(make_user):
     # Found by review: Django closes a request's connection when its response ends, so each slow
     # download held one (10 slow readers, 10 PostgreSQL connections for 60-90 s).
     from django.test import Client
 
-    from jobs.models import JobState
-    from tests.jobs.factories import make_job
+    from tests.jobs.factories import make_job_with_file
 
     user = make_user()
-    job = make_job(owner=user, state=JobState.SUCCEEDED, result={"file_name": "export.csv"})
-    job.result_file.name = f"results/{job.id}/export.csv"
-    job.save(update_fields=["result_file"])
-    path = settings.RUNBOARD_PRIVATE_DIR / job.result_file.name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"a,b\n" * 100_000)
+    job = make_job_with_file(owner=user, name="export.csv", content=b"a,b\n" * 100_000)
     client = Client()
     client.force_login(user)
 

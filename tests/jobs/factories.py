@@ -23,3 +23,17 @@ def make_job(*, owner: Any, state: JobState = JobState.QUEUED, **fields: Any) ->
     return Job.objects.create(
         **{"owner": owner, "kind": "simulate", "params": {"steps": 1, "step_ms": 0}, "state": state, **fields}
     )
+
+
+def make_job_with_file(*, owner: Any, name: str, content: bytes) -> Job:
+    """A succeeded job whose produced file (``result_file``, served by ``/download/``) holds
+    ``content``, stored where the private storage keeps results."""
+    from django.conf import settings
+
+    job = make_job(owner=owner, state=JobState.SUCCEEDED, result={"file_name": name})
+    job.result_file.name = f"results/{job.id}/{name}"
+    job.save(update_fields=["result_file"])
+    path = settings.RUNBOARD_PRIVATE_DIR / job.result_file.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return job

@@ -217,18 +217,24 @@ def test_every_count_the_admin_job_list_prints_is_labelled_about_when_it_is_an_e
     assert not re.search(r">\s*\d+ results?", body)
 
 
+def _estimated_low_with_an_oldest_job(owner: Any, monkeypatch: pytest.MonkeyPatch) -> Job:
+    """12 jobs the statistics know of, then an oldest job and 30 more they do not (43 in all),
+    listed 5 a page: the admin's estimate is below the real count. Returns the oldest job."""
+    some_jobs(owner, 12)
+    _large(monkeypatch)
+    oldest = make_job(owner=owner, state=JobState.SUCCEEDED)
+    Job.objects.filter(pk=oldest.pk).update(created_at=timezone.now() - timedelta(days=30))
+    some_jobs(owner, 30)
+    monkeypatch.setattr(JobAdmin, "list_per_page", 5)
+    return oldest
+
+
 def test_the_admin_s_oldest_pages_open_when_the_estimate_is_low(make_user, monkeypatch):
     # Found by review: with an estimate below the real count, Django's paginator refused the
     # pages past it and the admin redirected them to ?e=1 (an error page of the list).
     _require_postgresql()
     client = _admin(make_user)
-    owner = make_user()
-    some_jobs(owner, 12)
-    _large(monkeypatch)  # statistics say 12 jobs...
-    oldest = make_job(owner=owner, state=JobState.SUCCEEDED)
-    Job.objects.filter(pk=oldest.pk).update(created_at=timezone.now() - timedelta(days=30))
-    some_jobs(owner, 30)  # ...and 43 are there, in the pages the estimate had (one)
-    monkeypatch.setattr(JobAdmin, "list_per_page", 5)
+    oldest = _estimated_low_with_an_oldest_job(make_user(), monkeypatch)
 
     response = client.get("/admin/jobs/job/?p=9")
 
@@ -249,15 +255,9 @@ def test_a_search_the_planner_underestimates_says_more_than_the_limit_and_pages_
     # estimate were refused, so the oldest matches could not be reached.
     _require_postgresql()
     client = _admin(make_user)
-    owner = make_user(username="underestimated-owner")
-    some_jobs(owner, 12)
-    _large(monkeypatch)
-    oldest = make_job(owner=owner, state=JobState.SUCCEEDED)
-    Job.objects.filter(pk=oldest.pk).update(created_at=timezone.now() - timedelta(days=30))
-    some_jobs(owner, 30)
+    oldest = _estimated_low_with_an_oldest_job(make_user(username="underestimated-owner"), monkeypatch)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE jobs_job")  # the table's size known; the search's selectivity guessed
-    monkeypatch.setattr(JobAdmin, "list_per_page", 5)
 
     body = client.get("/admin/jobs/job/?q=underestimated").content.decode()
     assert "more than 5 results" in body and "Select all (more than 5) jobs" in body, body[-3000:]

@@ -14,10 +14,9 @@ import pytest
 from django.conf import settings
 
 from dashboard.conf import app_settings
-from jobs.models import JobState
 from jobs.tokens import token_create
 from tests.conftest import LiveServer
-from tests.jobs.factories import make_job
+from tests.jobs.factories import make_job_with_file
 from tests.support import slow_clients as slow
 from tests.support.procfile import procfile
 
@@ -201,12 +200,7 @@ def test_a_client_that_stops_reading_a_response_is_disconnected(small_limits_ser
     """A download nobody reads would hold its request task forever: cut after the stall limit."""
     size = 16 * 2**20  # well over what the kernel buffers on loopback (tcp_wmem max 4 MiB)
     user = make_user()
-    job = make_job(owner=user, state=JobState.SUCCEEDED, result={"file_name": "big.bin"})
-    job.result_file.name = f"results/{job.id}/big.bin"
-    job.save(update_fields=["result_file"])
-    path = settings.RUNBOARD_PRIVATE_DIR / job.result_file.name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x" * size)
+    job = make_job_with_file(owner=user, name="big.bin", content=b"x" * size)
     _, token = token_create(user=user, name="stall")
 
     with socket.socket() as sock:
@@ -226,4 +220,4 @@ def test_a_client_that_stops_reading_a_response_is_disconnected(small_limits_ser
             pass
     assert received < size / 2, f"the server waited: {received} bytes arrived"
     assert time.monotonic() - started < 5
-    path.unlink()
+    (settings.RUNBOARD_PRIVATE_DIR / job.result_file.name).unlink()
