@@ -46,7 +46,8 @@ def on_the_shared_thread() -> bool:
 def keep_connections(max_age: float) -> None:
     """Give each connection this thread opened since the last call a life of ``max_age`` seconds
     from now, with a health check before each use; a connection already given one keeps its end.
-    Does nothing to a connection whose settings keep it longer (``CONN_MAX_AGE`` None or larger)."""
+    Does nothing to a connection whose settings keep it longer (``CONN_MAX_AGE`` None or larger).
+    Closes instead a PostgreSQL connection left inside a transaction (a raw ``BEGIN``)."""
     for conn in connections.all(initialized_only=True):
         raw = conn.connection
         if raw is not None and _in_a_server_transaction(raw):
