@@ -180,3 +180,39 @@ def test_a_close_code_the_client_chose_is_not_counted_as_the_servers_decision(ma
     with ThreadPoolExecutor(1) as thread:  # (a browser test may leave a loop set on this one)
         thread.submit(asyncio.run, scenario()).result(timeout=60)
     assert (closes("4503"), closes("other")) == (before[0], before[1] + 1)
+
+
+def test_a_send_the_server_refuses_after_the_client_closed_removes_the_socket_s_row(make_user):
+    """uvicorn answers a send after it has recorded the client's close with a RuntimeError, not
+    an OSError: the consumer took it for a crash, never ran disconnect(), and the socket's row
+    stayed, counted open, until the heartbeat's sweep (1 of 10 sockets closed right after
+    ``hello`` in a CI run)."""
+    user = make_user()
+    client = Client()
+    client.force_login(user)
+    credential = session_credential(user, client.session.session_key)
+    sent: list[dict] = []
+
+    async def run():
+        incoming: asyncio.Queue = asyncio.Queue()
+        await incoming.put({"type": "websocket.connect"})
+
+        async def send(message):
+            if message["type"] == "websocket.send" and any(m["type"] == "websocket.send" for m in sent):
+                raise RuntimeError(
+                    "Unexpected ASGI message 'websocket.send', after sending 'websocket.close' "
+                    "or response already completed."
+                )
+            sent.append(message)
+
+        scope = {
+            "type": "websocket", "path": "/ws/notifications/", "query_string": b"", "headers": [],
+            "subprotocols": [], "user": user, "credential": credential,
+        }  # fmt: skip
+        await asyncio.wait_for(NotificationConsumer.as_asgi()(scope, incoming.get, send), 30)
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, run()).result(timeout=60)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"]  # hello, then gone
+    assert json.loads(sent[1]["text"])["type"] == "hello"
+    assert not SocketConnection.objects.filter(user=user).exists()
