@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from django.db.backends.signals import connection_created
 from django.test import override_settings
 
 from dashboard.db import database_sync_to_async
+from tests.support.slow_clients import run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,18 +45,11 @@ def query() -> str:
     return threading.current_thread().name
 
 
-def in_an_event_loop(main: Callable[[], Any]) -> Any:
-    """Run ``main()`` as uvicorn runs a consumer: in an event loop no sync code started (in a thread
-    of its own, as a browser test earlier in the run may leave a loop in this one)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, main()).result(timeout=60)
-
-
 def test_the_sockets_shared_database_thread_reuses_one_connection_across_calls(opened):
     async def main() -> list[str]:
         return [await database_sync_to_async(query)() for _ in range(5)]
 
-    threads = in_an_event_loop(main)
+    threads = run_async(main(), timeout=60)
 
     assert len(set(threads)) == 1  # Channels' single database thread
     assert opened == threads[:1]  # before: one connection per call, 5
@@ -69,7 +62,7 @@ def test_a_request_s_thread_still_opens_a_connection_per_call(opened):
         async with ThreadSensitiveContext():
             return [await database_sync_to_async(query)() for _ in range(3)]
 
-    threads = in_an_event_loop(main)
+    threads = run_async(main(), timeout=60)
 
     shared = SyncToAsync.single_thread_executor.submit(lambda: threading.current_thread().name).result()
     assert shared not in threads
@@ -84,7 +77,7 @@ def test_the_kept_connection_is_replaced_after_its_maximum_age(opened):
         await database_sync_to_async(query)()
 
     with override_settings(RUNBOARD_SOCKET_DB_CONN_MAX_AGE=0.2):
-        in_an_event_loop(main)
+        run_async(main(), timeout=60)
 
     assert len(opened) == 2
 
@@ -95,7 +88,7 @@ def test_a_setting_of_zero_opens_a_connection_per_call_on_the_shared_thread_too(
             await database_sync_to_async(query)()
 
     with override_settings(RUNBOARD_SOCKET_DB_CONN_MAX_AGE=0):
-        in_an_event_loop(main)
+        run_async(main(), timeout=60)
 
     assert len(opened) == 3
 
@@ -124,7 +117,7 @@ def test_a_kept_connection_the_database_ended_costs_no_failed_call(opened):
         await asyncio.to_thread(terminate, pid)
         assert await database_sync_to_async(backend_pid)() != pid
 
-    in_an_event_loop(main)
+    run_async(main(), timeout=60)
 
     assert len(opened) == 3  # the kept one, its replacement, and the administrator's
 
@@ -142,7 +135,7 @@ def test_a_call_that_fails_in_a_transaction_leaves_no_broken_connection_behind(o
             await database_sync_to_async(fail_in_a_transaction)()
         return await database_sync_to_async(query)()
 
-    assert in_an_event_loop(main)
+    assert run_async(main(), timeout=60)
 
 
 def test_a_transaction_left_open_on_the_server_does_not_carry_into_the_next_call(opened):
@@ -165,7 +158,7 @@ def test_a_transaction_left_open_on_the_server_does_not_carry_into_the_next_call
         await asyncio.sleep(0.05)
         return await database_sync_to_async(in_transaction)()
 
-    assert in_an_event_loop(main) is False
+    assert run_async(main(), timeout=60) is False
     assert len(opened) == 2
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -17,6 +16,7 @@ from notifications import events, inbox, selectors
 from notifications.credentials import session_credential
 from notifications.models import Notification, NotificationState, SocketConnection
 from notifications.realtime.consumer import NotificationConsumer
+from tests.support.slow_clients import run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,8 +92,7 @@ def test_a_paged_resume_holds_live_notifications_until_its_last_page(make_user):
 
     # A thread of its own: a browser test earlier in the session leaves Playwright's event loop
     # set on this one, where asyncio.run() refuses to start another.
-    with ThreadPoolExecutor(1) as thread:
-        ids, pages = thread.submit(asyncio.run, run()).result(timeout=120)
+    ids, pages = run_async(run(), timeout=120)
     assert pages == len(missed) // selectors.REPLAY_PAGE
     assert ids == sorted(ids) and len(ids) == len(set(ids)) == 253
 
@@ -118,8 +117,7 @@ def test_a_credential_that_ends_between_the_sign_in_check_and_the_socket_row_clo
         await socket.close()  # the server's disconnect after the close: the row goes
 
     # In a thread of its own: an earlier browser test may leave an event loop set on this one.
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, run()).result(timeout=60)
+    run_async(run(), timeout=60)
     assert not SocketConnection.objects.filter(user=user).exists()
 
 
@@ -147,8 +145,7 @@ def test_a_resume_sent_right_after_the_credential_ended_gets_no_page(make_user):
         assert "notification.new" not in after and "snapshot" not in after, after
         await socket.close()
 
-    with ThreadPoolExecutor(1) as thread:  # (a browser test may leave a loop set on this one)
-        thread.submit(asyncio.run, run()).result(timeout=60)
+    run_async(run(), timeout=60)  # (a browser test may leave a loop set on this one)
 
 
 def test_a_close_code_the_client_chose_is_not_counted_as_the_servers_decision(make_user):
@@ -177,8 +174,7 @@ def test_a_close_code_the_client_chose_is_not_counted_as_the_servers_decision(ma
         await socket.communicator.wait(10)
 
     before = closes("4503"), closes("other")
-    with ThreadPoolExecutor(1) as thread:  # (a browser test may leave a loop set on this one)
-        thread.submit(asyncio.run, scenario()).result(timeout=60)
+    run_async(scenario(), timeout=60)  # (a browser test may leave a loop set on this one)
     assert (closes("4503"), closes("other")) == (before[0], before[1] + 1)
 
 
@@ -211,8 +207,7 @@ def test_a_send_the_server_refuses_after_the_client_closed_removes_the_socket_s_
         }  # fmt: skip
         await asyncio.wait_for(NotificationConsumer.as_asgi()(scope, incoming.get, send), 30)
 
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, run()).result(timeout=60)
+    run_async(run(), timeout=60)
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"]  # hello, then gone
     assert json.loads(sent[1]["text"])["type"] == "hello"
     assert not SocketConnection.objects.filter(user=user).exists()

@@ -225,11 +225,12 @@ def blank_lines(interval: float = 1.0) -> Dribble:
     return dribble
 
 
-def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+def run_async(coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """``asyncio.run`` in a thread of its own: the caller's thread may already run an event loop
-    (Playwright's sync API keeps one in the test session's main thread)."""
+    (Playwright's sync API keeps one in the test session's main thread). ``timeout``: seconds to
+    wait for it (None: as long as it takes)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+        return pool.submit(asyncio.run, coroutine).result(timeout=timeout)
 
 
 def run(name: str, dribble: Dribble, **options: Any) -> Report:

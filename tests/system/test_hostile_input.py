@@ -6,7 +6,6 @@ rendering of markup are proved where they were built (see docs/reliability.md)."
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import gzip
 import io
 import json
@@ -37,6 +36,7 @@ from notifications.models import Notification, SocketConnection
 from tests.conftest import ROOT, LiveServer, receive_json, session_cookie
 from tests.jobs.factories import make_job
 from tests.jobs.live import wait_for_job
+from tests.support.slow_clients import run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,13 +93,6 @@ def upload_job(base: str, headers: dict[str, str], content: bytes, filename: byt
     return requests.post(
         f"{base}/api/v1/jobs/", data=body, headers={**headers, "Content-Type": content_type}, timeout=60
     )
-
-
-def run_async(coroutine: Any) -> Any:
-    """asyncio.run in a thread of its own: the session's Playwright browser (if a browser test ran
-    first) keeps an event loop running in this one."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 # --- CSRF ----------------------------------------------------------------------------------------
