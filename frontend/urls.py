@@ -1,6 +1,8 @@
 from django.urls import path
 
 from . import views
+from .alerts import alerts_page
+from .bulk import bulk_page
 from .diagnostics import diagnostics
 from .operations import operations
 from .schedules import schedules_page
@@ -14,4 +16,6 @@ urlpatterns = [
     path("diagnostics/", diagnostics, name="diagnostics"),
     path("operations/", operations, name="operations"),
     path("operations/schedules/", schedules_page, name="schedules"),
+    path("operations/bulk/", bulk_page, name="bulk"),
+    path("operations/alerts/", alerts_page, name="alerts"),
 ]

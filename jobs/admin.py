@@ -111,14 +111,14 @@ class BoundedCountPaginator(Paginator):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("id", "kind", "owner", "state", "progress", "duration", "created_at")
+    list_display = ("id", "kind", "label", "owner", "state", "progress", "duration", "created_at")
     list_filter = ("state", KindFilter)
     # Newest first is read from job_created_idx (and job_state_created_idx under the state
     # filter); the count from BoundedCountPaginator; no second count of every job beside a
     # filtered one ("3 results (1,000,000 total)").
     paginator = BoundedCountPaginator
     show_full_result_count = False
-    search_fields = ("id", "owner__username", "kind", "celery_task_id", "error")
+    search_fields = ("id", "owner__username", "kind", "label", "celery_task_id", "error", "error_class")
     readonly_fields = [field.name for field in Job._meta.fields] + ["task_result"]
     actions = ["cancel_jobs", "retry_jobs"]
     list_select_related = ("owner",)

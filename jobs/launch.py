@@ -135,6 +135,7 @@ def job_create(
         owner=owner,
         kind=job_kind.name,
         params=validated.model_dump(mode="json"),
+        label=job_kind.label_for(validated),
         state=JobState.QUEUED,
         celery_task_id=str(uuid.uuid4()),
         retry_of=retry_of,

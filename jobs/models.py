@@ -15,6 +15,11 @@ def private_storage() -> FileSystemStorage:
     return FileSystemStorage(location=app_settings.PRIVATE_DIR, base_url=None)
 
 
+# A job's label and error class are shown in every row and payload: short.
+LABEL_MAX = 200
+ERROR_CLASS_MAX = 100
+
+
 class JobState(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
@@ -43,6 +48,10 @@ class Job(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=64)
     params = models.JSONField(default=dict)
+    # What tells this job from others of its kind, e.g. "sales.csv (12.4 MB)" (issue 16 §4): its
+    # kind's ``label(params)`` at launch, shown in rows, the job page, notifications and the
+    # export, and searched. Empty for a kind that gives none.
+    label = models.CharField(max_length=LABEL_MAX, blank=True, default="")
     state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
 
     progress_current = models.BigIntegerField(default=0)
@@ -86,6 +95,10 @@ class Job(models.Model):
     # A file the job produced (e.g. an export), in private storage, served only to the owner.
     result_file = models.FileField(upload_to="results/", storage=private_storage, blank=True, max_length=300)
     error = models.TextField(blank=True)
+    # The failure's exception class ("UnicodeDecodeError", "TimeLimitExceeded", "WorkerLost"...):
+    # what failures are grouped by (issue 16 §13). Empty when it did not fail, or failed before
+    # this was recorded.
+    error_class = models.CharField(max_length=ERROR_CLASS_MAX, blank=True, default="")
 
     # Cooperative cancel: the reporter sees this at its next heartbeat and the job stops.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)

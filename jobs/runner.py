@@ -29,6 +29,12 @@ from .results import ResultTooLarge
 from .retries import MAX_ATTEMPTS_LIMIT
 from .states import Deferred, attempt_errors_with, job_finish, job_retry_later, job_start, job_transition
 
+# The error classes of failures no exception of the job's own raised: a time limit (Celery's
+# SoftTimeLimitExceeded / TimeLimitExceeded alike) and a lost worker (Celery's WorkerLostError,
+# or no heartbeat: the reaper).
+TIME_LIMIT_CLASS = "TimeLimitExceeded"
+WORKER_LOST_CLASS = "WorkerLostError"
+
 logger = logging.getLogger(__name__)
 
 # A lost worker's job is re-queued at most this many times before it is failed.
@@ -160,22 +166,27 @@ def _run_started(job: Job) -> None:
         kind = get_kind(job.kind)
         params = kind.validate(job.params)
     except Exception as exc:
-        job_finish(job_id=job.id, state=JobState.FAILED, error=f"Cannot run this job: {exc}")
+        job_finish(
+            job_id=job.id, state=JobState.FAILED, error=f"Cannot run this job: {exc}",
+            error_class=type(exc).__name__,
+        )  # fmt: skip
         return None
 
     reporter = ProgressReporter(job=job)
     ctx = JobContext(reporter, owner_id=job.owner_id, attempt=job.attempts, max_attempts=job.max_attempts)
     state, result, error = JobState.SUCCEEDED, None, ""
     failure: BaseException | None = None
-    trace = ""
+    trace = error_class = ""
     try:
         result = kind.run(ctx, params)
     except SoftTimeLimitExceeded as exc:
         state, error, failure = JobState.FAILED, f"Time limit exceeded ({kind.soft_time_limit} s).", exc
+        error_class = TIME_LIMIT_CLASS
         _log_failure(ctx, job, error)
     except Exception as exc:
         logger.info("Job %s failed (attempt %d of %d)", job.id, job.attempts, job.max_attempts, exc_info=True)
         state, error, failure = JobState.FAILED, str(exc) or type(exc).__name__, exc
+        error_class = type(exc).__name__
         trace = traceback.format_exc()
         _log_failure(ctx, job, f"{type(exc).__name__}: {error}")
     finally:
@@ -189,7 +200,9 @@ def _run_started(job: Job) -> None:
         return None
     if reporter.cancelled and state == JobState.SUCCEEDED:
         state, result = JobState.CANCELLED, None
-    _finish_with_result(job, state, result, error, progress, ctx.result_file, trace=trace)
+    _finish_with_result(
+        job, state, result, error, progress, ctx.result_file, trace=trace, error_class=error_class
+    )
     return None
 
 
@@ -225,20 +238,25 @@ def _finish_with_result(
     result_file: str | None,
     *,
     trace: str = "",
+    error_class: str = "",
 ) -> None:
     try:
         job_finish(
             job_id=job.id, state=state, result=result, error=error, progress=progress,
-            result_file=result_file, kind=job.kind, traceback=trace,
+            result_file=result_file, kind=job.kind, traceback=trace, error_class=error_class,
         )  # fmt: skip
     except ResultTooLarge as exc:
-        job_finish(job_id=job.id, state=JobState.FAILED, error=str(exc), progress=progress)
-    except (TypeError, ValueError):
+        job_finish(
+            job_id=job.id, state=JobState.FAILED, error=str(exc), progress=progress,
+            error_class=type(exc).__name__,
+        )  # fmt: skip
+    except (TypeError, ValueError) as exc:
         job_finish(
             job_id=job.id,
             state=JobState.FAILED,
             error="The job's result is not JSON-serializable.",
             progress=progress,
+            error_class=type(exc).__name__,
         )
 
 
@@ -265,8 +283,9 @@ def _run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:
     except SoftTimeLimitExceeded:
         reporter.close()
         job_finish(
-            job_id=job_id, state=JobState.FAILED, error=f"Time limit exceeded ({kind.soft_time_limit} s)."
-        )
+            job_id=job_id, state=JobState.FAILED, error=f"Time limit exceeded ({kind.soft_time_limit} s).",
+            error_class=TIME_LIMIT_CLASS,
+        )  # fmt: skip
         return
     except Exception as exc:
         trace = traceback.format_exc()
@@ -274,7 +293,9 @@ def _run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:
         _log_failure(ctx, job, f"{type(exc).__name__}: {error}")
         reporter.close()
         logger.info("Chunk %s of job %s failed", index, job_id, exc_info=True)
-        job_finish(job_id=job_id, state=JobState.FAILED, error=error, traceback=trace)
+        job_finish(
+            job_id=job_id, state=JobState.FAILED, error=error, traceback=trace, error_class=type(exc).__name__
+        )
         return
     reporter.close()
     if reporter.cancelled:
@@ -296,16 +317,19 @@ def _run_chunk(*, job_id: uuid.UUID | str, index: int) -> None:
         )
 
 
-def job_handle_task_failure(*, job_id: uuid.UUID | str, reason: str, worker_lost: bool) -> None:
+def job_handle_task_failure(
+    *, job_id: uuid.UUID | str, reason: str, worker_lost: bool, error_class: str = ""
+) -> None:
     """Called in the worker's main process when a job's task died (hard time limit, killed
-    child): end the job now rather than waiting for the reaper."""
+    child): end the job now rather than waiting for the reaper. ``error_class``: the task's
+    exception class name, what failures are grouped by."""
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.state != JobState.RUNNING:
         return
     if worker_lost:
         _recover_lost(job, reason=reason)
     else:
-        job_finish(job_id=job_id, state=JobState.FAILED, error=reason)
+        job_finish(job_id=job_id, state=JobState.FAILED, error=reason, error_class=error_class)
     jobs_admit_quietly()
 
 
@@ -331,5 +355,10 @@ def _recover_lost(job: Job, *, reason: str, condition: Q | None = None) -> Job |
             transaction.on_commit(lambda: _enqueue(requeued))
             return requeued
     return job_transition(
-        job_id=job.id, to=JobState.FAILED, condition=condition, finished_at=timezone.now(), error=reason
+        job_id=job.id,
+        to=JobState.FAILED,
+        condition=condition,
+        finished_at=timezone.now(),
+        error=reason,
+        error_class=WORKER_LOST_CLASS,
     )

@@ -47,6 +47,7 @@ JOB_LIST_MAX_BYTES = 256 * 1024
 # The jobs a snapshot carries: the newest the user may see (staff: anyone's).
 SNAPSHOT_JOBS = 50
 NAME_BYTES = 128  # each of kind, kind_title and owner
+LABEL_BYTES = 256  # the job's label (jobs.models.LABEL_MAX characters, cut to this in UTF-8)
 PARAMS_BYTES = 512
 MESSAGE_BYTES = 384
 ERROR_BYTES = 576
@@ -110,12 +111,15 @@ def job_list_for_user(
     search: str = "",
 ) -> QuerySet[Job]:
     """Newest first; ``cursor`` (from ``job_cursor``) continues after the job it names;
-    ``search`` matches the kind, the progress message or the error. Results are not loaded
+    ``search`` matches the kind, the label, the progress message or the error. Results are not loaded
     (payloads show their stored summary)."""
     jobs = job_visible_to(user).defer("result")
     if search:
         jobs = jobs.filter(
-            Q(kind__icontains=search) | Q(progress_message__icontains=search) | Q(error__icontains=search)
+            Q(kind__icontains=search)
+            | Q(label__icontains=search)
+            | Q(progress_message__icontains=search)
+            | Q(error__icontains=search)
         )
     if states:
         jobs = jobs.filter(state__in=states)
@@ -317,7 +321,7 @@ def job_payload(job: Job, *, push_seq: int = 0) -> JobPayload:
 
     The result is never in it: ``result_summary`` (at most 768 bytes, stored with the result) and
     ``result_bytes`` describe it and ``result_url`` serves it whole. ``params``, ``error``, the
-    progress message, ``kind``, ``kind_title`` and ``owner`` are cut to their budgets (see the
+    progress message, ``kind``, ``kind_title``, ``label`` and ``owner`` are cut to their budgets (see the
     constants above); ``truncated`` names the fields that were.
     """
     return _job_payload_sized(job, push_seq=push_seq)[0]
@@ -366,6 +370,7 @@ def _job_payload_sized(job: Job, *, push_seq: int = 0) -> tuple[JobPayload, int]
         "id": str(job.id),
         "kind": clip("kind", job.kind, NAME_BYTES),
         "kind_title": clip("kind_title", kind_title(job.kind), NAME_BYTES),
+        "label": clip("label", job.label, LABEL_BYTES),
         "owner": clip("owner", job.owner.get_username(), NAME_BYTES),
         "state": job.state,
         "cancel_requested": job.cancel_requested_at is not None,

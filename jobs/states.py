@@ -27,7 +27,7 @@ from notifications.models import Level
 from notifications.push import flush, push_event
 
 from .kinds.registry import UnknownKind, get_kind
-from .models import TRANSITIONS, Job, JobLogLine, JobSchedule, JobState
+from .models import ERROR_CLASS_MAX, TRANSITIONS, Job, JobLogLine, JobSchedule, JobState
 from .results import RESULT_SUMMARY_BYTES, clip_text, result_digest
 from .selectors import job_payload, job_payload_redacted, kind_title, log_line_batches, running_count
 
@@ -317,8 +317,12 @@ def job_finish(
     result_file: str | None = None,
     kind: str | None = None,
     traceback: str = "",
+    error_class: str = "",
 ) -> Job | None:
     """End a job in a final state, exactly once; later or duplicate calls return None.
+
+    ``error_class``: a failure's exception class name ("UnicodeDecodeError", "TimeLimitExceeded",
+    "WorkerLostError"), what failures are grouped by (cut to ERROR_CLASS_MAX characters).
 
     ``traceback``: a failure's Python traceback, its last TRACEBACK_MAX_CHARS kept (the frames
     nearest the error and the exception line).
@@ -332,6 +336,8 @@ def job_finish(
     fields: dict[str, Any] = {"finished_at": timezone.now(), "result": result, "error": error}
     if traceback:
         fields["traceback"] = traceback[-TRACEBACK_MAX_CHARS:]
+    if error_class:
+        fields["error_class"] = error_class[:ERROR_CLASS_MAX]
     if result is not None:
         if kind is None:
             kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()

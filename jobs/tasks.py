@@ -73,4 +73,6 @@ def _end_job_of_dead_task(
         reason, lost = "Worker lost: its process died mid-job.", True
     else:
         reason, lost = f"Internal error: {exception or 'unknown'}", False
-    job_handle_task_failure(job_id=args[0], reason=reason, worker_lost=lost)
+    job_handle_task_failure(
+        job_id=args[0], reason=reason, worker_lost=lost, error_class=type(exception).__name__
+    )

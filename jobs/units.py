@@ -26,6 +26,17 @@ def format_rate(rate: float, unit: str = DEFAULT_UNIT) -> str:
     return f"{number} {prefix} {unit}/s" if prefix else f"{number} {unit}/s"
 
 
+def format_count(value: float, unit: str = DEFAULT_UNIT) -> str:
+    """An amount of ``unit`` as people read it: bytes as "12.4 MB" (SI, as rates are), anything
+    else as "10 G numbers" or "250 rows"; 0 as "0 B" / "0 rows"."""
+    number, prefix = _scaled(value)
+    if value and not prefix and float(value).is_integer():
+        number = str(int(value))  # a whole count under 1000 reads "250", not "250.0"
+    if unit == BYTES:
+        return f"{number} {prefix}B"
+    return f"{number} {prefix} {unit}" if prefix else f"{number} {unit}"
+
+
 def _scaled(value: float) -> tuple[str, str]:
     """``value`` as at most three significant figures (two decimals below 1) and its SI prefix."""
     if not math.isfinite(value) or value <= 0:

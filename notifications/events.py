@@ -81,6 +81,9 @@ class JobPayload(TypedDict):
     id: str
     kind: str
     kind_title: str
+    # What tells this job from others of its kind ("sales.csv (12.4 MB)"); "" when its kind
+    # gives none (issue 16 §4).
+    label: str
     owner: str
     state: str
     cancel_requested: bool

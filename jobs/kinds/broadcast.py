@@ -45,6 +45,12 @@ def run(ctx: KindContext, params: BroadcastParams) -> dict[str, int]:
     return {"recipients": sent}
 
 
+def label(params: BroadcastParams) -> str:
+    """The announcement's title, and its audience when it is one group."""
+    audience = f" (to group {params.group})" if params.group else " (to everyone)"
+    return f"{params.title}{audience}"
+
+
 register(
     JobKind(
         name="broadcast",
@@ -60,5 +66,6 @@ register(
         # An announcement is meant for now: ahead of its sender's other waiting jobs, and of
         # other users' equally served ones. Not retried (retry=NO_RETRY): it is not idempotent.
         priority=10,
+        label=label,
     )
 )

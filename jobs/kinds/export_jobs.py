@@ -21,7 +21,7 @@ from jobs.retries import RetryPolicy, TransientError
 
 from .registry import JobKind, register
 
-COLUMNS = ["id", "kind", "state", "created_at", "started_at", "finished_at", "duration_seconds",
+COLUMNS = ["id", "kind", "label", "state", "created_at", "started_at", "finished_at", "duration_seconds",
            "queue_wait_seconds", "progress_current", "progress_total", "error", "params"]  # fmt: skip
 
 
@@ -46,7 +46,7 @@ def run(ctx: KindContext, params: ExportParams) -> dict[str, int | str]:
         for job in jobs.iterator(chunk_size=500):
             if ctx.cancelled:
                 break
-            row = [job.id, job.kind, job.state, _iso(job.created_at), _iso(job.started_at),
+            row = [job.id, job.kind, job.label, job.state, _iso(job.created_at), _iso(job.started_at),
                    _iso(job.finished_at), _seconds(job.started_at, job.finished_at),
                    _seconds(job.created_at, job.started_at),
                    job.progress_current, job.progress_total if job.progress_total is not None else "",
@@ -57,6 +57,11 @@ def run(ctx: KindContext, params: ExportParams) -> dict[str, int | str]:
             ctx.progress(rows, total)
     ctx.log(f"Exported {rows} jobs")
     return {"rows": rows, "file_name": "runboard-jobs.csv"}
+
+
+def label(params: ExportParams) -> str:
+    """"All jobs", or "Failed jobs": which history it writes."""
+    return "All jobs" if params.state == "any" else f"{params.state.capitalize()} jobs"
 
 
 def _iso(moment: datetime | None) -> str:
@@ -118,5 +123,6 @@ register(
             retry_on=(TransientError, OSError, OperationalError, InterfaceError),
             give_up_on=(PermissionError,),
         ),
+        label=label,
     )
 )

@@ -4,6 +4,7 @@ app's ``jobkinds`` module, that calls ``register``."""
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +17,13 @@ from pydantic import BaseModel, ValidationError
 from jobs.conf import app_settings
 
 from ..context import KindContext
+from ..models import LABEL_MAX
 from ..permissions import Power, has_power
 from ..retries import NO_RETRY, RetryPolicy
 from ..units import DEFAULT_UNIT, UNIT_PATTERN
+
+
+logger = logging.getLogger(__name__)
 
 
 class UnknownKind(LookupError):
@@ -81,6 +86,12 @@ class JobKind:
     # What ``ctx.progress`` counts, a plural noun: "bytes" (shown "12.9 MB/s"), "rows", "numbers",
     # "steps"... Rates read "614 M numbers/s" on the page and in the CLI (jobs/units.py).
     unit: str = DEFAULT_UNIT
+    # What tells one job from another of this kind (issue 16 §4): ``label(params)``, given the
+    # validated parameters at launch, returns a short text such as "sales.csv (12.4 MB)" or
+    # "Primes below 10 G" (cut to jobs.models.LABEL_MAX characters; "" for none). It may read
+    # the database (the launch's transaction); it must not fail: an exception is logged and the
+    # job gets no label.
+    label: Callable[[Any], str] | None = None
 
     def validate(self, params: Any) -> BaseModel:
         """Return the validated parameter model, or raise InvalidParams with per-field messages."""
@@ -90,6 +101,19 @@ class JobKind:
             return self.params_model.model_validate(params)
         except ValidationError as exc:
             raise InvalidParams(_field_errors(exc)) from None
+
+    def label_for(self, params: BaseModel) -> str:
+        """The job's label for validated ``params``: ``label(params)`` cut to LABEL_MAX
+        characters on one line, "" when the kind gives none or its ``label`` raises (logged)."""
+        if self.label is None:
+            return ""
+        try:
+            text = str(self.label(params))
+        except Exception:
+            logger.exception("Job kind %r: label() failed", self.name)
+            return ""
+        text = " ".join(text.split())
+        return text if len(text) <= LABEL_MAX else text[: LABEL_MAX - 1] + "…"
 
     def params_schema(self) -> dict[str, Any]:
         return self.params_model.model_json_schema()

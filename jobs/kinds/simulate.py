@@ -86,6 +86,16 @@ def run(ctx: KindContext, params: SimulateParams) -> dict[str, int]:
     return {"steps": params.steps}
 
 
+def label(params: SimulateParams) -> str:
+    """"10 steps × 200 ms", and what it was told to fail: "fails at step 3", "fails 2 attempts"."""
+    text = f"{params.steps:,} steps × {params.step_ms:,} ms"
+    if params.fail_at_step is not None:
+        text += f", fails at step {params.fail_at_step:,}"
+    if params.fail_attempts:
+        text += f", fails {params.fail_attempts} attempt{'s' if params.fail_attempts > 1 else ''}"
+    return text
+
+
 register(
     JobKind(
         name="simulate",
@@ -97,5 +107,6 @@ register(
         soft_time_limit=SOFT_TIME_LIMIT,
         time_limit=SOFT_TIME_LIMIT + 60,
         retry=RETRY,
+        label=label,
     )
 )

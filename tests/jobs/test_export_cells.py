@@ -122,7 +122,7 @@ def exported_rows(owner_id, directory) -> dict[str, dict[str, str]]:
         reader = csv.DictReader(written)
         rows = {row["id"]: row for row in reader}
     assert reader.fieldnames == [
-        "id", "kind", "state", "created_at", "started_at", "finished_at", "duration_seconds",
+        "id", "kind", "label", "state", "created_at", "started_at", "finished_at", "duration_seconds",
         "queue_wait_seconds", "progress_current", "progress_total", "error", "params",
     ]  # fmt: skip
     return rows

@@ -59,6 +59,7 @@ def hostile_job(owner, text: str) -> Job:
     job = Job.objects.create(
         owner=owner,
         kind=text[:64],  # an unknown kind: its title is its name
+        label=text[:200],  # jobs.models.LABEL_MAX
         params={"text": text, "many": list(range(20_000)), "deep": _nested(text[:100], 60), text[:500]: 1},
         state=JobState.RUNNING,
         started_at=timezone.now(),
@@ -131,6 +132,8 @@ def test_a_job_payload_is_at_most_4_kib_whatever_the_job_holds(make_user, script
     payload = selectors.job_payload(job)
     assert "result" not in payload
     assert {"params", "error", "progress", "owner"} <= set(payload["truncated"])
+    # A label is at most 200 characters: whole when they fit its 256 bytes, else cut and said so.
+    assert payload["label"] == job.label or "label" in payload["truncated"]
     # Each field's own budget kept it small: the last-resort emptying was never needed.
     emptied = [record for record in caplog.records if record.name == "jobs.selectors"]
     assert "result_summary" not in payload["truncated"] and not emptied

@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 from jobs.context import KindContext
 from jobs.models import Upload
 from jobs.retries import RetryPolicy, TransientError
+from jobs.units import BYTES, format_count
 
 from ..registry import JobKind, register
 from .profiler import CsvProfileError, ProfileStopped, check_encoding, profile_csv
@@ -73,6 +74,17 @@ def run(ctx: KindContext, params: CsvProfileParams) -> dict | None:
     return result
 
 
+def label(params: CsvProfileParams) -> str:
+    """"sales.csv (12.4 MB)", and the encoding when one was chosen: what tells one profile from
+    another (issue 16 §4)."""
+    upload = Upload.objects.filter(pk=params.upload_id).values_list("original_name", "size").first()
+    if upload is None:
+        return ""
+    name, size = upload
+    encoding = f", {params.encoding}" if params.encoding else ""
+    return f"{name} ({format_count(size, BYTES)}{encoding})"
+
+
 def summarize(result: Any) -> dict[str, Any]:
     """What every payload shows of a profile (the columns are fetched by reference, paged):
     ``{"rows", "bytes", "delimiter", "encoding", "notes", "columns": count, "types": {type: count},
@@ -118,5 +130,6 @@ register(
         unit="bytes",  # progress counts the bytes read
         summarize=summarize,
         result_items="columns",
+        label=label,
     )
 )

@@ -53,6 +53,12 @@ def combine(params: PrimesParams, counts: list[int]) -> dict[str, int]:
     return {"n": params.n, "primes": sum(counts), "chunks": len(counts)}
 
 
+def label(params: PrimesParams) -> str:
+    """"Below 10,000,000 in 4 chunks" (one chunk below PARALLEL_FROM, as run() splits it)."""
+    parts = params.chunks if params.n >= PARALLEL_FROM else 1
+    return f"Below {params.n:,} in {parts} chunk{'s' if parts > 1 else ''}"
+
+
 register(
     JobKind(
         name="primes",
@@ -66,5 +72,6 @@ register(
         soft_time_limit=1800,
         time_limit=1860,
         rerun_safe=True,
+        label=label,
     )
 )

@@ -1,0 +1,1 @@
+"""Alerts on failure rate and queue wait (issue 16 §14)."""

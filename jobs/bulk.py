@@ -1,0 +1,1 @@
+"""Bulk actions on jobs selected by a filter (issue 16 §12)."""
