@@ -47,10 +47,10 @@ JOB_LIST_MAX_BYTES = 256 * 1024
 # The jobs a snapshot carries: the newest the user may see (staff: anyone's).
 SNAPSHOT_JOBS = 50
 NAME_BYTES = 128  # each of kind, kind_title and owner
-LABEL_BYTES = 256  # the job's label (jobs.models.LABEL_MAX characters, cut to this in UTF-8)
-PARAMS_BYTES = 512
+LABEL_BYTES = 160  # the job's label (jobs.models.LABEL_MAX characters, cut to this in UTF-8)
+PARAMS_BYTES = 448
 MESSAGE_BYTES = 384
-ERROR_BYTES = 576
+ERROR_BYTES = 448
 # "retrying" steps in a payload's timeline: the latest failed attempts (each about 50 bytes).
 RETRY_STEPS_SHOWN = 3
 # Progress counters beyond a signed 64-bit integer are shown clamped (the column's own range).

@@ -33,7 +33,7 @@ from .selectors import job_payload, job_payload_redacted, kind_title, log_line_b
 
 MESSAGE_MAX = Job._meta.get_field("progress_message").max_length or 500
 WAIT_NOTE_MAX = Job._meta.get_field("wait_note").max_length or 200
-# A job's stored error is cut to this many characters (payloads show its first 576 bytes; the
+# A job's stored error is cut to this many characters (payloads show its first 448 bytes; the
 # result endpoint all of it); the worker's log keeps the traceback.
 ERROR_MAX_CHARS = 4000
 # A finished job's notification quotes at most this much of its error (the link shows the rest).

@@ -132,7 +132,7 @@ def test_a_job_payload_is_at_most_4_kib_whatever_the_job_holds(make_user, script
     payload = selectors.job_payload(job)
     assert "result" not in payload
     assert {"params", "error", "progress", "owner"} <= set(payload["truncated"])
-    # A label is at most 200 characters: whole when they fit its 256 bytes, else cut and said so.
+    # A label is at most 200 characters: whole when they fit its 160 bytes, else cut and said so.
     assert payload["label"] == job.label or "label" in payload["truncated"]
     # Each field's own budget kept it small: the last-resort emptying was never needed.
     emptied = [record for record in caplog.records if record.name == "jobs.selectors"]
