@@ -48,8 +48,9 @@ JOB_LIST_MAX_BYTES = 256 * 1024
 SNAPSHOT_JOBS = 50
 NAME_BYTES = 128  # each of kind, kind_title and owner
 LABEL_BYTES = 160  # the job's label (jobs.models.LABEL_MAX characters, cut to this in UTF-8)
+ERROR_CLASS_BYTES = 64  # a failure's exception class name
 PARAMS_BYTES = 448
-MESSAGE_BYTES = 384
+MESSAGE_BYTES = 288
 ERROR_BYTES = 448
 # "retrying" steps in a payload's timeline: the latest failed attempts (each about 50 bytes).
 RETRY_STEPS_SHOWN = 3
@@ -111,8 +112,8 @@ def job_list_for_user(
     search: str = "",
 ) -> QuerySet[Job]:
     """Newest first; ``cursor`` (from ``job_cursor``) continues after the job it names;
-    ``search`` matches the kind, the label, the progress message or the error. Results are not loaded
-    (payloads show their stored summary)."""
+    ``search`` matches the kind, the label, the progress message, the error or its class.
+    Results are not loaded (payloads show their stored summary)."""
     jobs = job_visible_to(user).defer("result")
     if search:
         jobs = jobs.filter(
@@ -120,6 +121,7 @@ def job_list_for_user(
             | Q(label__icontains=search)
             | Q(progress_message__icontains=search)
             | Q(error__icontains=search)
+            | Q(error_class__icontains=search)
         )
     if states:
         jobs = jobs.filter(state__in=states)
@@ -399,6 +401,7 @@ def _job_payload_sized(job: Job, *, push_seq: int = 0) -> tuple[JobPayload, int]
         "finished_at": _iso(job.finished_at),
         "queue_wait_seconds": round(queue_wait, 3) if queue_wait is not None else None,
         "error": error,
+        "error_class": clip("error_class", job.error_class, ERROR_CLASS_BYTES),
         # Stored within jobs.results.RESULT_SUMMARY_BYTES by the state machine (checked below too).
         "result_summary": job.result_summary if has_result else None,
         "result_complete": has_result and job.result_summary_complete,

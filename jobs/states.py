@@ -126,6 +126,11 @@ _FINISHED = {
 }
 
 
+def _of(job: Job) -> str:
+    """ ": sales.csv (12.4 MB)": which job a notification is about, when its kind labels it."""
+    return f": {job.label}" if job.label else ""
+
+
 def _notify_finished(job: Job) -> None:
     verb, level = _FINISHED[JobState(job.state)]
     if job.state == JobState.FAILED and job.attempts > 1:
@@ -141,7 +146,7 @@ def _notify_finished(job: Job) -> None:
         link = reverse("api:job-download", args=[job.id])
     notify(
         recipient_id=job.owner_id,
-        title=f"{kind_title(job.kind)} {verb}",
+        title=f"{kind_title(job.kind)} {verb}{_of(job)}",
         body=body,
         level=level,
         link=link,
@@ -293,7 +298,10 @@ def job_retry_later(*, job: Job, error: str, delay: float) -> Job | None:
     if queued is not None:
         notify(
             recipient_id=queued.owner_id,
-            title=f"{kind_title(queued.kind)}: attempt {job.attempts} of {job.max_attempts} failed",
+            title=(
+                f"{kind_title(queued.kind)}{f', {queued.label}' if queued.label else ''}: "
+                f"attempt {job.attempts} of {job.max_attempts} failed"
+            ),
             body=f"{first_line[:NOTIFY_ERROR_CHARS]} — retrying in {delay:g} s.",
             level=Level.WARNING,
             link=reverse("frontend:job-detail", args=[queued.id]),

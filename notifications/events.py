@@ -127,6 +127,8 @@ class JobPayload(TypedDict):
     finished_at: str | None
     queue_wait_seconds: float | None
     error: str
+    # The failure's exception class ("UnicodeDecodeError", "TimeLimitExceeded"...); "" otherwise.
+    error_class: str
     # At most 768 bytes: the kind's summary of the result, or its start (the whole result when
     # result_complete); None without a result.
     result_summary: Any

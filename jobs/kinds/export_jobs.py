@@ -60,7 +60,7 @@ def run(ctx: KindContext, params: ExportParams) -> dict[str, int | str]:
 
 
 def label(params: ExportParams) -> str:
-    """"All jobs", or "Failed jobs": which history it writes."""
+    """ "All jobs", or "Failed jobs": which history it writes."""
     return "All jobs" if params.state == "any" else f"{params.state.capitalize()} jobs"
 
 

@@ -22,7 +22,6 @@ from ..permissions import Power, has_power
 from ..retries import NO_RETRY, RetryPolicy
 from ..units import DEFAULT_UNIT, UNIT_PATTERN
 
-
 logger = logging.getLogger(__name__)
 
 

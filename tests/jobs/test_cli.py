@@ -494,16 +494,33 @@ def short(job: Job) -> str:
 
 
 @pytest.mark.django_db
+def test_jobs_lists_each_job_s_label_to_tell_jobs_of_a_kind_apart(make_user):
+    from jobs.models import Job
+
+    jobs = make_jobs(make_user)
+    Job.objects.filter(pk=jobs["running"].pk).update(label="sales.csv (12.4 MB)")
+    Job.objects.filter(pk=jobs["failed"].pk).update(label="x" * 200)
+
+    out, _ = run_command("jobs")
+
+    running = next(line for line in out.splitlines() if line.startswith(short(jobs["running"])))
+    assert re.search(r"test_echo +sales\.csv \(12\.4 MB\) +running", running)
+    failed = next(line for line in out.splitlines() if line.startswith(short(jobs["failed"])))
+    assert "x" * 31 + "…" in failed and "x" * 32 not in failed
+
+
+@pytest.mark.django_db
 def test_jobs_lists_every_users_jobs_newest_first_as_a_table(make_user):
     jobs = make_jobs(make_user)
 
     out, _ = run_command("jobs")
 
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "OWNER", "KIND", "STATE", "PROGRESS", "CREATED", "DURATION", "NOTE"]
+    header = ["ID", "OWNER", "KIND", "LABEL", "STATE", "PROGRESS", "CREATED", "DURATION", "NOTE"]
+    assert lines[0].split() == header
     assert listed_ids(out) == [short(jobs[name]) for name in ("queued", "running", "failed", "old_ok")]
     running = next(line for line in lines if line.startswith(short(jobs["running"])))
-    assert running.split()[1:5] == ["ada", "test_echo", "running", "75%"]
+    assert running.split()[1:6] == ["ada", "test_echo", "-", "running", "75%"]
     # Why a queued job waits, why a failed one failed (the list said neither: a review).
     queued = next(line for line in lines if line.startswith(short(jobs["queued"])))
     assert queued.endswith("2 of your jobs are running or next in line, limit 2.")

@@ -60,6 +60,7 @@ def hostile_job(owner, text: str) -> Job:
         owner=owner,
         kind=text[:64],  # an unknown kind: its title is its name
         label=text[:200],  # jobs.models.LABEL_MAX
+        error_class=text[:100],  # jobs.models.ERROR_CLASS_MAX
         params={"text": text, "many": list(range(20_000)), "deep": _nested(text[:100], 60), text[:500]: 1},
         state=JobState.RUNNING,
         started_at=timezone.now(),

@@ -187,7 +187,7 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   if (!row.firstChild) {
     const head = el("div", { class: "job-head" });
     const title = link ? el("a", { class: "job-title", href: `/jobs/${job.id}/` }) : el("strong", { class: "job-title" });
-    head.append(title, el("span", { class: "job-id muted" }), el("span", { class: "job-owner", hidden: "" }), el("span", { class: "job-attempts", hidden: "" }), el("span", { class: "badge" }));
+    head.append(title, el("span", { class: "job-label", hidden: "" }), el("span", { class: "job-id muted" }), el("span", { class: "job-owner", hidden: "" }), el("span", { class: "job-attempts", hidden: "" }), el("span", { class: "badge" }));
     const bar = el("progress", { class: "bar", max: "100" });
     const line = el("div", { class: "job-line" });
     line.append(el("span", { class: "job-message" }), el("span", { class: "job-rate" }), el("span", { class: "job-percent" }));
@@ -206,6 +206,10 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   row.dataset.state = job.state;
   row.dataset.version = String(job.version);
   row.querySelector(".job-title").textContent = job.kind_title;
+  // What tells this job from others of its kind: "sales.csv (12.4 MB)" (its kind's label).
+  const label = row.querySelector(".job-label");
+  label.hidden = !job.label;
+  label.textContent = job.label || "";
   row.querySelector(".job-id").textContent = job.id.slice(0, 8);
   // Staff see every user's jobs: whose each one is, always.
   const owner = row.querySelector(".job-owner");
@@ -218,7 +222,7 @@ export function renderJobRow(row, job, { link = true, actions = true } = {}) {
   badge.dataset.state = state;
   const bar = row.querySelector("progress");
   const pct = percent(job);
-  bar.setAttribute("aria-label", `${job.kind_title} progress`);
+  bar.setAttribute("aria-label", `${job.kind_title}${job.label ? ` (${job.label})` : ""} progress`);
   if (pct === null) bar.removeAttribute("value");
   else bar.value = pct;
   // An ended job with nothing to measure against (an empty file) shows an empty bar, no figure.

@@ -20,7 +20,8 @@ function matches(job, f = currentFilters()) {
   if (f.state && job.state !== f.state) return false;
   if (f.kind && job.kind !== f.kind) return false;
   if (!f.q) return true;
-  return [job.kind, job.kind_title, job.progress.message, job.error].some((text) => (text || "").toLowerCase().includes(f.q));
+  // The same fields as the API's ?q= (jobs.selectors.job_list_for_user), and the title.
+  return [job.kind, job.kind_title, job.label, job.progress.message, job.error, job.error_class].some((text) => (text || "").toLowerCase().includes(f.q));
 }
 
 function applyFilters() {
@@ -55,10 +56,38 @@ function reload() {
   loadPage(`/api/v1/jobs/?${query}`);
 }
 
+// The filters live in the address too (?state=failed&kind=csv_profile&q=sales.csv): a link can
+// open the list filtered (the Operations page's failure groups do), and a reload keeps them.
+function filtersFromAddress() {
+  const query = new URLSearchParams(window.location.search);
+  for (const name of ["state", "kind", "q"]) {
+    const field = filters.elements.namedItem(name);
+    const value = query.get(name);
+    if (!field || value === null) continue;
+    // A select takes only one of its options; anything else leaves it on "any".
+    if (field.tagName === "SELECT" && ![...field.options].some((option) => option.value === value)) continue;
+    field.value = value.slice(0, 100);
+  }
+}
+
+function filtersToAddress() {
+  const data = new FormData(filters);
+  const query = new URLSearchParams();
+  for (const name of ["state", "kind", "q"]) {
+    const value = String(data.get(name) || "").trim();
+    if (value) query.set(name, value);
+  }
+  const search = query.toString();
+  history.replaceState(null, "", search ? `?${search}` : window.location.pathname);
+}
+
 let typing = null;
 filters.addEventListener("input", () => {
   clearTimeout(typing);
-  typing = setTimeout(reload, 250);
+  typing = setTimeout(() => {
+    filtersToAddress();
+    reload();
+  }, 250);
 });
 filters.addEventListener("submit", (event) => event.preventDefault());
 document.getElementById("more").addEventListener("click", () => nextPage && loadPage(nextPage));
@@ -107,4 +136,5 @@ socket.addEventListener("message", ({ detail: message }) => {
   if (message.type === "snapshot") message.jobs.forEach((job) => store.apply(job));
   else if (message.type === "job.update") store.apply(message.job);
 });
+filtersFromAddress();
 reload();

@@ -188,7 +188,7 @@ store.addEventListener("job", ({ detail: { job, previous } }) => {
   renderResult(job);
   document.getElementById("cancel").hidden = FINAL.has(job.state) || job.cancel_requested;
   document.getElementById("retry").hidden = !FINAL.has(job.state);
-  document.title = `${shownState(job)} · ${job.kind_title} · Runboard`;
+  document.title = `${shownState(job)} · ${job.kind_title}${job.label ? `: ${job.label}` : ""} · Runboard`;
 });
 
 // The log: one element per kept line (its number, a link to it, its time and text), loaded whole

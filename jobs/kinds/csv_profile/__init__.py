@@ -75,7 +75,7 @@ def run(ctx: KindContext, params: CsvProfileParams) -> dict | None:
 
 
 def label(params: CsvProfileParams) -> str:
-    """"sales.csv (12.4 MB)", and the encoding when one was chosen: what tells one profile from
+    """ "sales.csv (12.4 MB)", and the encoding when one was chosen: what tells one profile from
     another (issue 16 §4)."""
     upload = Upload.objects.filter(pk=params.upload_id).values_list("original_name", "size").first()
     if upload is None:

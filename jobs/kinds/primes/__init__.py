@@ -54,7 +54,7 @@ def combine(params: PrimesParams, counts: list[int]) -> dict[str, int]:
 
 
 def label(params: PrimesParams) -> str:
-    """"Below 10,000,000 in 4 chunks" (one chunk below PARALLEL_FROM, as run() splits it)."""
+    """ "Below 10,000,000 in 4 chunks" (one chunk below PARALLEL_FROM, as run() splits it)."""
     parts = params.chunks if params.n >= PARALLEL_FROM else 1
     return f"Below {params.n:,} in {parts} chunk{'s' if parts > 1 else ''}"
 

@@ -63,12 +63,22 @@ def _row(job: Job) -> list[str]:
         str(job.id)[:SHORT_ID],
         job.owner.get_username(),
         job.kind,
+        _label(job),
         state,
         "-" if pct is None else f"{pct}%",
         timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
         _duration(job),
         _note(job),
     ]
+
+
+# Characters of a row's label ("sales.csv (12.4 MB)"): a long one is cut with "…".
+LABEL_CHARS = 32
+
+
+def _label(job: Job) -> str:
+    label = job.label or "-"
+    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
 
 
 # Characters of a row's note (why a queued job waits, why a failed one failed).
@@ -160,7 +170,7 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps([job_payload(job) for job in found], indent=2, ensure_ascii=False))
         elif found:
-            header = ["ID", "OWNER", "KIND", "STATE", "PROGRESS", "CREATED", "DURATION", "NOTE"]
+            header = ["ID", "OWNER", "KIND", "LABEL", "STATE", "PROGRESS", "CREATED", "DURATION", "NOTE"]
             self.stdout.write(table([_row(job) for job in found], header))
         else:
             self.stderr.write("No jobs match.")
