@@ -7,6 +7,8 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure
 
+from dashboard.alerts import alerts_evaluate
+
 from .admission import jobs_admit
 from .housekeeping import job_purge_expired_result_files, job_reap_stale, job_requeue_lost, retention_apply
 from .runner import job_handle_task_failure, job_run, job_run_chunk
@@ -56,6 +58,12 @@ def apply_retention() -> dict[str, int]:
 @shared_task(name="jobs.purge_expired_result_files", ignore_result=True)
 def purge_expired_result_files() -> int:
     return job_purge_expired_result_files()
+
+
+@shared_task(name="jobs.evaluate_alerts", ignore_result=True)
+def evaluate_alerts() -> int:
+    # Operators' alerts (dashboard/alerts.py): beat's every 30 s; returns the notifications sent.
+    return alerts_evaluate().notified
 
 
 @task_failure.connect

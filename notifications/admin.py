@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from . import inbox
-from .models import Notification
+from .models import AlertRule, Notification
 
 
 @admin.register(Notification)
@@ -46,3 +46,22 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
         inbox.notifications_delete(queryset=queryset)
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    """Operators' alerts (dashboard/alerts.py): to look at, or remove. Added on the alerts page
+    (``alert_rule_create`` checks the kind, queue, ranges and the per-user cap), and the episode's
+    state is the evaluation's to write (conditional updates), so neither is an admin form."""
+
+    list_display = ("subscriber", "metric", "kind", "queue", "threshold", "firing", "since", "last_value")
+    list_filter = ("metric", "firing")
+    list_select_related = ("subscriber",)
+    search_fields = ("subscriber__username", "kind", "queue")
+    raw_id_fields = ("subscriber",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AlertRule | None = None) -> bool:
+        return False

@@ -117,3 +117,53 @@ class PushSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.endpoint[:60]}"
+
+
+class AlertRule(models.Model):
+    """An operator's subscription to one metric crossing a threshold (issue 16 §14; evaluated by
+    ``dashboard.alerts.alerts_evaluate``), with the state of its current episode.
+
+    ``failure_rate``: failed / (succeeded + failed) jobs of ``kind`` that finished in the last
+    ``window_minutes``, in percent, once at least ``min_jobs`` of them were decided.
+    ``queue_wait``: how long the oldest job still queued in ``queue`` has waited, in seconds.
+    An episode starts when the value goes above ``threshold`` (``firing``, ``since``) and ends
+    when it no longer is; each start and end notifies the subscriber once.
+    """
+
+    class Metric(models.TextChoices):
+        FAILURE_RATE = "failure_rate", "Failure rate"
+        QUEUE_WAIT = "queue_wait", "Queue wait"
+
+    subscriber = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_rules"
+    )
+    metric = models.CharField(max_length=20, choices=Metric.choices)
+    kind = models.CharField(max_length=64, blank=True)  # failure_rate: a registered kind's name
+    queue = models.CharField(max_length=64, blank=True)  # queue_wait: a Celery queue's name
+    # Percent (failure_rate, 0-100) or seconds (queue_wait); "above" means strictly greater.
+    threshold = models.FloatField()
+    window_minutes = models.PositiveSmallIntegerField(default=10)  # failure_rate only
+    min_jobs = models.PositiveIntegerField(default=5)  # failure_rate only: decided jobs needed
+    # The episode: written by conditional UPDATEs only (dashboard.alerts), never by save().
+    firing = models.BooleanField(default=False)
+    # When the rule entered its current state (firing: when the episode began); None until its
+    # first change. Part of every state change's condition, so a stale read cannot repeat one.
+    since = models.DateTimeField(null=True, blank=True)
+    last_value = models.FloatField(null=True, blank=True)  # percent or seconds; None: no data
+    last_evaluated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(metric="failure_rate") & ~models.Q(kind=""))
+                | (models.Q(metric="queue_wait") & ~models.Q(queue="")),
+                name="alertrule_metric_has_target",
+            ),
+            models.CheckConstraint(condition=models.Q(threshold__gte=0), name="alertrule_threshold_gte_0"),
+        ]
+
+    def __str__(self) -> str:
+        target = self.kind if self.metric == self.Metric.FAILURE_RATE else self.queue
+        return f"{self.subscriber_id}: {self.metric} of {target} above {self.threshold:g}"

@@ -317,6 +317,7 @@ CELERY_TASK_ROUTES = {
         "jobs.run_schedule",
         "jobs.apply_retention",
         "jobs.purge_expired_result_files",
+        "jobs.evaluate_alerts",
         "celery.backend_cleanup",
     )
 }
@@ -377,6 +378,13 @@ CELERY_BEAT_SCHEDULE = {
     "retention": {
         "task": "jobs.apply_retention",
         "schedule": 6 * 3600.0,
+    },
+    # Operators' alerts (docs/alerts.md): each rule's metric against its threshold. A pass not
+    # started within its interval is dropped, as the reaper's: the next one sees the same.
+    "evaluate-alerts": {
+        "task": "jobs.evaluate_alerts",
+        "schedule": 30.0,
+        "options": {"expires": 30.0, "expire_seconds": 30.0},
     },
     "celery-backend-cleanup": {
         "task": "celery.backend_cleanup",
