@@ -42,6 +42,11 @@ FAILURE_RATE_MAX_PERCENT = 100.0  # exclusive: a rate is never above 100 %
 WINDOW_MINUTES_RANGE = (1, 60)
 MIN_JOBS_RANGE = (1, 1000)
 QUEUE_WAIT_RANGE_SECONDS = (1.0, 7 * 24 * 3600.0)
+# An episode ends only once its value has stayed at or below the threshold this long (Prometheus
+# Alertmanager's and Grafana's "keep firing for"): a value hovering around the threshold would
+# otherwise start and end an episode, two notifications, at every 30-second pass. A value back
+# above within it continues the same episode, silently.
+KEEP_FIRING_FOR = timedelta(minutes=5)
 
 Metric = AlertRule.Metric
 
@@ -125,6 +130,9 @@ def alert_rule_state(rule: AlertRule) -> str:
     now = "too few jobs to judge" if rule.last_value is None else f"now {_amount(rule, rule.last_value)}"
     if rule.firing:
         since = f" since {_clock(rule.since)}" if rule.since else ""
+        if rule.clear_since is not None:  # ends at clear_since + KEEP_FIRING_FOR if it stays below
+            ends = _clock(rule.clear_since + KEEP_FIRING_FOR)
+            return f"firing{since}, {now}: back below, resolved at {ends} if it stays so"
         return f"firing{since}, {now}"
     return f"ok, {now}"
 
@@ -286,7 +294,7 @@ def _change_state(rule: AlertRule, *, firing: bool, value: float | None, now: da
     notification leaves the state unchanged, for the next pass to try again."""
     with transaction.atomic():
         changed = AlertRule.objects.filter(pk=rule.pk, firing=rule.firing, since=rule.since).update(
-            firing=firing, since=now, last_value=value, last_evaluated_at=now
+            firing=firing, since=now, clear_since=None, last_value=value, last_evaluated_at=now
         )
         if not changed:
             return False
@@ -325,14 +333,27 @@ def alerts_evaluate(*, now: datetime | None = None) -> AlertsEvaluated:
     values = _values(rules, now)
     fired = resolved = 0
     unchanged: dict[float | None, list[int]] = defaultdict(list)
+    clearing: list[int] = []  # firing, at or below the threshold for the first time since
+    back_above: list[int] = []  # firing, clearing, and above it again: the same episode
     for rule in rules:
         value = values[rule.pk]
         above = _is_above(rule, value)
-        if above == rule.firing:
+        if not rule.firing and above:
+            fired += _change_state(rule, firing=True, value=value, now=now)
+        elif rule.firing and not above and rule.clear_since is None:
+            clearing.append(rule.pk)
+        elif rule.firing and not above and now - rule.clear_since >= KEEP_FIRING_FOR:  # type: ignore[operator]
+            resolved += _change_state(rule, firing=False, value=value, now=now)
+        else:  # no change (or still within KEEP_FIRING_FOR): the value and the time only
             unchanged[value].append(rule.pk)
-        elif _change_state(rule, firing=above, value=value, now=now):
-            fired += above
-            resolved += not above
+            if rule.firing and above and rule.clear_since is not None:
+                back_above.append(rule.pk)
     for value, ids in unchanged.items():
         AlertRule.objects.filter(pk__in=ids).update(last_value=value, last_evaluated_at=now)
+    for rule_id in clearing:  # the first pass below keeps the rule firing: the clock starts
+        AlertRule.objects.filter(pk=rule_id, firing=True, clear_since__isnull=True).update(
+            clear_since=now, last_evaluated_at=now, last_value=values[rule_id]
+        )
+    if back_above:
+        AlertRule.objects.filter(pk__in=back_above, firing=True).update(clear_since=None)
     return AlertsEvaluated(rules=len(rules), fired=fired, resolved=resolved)

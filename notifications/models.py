@@ -149,6 +149,9 @@ class AlertRule(models.Model):
     # When the rule entered its current state (firing: when the episode began); None until its
     # first change. Part of every state change's condition, so a stale read cannot repeat one.
     since = models.DateTimeField(null=True, blank=True)
+    # Firing, but back at or below the threshold since then (None: not, or not firing): the
+    # episode ends once it stays so for dashboard.alerts.KEEP_FIRING_FOR.
+    clear_since = models.DateTimeField(null=True, blank=True)
     last_value = models.FloatField(null=True, blank=True)  # percent or seconds; None: no data
     last_evaluated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

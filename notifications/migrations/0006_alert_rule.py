@@ -35,6 +35,7 @@ class Migration(migrations.Migration):
                 ("min_jobs", models.PositiveIntegerField(default=5)),
                 ("firing", models.BooleanField(default=False)),
                 ("since", models.DateTimeField(blank=True, null=True)),
+                ("clear_since", models.DateTimeField(blank=True, null=True)),
                 ("last_value", models.FloatField(blank=True, null=True)),
                 ("last_evaluated_at", models.DateTimeField(blank=True, null=True)),
                 ("created_at", models.DateTimeField(auto_now_add=True)),

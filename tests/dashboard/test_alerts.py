@@ -83,8 +83,10 @@ def test_a_failure_rate_alert_fires_once_per_episode_resolves_once_and_fires_aga
     assert rule.last_value == 45.5
 
     finished(operator, succeeded=20)  # 5 of 31: 16.1 %, back below
-    assert alerts_evaluate().resolved == 1
-    assert alerts_evaluate().notified == 0
+    assert alerts_evaluate().notified == 0  # below: the episode ends if it stays so
+    later = timezone.now() + alerts.KEEP_FIRING_FOR
+    assert alerts_evaluate(now=later).resolved == 1
+    assert alerts_evaluate(now=later).notified == 0
     resolved = Notification.objects.filter(recipient=operator).first()  # newest first
     assert resolved.level == "success"
     assert resolved.title.startswith("Resolved: failure rate of Profile a CSV file is back below 20 %")
@@ -92,8 +94,8 @@ def test_a_failure_rate_alert_fires_once_per_episode_resolves_once_and_fires_aga
     assert not rule.firing and rule.last_value == 16.1
 
     finished(operator, failed=10)  # 15 of 41: 36.6 %, a new episode
-    assert alerts_evaluate().fired == 1
-    assert alerts_evaluate().notified == 0
+    assert alerts_evaluate(now=later).fired == 1
+    assert alerts_evaluate(now=later).notified == 0
     assert len(titles(operator)) == 3
     assert titles(operator)[-1] == "Failure rate of Profile a CSV file is 36.6 % (threshold 20 %)"
 
@@ -165,7 +167,8 @@ def test_a_stale_copy_of_a_rule_changes_nothing_and_notifies_nobody(operator):
     assert alerts._change_state(stale, firing=True, value=100.0, now=now) is False
     # Nor can a copy read before an episode that has since ended start another one.
     finished(operator, succeeded=100)
-    assert alerts_evaluate().resolved == 1
+    assert alerts_evaluate().resolved == 0
+    assert alerts_evaluate(now=timezone.now() + alerts.KEEP_FIRING_FOR).resolved == 1
     assert alerts._change_state(stale, firing=True, value=100.0, now=now) is False
     assert len(titles(operator)) == 2
 
@@ -205,7 +208,7 @@ def test_a_queue_wait_alert_fires_on_the_oldest_waiting_job_and_resolves_once_it
     waiting_since(
         make_job(owner=operator, state=JobState.RUNNING), now - timedelta(minutes=30)
     )  # not waiting
-    waiting_since(make_job(owner=operator), now - timedelta(seconds=30))
+    recent = waiting_since(make_job(owner=operator), now - timedelta(seconds=30))
     assert alerts_evaluate(now=now).notified == 0
     rule.refresh_from_db()
     assert rule.last_value == 30.0
@@ -218,12 +221,34 @@ def test_a_queue_wait_alert_fires_on_the_oldest_waiting_job_and_resolves_once_it
     assert (fired.level, fired.link) == ("warning", "/operations/")
     assert alerts.alert_rule_state(AlertRule.objects.get()).startswith("firing since ")
 
-    oldest.state = JobState.RUNNING
-    oldest.save()
-    assert alerts_evaluate(now=now).resolved == 1
+    for job in (oldest, recent):
+        job.state = JobState.RUNNING
+        job.save()
+    assert alerts_evaluate(now=now).notified == 0  # below: it ends if it stays so
+    assert alerts_evaluate(now=now + alerts.KEEP_FIRING_FOR).resolved == 1
     assert Notification.objects.filter(recipient=operator).first().title == (
-        "Resolved: queue wait on default is back below 60 s (now 30 s)"
+        "Resolved: queue wait on default is back below 60 s (now 0 s)"
     )
+
+
+def test_a_value_hovering_around_the_threshold_is_one_episode_not_one_per_crossing(operator):
+    """Without "keep firing for", each pass across the threshold started or ended an episode:
+    a value hovering around 20 % sent two notifications a minute."""
+    failure_rule(operator)
+    finished(operator, failed=3, succeeded=7)  # 30 %
+    start = timezone.now()
+    assert alerts_evaluate(now=start).fired == 1
+    finished(operator, succeeded=10)  # 3 of 20: 15 %, below
+    assert alerts_evaluate(now=start + timedelta(minutes=1)).notified == 0
+    finished(operator, failed=3)  # 6 of 23: 26 %, above again within KEEP_FIRING_FOR
+    assert alerts_evaluate(now=start + timedelta(minutes=2)).notified == 0
+    finished(operator, succeeded=20)  # 6 of 43: 14 %, below: the clock starts again
+    assert alerts_evaluate(now=start + timedelta(minutes=3)).notified == 0
+    state = alerts.alert_rule_state(AlertRule.objects.get())
+    assert "now 14 %: back below, resolved at " in state and state.endswith(" if it stays so")
+    assert alerts_evaluate(now=start + timedelta(minutes=7)).notified == 0  # below for 4 min
+    assert alerts_evaluate(now=start + timedelta(minutes=8)).resolved == 1  # below for 5 min
+    assert len(titles(operator)) == 2
 
 
 # --- Cost ------------------------------------------------------------------------------------------
