@@ -30,7 +30,9 @@ run: setup
 
 # The whole suite on SQLite; then, when a PostgreSQL server answers (TEST_POSTGRES_URL, default
 # the local one), the database-heavy tests again against it (not the browser, fault-injection and
-# benchmark smoke tests: they test processes, not the database, and already ran).
+# benchmark smoke tests: they test processes, not the database, and already ran), through a
+# PgBouncer in transaction pooling mode (scripts/pgbouncer.py; issue 17 §2), the strictest way
+# production runs it; directly when no pgbouncer could be installed.
 test: setup
 	$(PYTHON) scripts/system_deps.py redis-server chromium promtool npm
 	@[ -f tests/a11y/node_modules/axe-core/axe.min.js ] || \
@@ -38,8 +40,10 @@ test: setup
 	@$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if PG=$$($(BIN)/python scripts/postgres_url.py); then \
-	  echo "PostgreSQL answers: running the database tests against it too"; \
-	  DATABASE_URL=$$PG $(BIN)/python -m pytest -m "not browser and not faults" \
+	  POOLER=""; if $(PYTHON) scripts/system_deps.py pgbouncer; then POOLER="$(BIN)/python scripts/pgbouncer.py --"; \
+	    echo "PostgreSQL answers: running the database tests against it too, through PgBouncer"; \
+	  else echo "PostgreSQL answers: running the database tests against it too (directly: no pgbouncer)"; fi; \
+	  DATABASE_URL=$$PG $$POOLER $(BIN)/python -m pytest -m "not browser and not faults" \
 	    tests/jobs tests/notifications tests/system --ignore tests/system/test_bench_smoke.py $(PYTEST_ARGS); \
 	else \
 	  echo "No PostgreSQL answers: SQLite only (set TEST_POSTGRES_URL to use one)"; \

@@ -2,7 +2,7 @@
 """Make sure the Debian packages Runboard needs are present; install them when we are root.
 
 Usage: system_deps.py NAME [NAME ...] where NAME is one of: redis-server, chromium, promtool, npm,
-python3-venv.
+pgbouncer, python3-venv.
 Standard library only: it runs before the virtualenv exists.
 """
 
@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 
+# Where Debian's package puts it (in sbin: not on a non-root PATH).
+PGBOUNCER = "/usr/sbin/pgbouncer"
 # name -> (how to tell it is there, Debian package)
 KNOWN = {
     "redis-server": (lambda: shutil.which("redis-server") is not None, "redis-server"),
@@ -23,6 +25,8 @@ KNOWN = {
     # Installs the suite's axe-core (tests/a11y/package.json, pinned by its package-lock.json).
     "npm": (lambda: shutil.which("npm") is not None, "npm"),
     "python3-venv": (lambda: False, f"python3.{sys.version_info.minor}-venv"),
+    # The connection pooler the PostgreSQL pass of the suite runs behind (scripts/pgbouncer.py).
+    "pgbouncer": (lambda: os.path.exists(PGBOUNCER), "pgbouncer"),
 }
 _updated = False
 

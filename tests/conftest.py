@@ -62,9 +62,15 @@ def django_db_setup(django_db_setup: None) -> Iterator[None]:
     PostgreSQL refuses to drop a database someone is connected to."""
     yield
     from asgiref.sync import SyncToAsync
-    from django.db import connections
+    from django.db import connection, connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+    # Behind PgBouncer (scripts/pgbouncer.py), the pooler still holds server connections to the
+    # test database that this session's processes used: released, or the drop would be refused.
+    from scripts.pgbouncer import release
+
+    if connection.vendor == "postgresql":
+        release(connection.settings_dict["NAME"])
 
 
 def grant_powers(user: Any, *powers: Any) -> Any:

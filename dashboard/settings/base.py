@@ -176,6 +176,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "keepalives_count": 3,  # probes lost before the connection is dead
     }.items():
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault(name, value)
+# Behind a pooler in transaction mode (PgBouncer's pool_mode = transaction: docs/operations.md,
+# "Behind a connection pooler"), a connection is the client's only for one transaction, so no
+# cursor may outlive one: Django's server-side cursors (QuerySet.iterator() on PostgreSQL) are
+# turned off, as Django's docs ask ("Transaction pooling and server-side cursors").
+DATABASE_POOL_MODE = env.str("DATABASE_POOL_MODE", default="")
+if DATABASE_POOL_MODE not in ("", "session", "transaction"):
+    raise ImproperlyConfigured(
+        f"DATABASE_POOL_MODE must be 'session' or 'transaction' (or empty), not {DATABASE_POOL_MODE!r}."
+    )
+if DATABASE_POOL_MODE == "transaction":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat write concurrently: wait for locks instead of failing, take the write
     # lock up front (no deadlocking upgrades) and use WAL so readers don't block the writer.

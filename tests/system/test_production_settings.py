@@ -39,3 +39,31 @@ def test_production_logs_are_one_json_object_per_line():
     assert (
         line["level"] == "WARNING" and line["message"] == "hello world" and line["logger"] == "runboard.test"
     )
+
+
+def _database_settings(**env):
+    code = (
+        "import json; from django.db import connection as c; print(json.dumps(c.settings_dict, default=str))"
+    )
+    return manage(
+        "shell", "-c", code, DJANGO_SECRET_KEY=secrets.token_urlsafe(64), DJANGO_ALLOWED_HOSTS="x",
+        DATABASE_URL="postgres://app@db.internal:6432/runboard", **env,
+    )  # fmt: skip
+
+
+def test_behind_a_transaction_pooler_no_server_side_cursor_is_used():
+    """Issue 17 §2: QuerySet.iterator() (the export, retention) opens a server-side cursor, which
+    a transaction-mode pooler (PgBouncer) cannot keep between transactions."""
+    pooled = _database_settings(DATABASE_POOL_MODE="transaction")
+    direct = _database_settings()
+
+    def disabled(done):
+        return json.loads(done.stdout.strip().splitlines()[-1]).get("DISABLE_SERVER_SIDE_CURSORS", False)
+
+    assert (disabled(pooled), disabled(direct)) == (True, False)
+
+
+def test_an_unknown_pool_mode_stops_the_process_and_says_which_values_it_takes():
+    done = _database_settings(DATABASE_POOL_MODE="statement")
+
+    assert done.returncode != 0 and "DATABASE_POOL_MODE must be 'session' or 'transaction'" in done.stderr
