@@ -20,7 +20,16 @@ from . import schedules, selectors
 from .exceptions import Conflict, KindNotAllowed, RateLimited
 from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind, may_launch
 from .launch import job_cancel, job_create, job_retry
-from .models import AccessToken, AdmissionAudit, Job, JobLogLine, JobSchedule, JobState, Upload
+from .models import (
+    AccessToken,
+    AdmissionAudit,
+    Job,
+    JobBulkAction,
+    JobLogLine,
+    JobSchedule,
+    JobState,
+    Upload,
+)
 from .permissions import Power, has_power, signed_in_user
 
 
@@ -449,3 +458,13 @@ class AdmissionAuditAdmin(ViewOnly, admin.ModelAdmin):
 
     list_display = ("at", "username", "action", "target", "name")
     list_filter = ("action", "target")
+
+
+@admin.register(JobBulkAction)
+class JobBulkActionAdmin(ViewOnly, admin.ModelAdmin):
+    """Who retried, cancelled or deleted jobs in bulk, with which filter, and what came of it
+    (read-only: the audit trail; the actions are on the Bulk actions page and the API)."""
+
+    list_display = ("at", "username", "action", "matched", "confirmed", "acted", "skipped")
+    list_filter = ("action",)
+    search_fields = ("username",)

@@ -41,7 +41,7 @@ from dashboard.throttle.address import request_address
 from dashboard.throttle.tokens import TokenThrottled, token_attempt
 from notifications import events
 
-from . import admission, launch, schedules, selectors
+from . import admission, bulk, launch, schedules, selectors
 from .conf import app_settings
 from .exceptions import Conflict, InvalidUpload, KindNotAllowed, RateLimited
 from .kinds.registry import InvalidParams, UnknownKind, all_kinds, get_kind, may_launch
@@ -557,6 +557,84 @@ def job_create(request: HttpRequest) -> HttpResponse:
     response = _job_response(job, user, status=201)
     response["Location"] = reverse("api:job-detail", args=[job.id])
     return response
+
+
+# --- Bulk actions (issue 16 §12) -------------------------------------------------------------------
+# Before the job routes: "/jobs/{job_id}/" matches any text, "bulk/preview" included.
+
+
+class BulkPreviewBody(BaseModel):
+    """A bulk action and the jobs it is for (``filter``: see ``BulkFilter``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    action: bulk.BulkAction
+    filter: bulk.BulkFilter = Field(default_factory=bulk.BulkFilter)
+
+
+class BulkApplyBody(BulkPreviewBody):
+    """Apply it: ``confirmed_count`` is the preview's ``actionable``; if the jobs to act on are no
+    longer that many, nothing is done (409)."""
+
+    confirmed_count: int = Field(ge=0)
+
+
+REQUEST_MODELS.extend([bulk.BulkFilter, BulkPreviewBody, BulkApplyBody])
+
+
+def _bulk_body(body: Any, model: type[BulkPreviewBody]) -> Any:
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        fields: dict[str, list[str]] = {}
+        for error in exc.errors():
+            fields.setdefault(".".join(str(p) for p in error["loc"]) or "body", []).append(error["msg"])
+        raise ApiError(400, "Invalid request.", fields) from None
+
+
+@router.post(
+    "/jobs/bulk/preview/",
+    response={200: schema_of(bulk.BulkPreview), **errors(*COMMON, 403, 413)},
+    url_name="job-bulk-preview",
+    summary="How many jobs a bulk retry, cancel or delete would act on (the count to confirm), "
+    "why others would be left alone, and a few examples",
+    description="Only jobs you may see are ever selected. 403: a failed CSRF check.",
+    openapi_extra=json_body(BulkPreviewBody),
+)
+def job_bulk_preview(request: HttpRequest) -> JsonResponse:
+    body, failure = read_json(request)
+    if failure:
+        return failure
+    data = _bulk_body(body, BulkPreviewBody)
+    user = signed_in_user(request)
+    return JsonResponse(bulk.bulk_preview(user=user, bulk_filter=data.filter, action=data.action))
+
+
+@router.post(
+    "/jobs/bulk/",
+    response={200: schema_of(bulk.BulkResult), **errors(*COMMON, 403, 409, 413)},
+    url_name="job-bulk",
+    summary="Retry, cancel or delete the jobs a filter selects, if they are still the confirmed "
+    f"count (at most {bulk.BULK_MAX_JOBS}); audited",
+    description="Each job is checked as its single-job action is; those refused are skipped and "
+    "counted by reason. 400: more than the limit (narrow the filter). 409: the count changed "
+    "(preview again). Retries count in their owner's launch limit. 403: a failed CSRF check.",
+    openapi_extra=json_body(BulkApplyBody),
+)
+def job_bulk_apply(request: HttpRequest) -> JsonResponse:
+    body, failure = read_json(request)
+    if failure:
+        return failure
+    data = _bulk_body(body, BulkApplyBody)
+    user = signed_in_user(request)
+    try:
+        result = bulk.bulk_apply(
+            user=user, bulk_filter=data.filter, action=data.action, confirmed_count=data.confirmed_count
+        )
+    except bulk.SelectionTooLarge as exc:
+        raise ApiError(400, str(exc), {"filter": [str(exc)]}) from None
+    except bulk.SelectionChanged as exc:
+        raise ApiError(409, str(exc), {"confirmed_count": [str(exc)]}) from None
+    return JsonResponse(result)
 
 
 @router.post(

@@ -329,3 +329,27 @@ class JobSchedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class JobBulkAction(models.Model):
+    """Who retried, cancelled or deleted which jobs in bulk, and what came of it (jobs.bulk; kept:
+    the audit trail)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150)  # kept if the user is deleted
+    action = models.CharField(max_length=8)  # retry, cancel, delete
+    # The filter as given (jobs.bulk.BulkFilter, its windows in minutes back from ``at``).
+    filter = models.JSONField(default=dict)
+    matched = models.PositiveIntegerField(default=0)  # jobs the filter selected that they could see
+    confirmed = models.PositiveIntegerField(default=0)  # the count they confirmed
+    acted = models.PositiveIntegerField(default=0)
+    skipped = models.JSONField(default=dict, blank=True)  # {reason: count}
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.acted}/{self.confirmed}"

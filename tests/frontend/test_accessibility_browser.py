@@ -82,6 +82,7 @@ def test_every_page_has_one_h1_and_no_serious_accessibility_violation(
         "operations": "/operations/",
         "schedules": "/operations/schedules/",
         "alerts": "/operations/alerts/",
+        "bulk actions": "/operations/bulk/",
     }
     context = browser.new_context(base_url=live_server_url, viewport={"width": WIDTHS[width], "height": 900})
     page = context.new_page()

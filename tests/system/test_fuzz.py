@@ -45,6 +45,8 @@ OPERATIONS = [
     "GET /api/v1/kinds/",
     "GET /api/v1/jobs/",
     "POST /api/v1/jobs/",
+    "POST /api/v1/jobs/bulk/preview/",
+    "POST /api/v1/jobs/bulk/",
     "GET /api/v1/jobs/{job_id}/",
     "POST /api/v1/jobs/{job_id}/cancel/",
     "POST /api/v1/jobs/{job_id}/retry/",

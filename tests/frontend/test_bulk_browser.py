@@ -1,0 +1,83 @@
+"""The Bulk actions page (/operations/bulk/, issue 16 §12) in headless Chromium against the real
+web server, at desktop and phone widths: an operator picks the failed jobs of one kind, sees how
+many a retry would act on, confirms that count, and the jobs are retried for their owners; the
+page then says what was done and who did it. Each step passes axe-core with one h1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from jobs.models import Job, JobBulkAction, JobState
+from tests.frontend.test_accessibility_browser import check
+from tests.frontend.test_dashboard_browser import log_in
+from tests.jobs.factories import make_job
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+
+WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+
+
+@pytest.fixture(params=list(WIDTHS))
+def context(request: pytest.FixtureRequest, browser: Any, live_server_url: str) -> Iterator[Any]:
+    """A browser context at a desktop's and at a phone's width."""
+    context = browser.new_context(base_url=live_server_url, viewport=WIDTHS[request.param])
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+def finished(owner: Any, *, state: JobState, kind: str, minutes: int) -> Job:
+    params = {"steps": 1, "step_ms": 0} if kind == "simulate" else {"n": 100}
+    job = make_job(owner=owner, state=state, kind=kind, params=params, error="Boom")
+    at = timezone.now() - timedelta(minutes=minutes)
+    Job.objects.filter(pk=job.pk).update(created_at=at, started_at=at, finished_at=at)
+    return job
+
+
+def test_an_operator_retries_the_failed_jobs_of_one_kind_after_confirming_the_count(context, make_user):
+    operator, owner = make_user(operator=True), make_user()
+    chosen = [finished(owner, state=JobState.FAILED, kind="simulate", minutes=10 + i) for i in range(3)]
+    finished(owner, state=JobState.FAILED, kind="simulate", minutes=300)  # outside the window
+    finished(owner, state=JobState.FAILED, kind="primes", minutes=10)  # another kind
+    finished(owner, state=JobState.SUCCEEDED, kind="simulate", minutes=10)  # not failed
+    page = context.new_page()
+    log_in(page, operator)
+
+    page.goto("/operations/")
+    page.get_by_role("link", name="Bulk actions").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Bulk actions")
+    problems = check(page, "bulk actions (filter)")
+
+    page.get_by_label("Retry", exact=True).check()
+    page.get_by_label("Failed", exact=True).check()
+    page.get_by_label("Simulated work", exact=True).check()
+    page.get_by_label("Jobs", exact=True).select_option("created")
+    page.get_by_label("within the last").fill("1")
+    page.get_by_label("Unit").select_option("hours")
+    page.get_by_role("button", name="Preview").click()
+
+    expect(page.get_by_role("heading", name="Retry 3 jobs?")).to_be_visible()
+    expect(page.locator(".bulk-examples li")).to_have_count(3)
+    confirm = page.get_by_role("button", name="Retry 3 jobs")
+    problems += check(page, "bulk actions (confirmation)")
+    assert Job.objects.count() == 6  # nothing happened before the confirmation
+
+    confirm.click()
+
+    expect(page.locator(".bulk-message")).to_have_text("Retried 3 jobs.")
+    newest = page.locator("#bulk-audit li").first
+    expect(newest).to_contain_text(f"{operator.username} retry: 3 of 3 confirmed")
+    expect(newest).to_contain_text("state failed, kind simulate")
+    problems += check(page, "bulk actions (done)")
+    retries = Job.objects.filter(retry_of__isnull=False)
+    assert sorted(job.retry_of_id for job in retries) == sorted(job.id for job in chosen)
+    assert {job.owner_id for job in retries} == {owner.pk}
+    audit = JobBulkAction.objects.get()
+    assert (audit.username, audit.action, audit.confirmed, audit.acted) == (operator.username, "retry", 3, 3)
+    assert not problems, "\n".join(problems)
