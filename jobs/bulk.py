@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Annotated, NamedTuple, TypedDict
 
 from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet
@@ -39,7 +39,8 @@ from .kinds.registry import InvalidParams, UnknownKind, all_kinds, may_launch
 from .launch import job_cancel, job_retry
 from .models import FINAL_STATES, Job, JobBulkAction, JobState
 from .permissions import Power, has_power
-from .selectors import bounded_count, job_visible_to
+from .selectors import bounded_count, job_search_q, job_visible_to
+from .states import jobs_delete
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -171,15 +172,7 @@ def _matching(user: User, bulk_filter: BulkFilter) -> QuerySet[Job]:
     if bulk_filter.finished_within_minutes:
         jobs = jobs.filter(finished_at__gte=now - timedelta(minutes=bulk_filter.finished_within_minutes))
     if bulk_filter.search:
-        # The job list's search (jobs.selectors.job_list_for_user), which only comes sliced.
-        search = bulk_filter.search
-        jobs = jobs.filter(
-            Q(kind__icontains=search)
-            | Q(label__icontains=search)
-            | Q(progress_message__icontains=search)
-            | Q(error__icontains=search)
-            | Q(error_class__icontains=search)
-        )
+        jobs = jobs.filter(job_search_q(bulk_filter.search))  # the job list's search
     return jobs
 
 
@@ -422,27 +415,16 @@ def _one_by_one(
 
 @transaction.atomic
 def _delete(user: User, ids: list[uuid.UUID], skipped: Counter[tuple[str, str]]) -> list[uuid.UUID]:
-    """Delete the finished jobs among ``ids`` as retention does (jobs.housekeeping.retention_apply):
-    the rows, their log lines and chunks with them, and each produced file (once committed: a
-    rolled-back delete keeps its files)."""
+    """Delete the finished jobs among ``ids`` as retention does (jobs.states.jobs_delete: rows,
+    logs, chunks, files once committed; open pages are told)."""
     # Checked again in the write: a job no longer finished, or no longer there, is left.
     jobs = Job.objects.filter(pk__in=ids, state__in=FINAL_STATES)
     if not (user.has_perm(DELETE_ANY_JOB) and has_power(user, Power.ACT_ON_ANY_JOB)):
         jobs = jobs.filter(owner=user)
-    found = list(jobs.select_for_update().only("id", "result_file"))
-    files = [(job.result_file.storage, str(job.result_file.name)) for job in found if job.result_file]
-    if files:
-        transaction.on_commit(lambda: _delete_files(files))
-    deleted = [job.id for job in found]
-    Job.objects.filter(pk__in=deleted).delete()
+    deleted = jobs_delete(jobs)
     if len(ids) > len(deleted):
         skipped[CHANGED] += len(ids) - len(deleted)
     return deleted
-
-
-def _delete_files(files: list[tuple[Any, str]]) -> None:
-    for storage, name in files:
-        storage.delete(name)
 
 
 def bulk_actions_recent(*, limit: int = 20) -> list[JobBulkAction]:

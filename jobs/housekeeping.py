@@ -21,7 +21,7 @@ from .kinds.registry import UnknownKind, get_kind
 from .launch import upload_delete
 from .models import Job, JobState, Upload
 from .runner import _recover_lost
-from .states import job_rows_update
+from .states import job_rows_update, jobs_delete
 
 logger = logging.getLogger(__name__)
 
@@ -109,16 +109,27 @@ def job_purge_expired_result_files(*, older_than_days: float | None = None) -> i
     return purged
 
 
+# Jobs retention deletes per transaction.
+RETENTION_BATCH = 1000
+
+
 def retention_apply(*, now: Any = None) -> dict[str, int]:
     """Remove what has outlived its retention: finished jobs (with logs, chunks and files),
     uploads nothing refers to any more, read notifications, and old task results."""
     now = now or timezone.now()
     job_cutoff = now - timedelta(days=app_settings.JOB_RETENTION_DAYS)
     removed = {"jobs": 0, "uploads": 0, "notifications": 0, "task_results": 0}
-    old_jobs = Job.objects.filter(finished_at__lt=job_cutoff)
-    for job in old_jobs.exclude(result_file="").iterator():
-        job.result_file.delete(save=False)
-    removed["jobs"] = old_jobs.delete()[1].get("jobs.Job", 0)
+    # In batches (jobs_delete reads the ids it deletes): memory and each transaction stay bounded
+    # however much history has outlived its retention.
+    while batch := list(
+        Job.objects.filter(finished_at__lt=job_cutoff)
+        .order_by("finished_at")
+        .values_list("pk", flat=True)[:RETENTION_BATCH]
+    ):
+        deleted = jobs_delete(Job.objects.filter(pk__in=batch, finished_at__lt=job_cutoff))
+        removed["jobs"] += len(deleted)
+        if not deleted:  # gone meanwhile (another housekeeping process): read the next batch
+            continue
     referenced = {
         str(v)
         for v in Job.objects.exclude(params__upload_id=None).values_list("params__upload_id", flat=True)

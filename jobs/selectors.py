@@ -102,6 +102,19 @@ def results_visible(user: User, job: Job) -> bool:
     return job.owner_id == user.pk or has_power(user, Power.VIEW_ALL_RESULTS)
 
 
+def job_search_q(search: str) -> Q:
+    """The job list's search: ``search`` in the kind, the label ("sales.csv (12.4 MB)"), the
+    progress message, the error or its class, case-insensitively (the page's own filter,
+    frontend/static/frontend/dashboard.js ``matches``, looks at the same fields)."""
+    return (
+        Q(kind__icontains=search)
+        | Q(label__icontains=search)
+        | Q(progress_message__icontains=search)
+        | Q(error__icontains=search)
+        | Q(error_class__icontains=search)
+    )
+
+
 def job_list_for_user(
     *,
     user: User,
@@ -116,13 +129,7 @@ def job_list_for_user(
     Results are not loaded (payloads show their stored summary)."""
     jobs = job_visible_to(user).defer("result")
     if search:
-        jobs = jobs.filter(
-            Q(kind__icontains=search)
-            | Q(label__icontains=search)
-            | Q(progress_message__icontains=search)
-            | Q(error__icontains=search)
-            | Q(error_class__icontains=search)
-        )
+        jobs = jobs.filter(job_search_q(search))
     if states:
         jobs = jobs.filter(state__in=states)
     if kinds:

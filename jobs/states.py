@@ -62,6 +62,36 @@ def _push_job(job: Job) -> None:
     push_event(group=events.OPS_JOBS_GROUP, event=events.job_update(redacted))
 
 
+def jobs_delete(jobs: QuerySet[Job]) -> list[uuid.UUID]:
+    """Delete the jobs of ``jobs`` (at most a caller's batch: their ids are read), with their log
+    lines and chunks (cascade), each produced file once the transaction commits (a rolled-back
+    delete keeps its files), and tell open pages: a ``jobs.deleted`` event to each owner and to
+    operators, after commit, in events of at most DELETED_IDS_PER_EVENT ids. Rows are locked
+    first (a job changed meanwhile is deleted as it is). Returns the ids deleted.
+
+    The one way jobs are deleted: bulk delete (jobs.bulk) and retention (jobs.housekeeping)."""
+    with transaction.atomic():
+        found = list(jobs.select_for_update().only("id", "owner_id", "result_file"))
+        files = [(job.result_file.storage, str(job.result_file.name)) for job in found if job.result_file]
+        if files:
+            transaction.on_commit(partial(_delete_files, files))
+        ids = [job.id for job in found]
+        Job.objects.filter(pk__in=ids).delete()
+        by_owner: dict[int, list[str]] = {}
+        for job in found:
+            by_owner.setdefault(job.owner_id, []).append(str(job.id))
+        for owner_id, owned in by_owner.items():
+            for start in range(0, len(owned), events.DELETED_IDS_PER_EVENT):
+                chunk = owned[start : start + events.DELETED_IDS_PER_EVENT]
+                push_event(group=events.job_update_groups(owner_id), event=events.jobs_deleted(chunk))
+    return ids
+
+
+def _delete_files(files: list[tuple[Any, str]]) -> None:
+    for storage, name in files:
+        storage.delete(name)
+
+
 def job_pushes_flush(*, timeout: float) -> bool:
     """Wait, at most ``timeout`` seconds, until what this process pushed has left it: a
     short-lived process (the CLI) calls it before it exits."""

@@ -174,6 +174,14 @@ class JobUpdateEvent(TypedDict):
     job: JobPayload
 
 
+class JobsDeletedEvent(TypedDict):
+    """Jobs that no longer exist (deleted in bulk, or by retention): a client drops them. At most
+    DELETED_IDS_PER_EVENT ids; one deletion of more sends several."""
+
+    type: Literal["jobs.deleted"]
+    ids: list[str]
+
+
 class JobLogEvent(TypedDict):
     type: Literal["job.log"]
     job_id: str
@@ -237,6 +245,7 @@ Event = (
     | SnapshotEvent
     | JobUpdateEvent
     | JobLogEvent
+    | JobsDeletedEvent
     | ErrorEvent
     | PongEvent
     | WatchingEvent
@@ -297,6 +306,14 @@ def heartbeat(*, server_time: str) -> HeartbeatEvent:
 
 def job_update(job: JobPayload) -> JobUpdateEvent:
     return {"type": "job.update", "job": job}
+
+
+# A jobs.deleted event's ids: 200 x 38 bytes, ~7.6 KiB, within the 16 KiB design ceiling.
+DELETED_IDS_PER_EVENT = 200
+
+
+def jobs_deleted(ids: list[str]) -> JobsDeletedEvent:
+    return {"type": "jobs.deleted", "ids": ids[:DELETED_IDS_PER_EVENT]}
 
 
 def job_log(*, job_id: str, lines: list[LogLinePayload]) -> JobLogEvent:

@@ -81,3 +81,38 @@ def test_an_operator_retries_the_failed_jobs_of_one_kind_after_confirming_the_co
     audit = JobBulkAction.objects.get()
     assert (audit.username, audit.action, audit.confirmed, audit.acted) == (operator.username, "retry", 3, 3)
     assert not problems, "\n".join(problems)
+
+
+def test_jobs_deleted_in_bulk_leave_the_owner_s_open_dashboard_and_job_page(
+    context, browser, live_server_url, make_user
+):
+    """Before, nothing told open pages: deleted jobs stayed listed until a reload."""
+    from tests.frontend.test_live_header_browser import wait_for_snapshot
+
+    # Deleting another user's jobs takes Django's "Can delete job" too: a superuser holds both.
+    operator, owner = make_user(is_staff=True, is_superuser=True), make_user()
+    doomed = [finished(owner, state=JobState.FAILED, kind="simulate", minutes=5) for _ in range(2)]
+    kept = finished(owner, state=JobState.SUCCEEDED, kind="simulate", minutes=5)
+    dashboard = context.new_page()
+    log_in(dashboard, owner)
+    wait_for_snapshot(dashboard)
+    expect(dashboard.locator("li.job")).to_have_count(3)
+    job_page = context.new_page()
+    job_page.goto(f"/jobs/{doomed[0].id}/")
+    wait_for_snapshot(job_page)
+
+    admin = browser.new_context(base_url=live_server_url)  # the operator's own session
+    page = admin.new_page()
+    log_in(page, operator)
+    page.goto("/operations/bulk/")
+    page.get_by_label("Delete", exact=True).check()
+    page.get_by_label("Failed", exact=True).check()
+    page.get_by_role("button", name="Preview").click()
+    page.get_by_role("button", name="Delete 2 jobs").click()
+    expect(page.locator(".bulk-message")).to_have_text("Deleted 2 jobs.")
+    admin.close()
+
+    expect(dashboard.locator("li.job")).to_have_count(1)
+    expect(dashboard.locator("li.job")).to_have_attribute("data-id", str(kept.id))
+    expect(job_page.locator("#action-error")).to_have_text("This job was deleted.")
+    expect(job_page.locator("#retry")).to_be_hidden()

@@ -76,6 +76,12 @@ export class JobStore extends EventTarget {
     this.dispatchEvent(new CustomEvent("job", { detail: { job, previous: known } }));
     return true;
   }
+  // Jobs that no longer exist (a jobs.deleted event: deleted in bulk, or by retention).
+  remove(ids) {
+    for (const id of ids) {
+      if (this.jobs.delete(id)) this.dispatchEvent(new CustomEvent("removed", { detail: { id } }));
+    }
+  }
 }
 
 export function api(path, { method = "GET", body } = {}) {

@@ -135,6 +135,11 @@ window.runboard.store = store;
 socket.addEventListener("message", ({ detail: message }) => {
   if (message.type === "snapshot") message.jobs.forEach((job) => store.apply(job));
   else if (message.type === "job.update") store.apply(message.job);
+  else if (message.type === "jobs.deleted") store.remove(message.ids);
+});
+store.addEventListener("removed", ({ detail: { id } }) => {
+  document.getElementById(`job-${id}`)?.remove();
+  applyFilters();
 });
 filtersFromAddress();
 reload();

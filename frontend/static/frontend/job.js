@@ -331,5 +331,11 @@ socket.addEventListener("message", ({ detail: message }) => {
   else if (message.type === "snapshot") message.jobs.filter((job) => job.id === initial.id).forEach((job) => store.apply(job));
   else if (message.type === "job.update" && message.job.id === initial.id) store.apply(message.job);
   else if (message.type === "job.log" && message.job_id === initial.id) appendLines(message.lines);
+  else if (message.type === "jobs.deleted" && message.ids.includes(initial.id)) {
+    // Deleted (in bulk, or by retention) while open: say so; its actions no longer apply.
+    document.getElementById("action-error").textContent = "This job was deleted.";
+    document.getElementById("cancel").hidden = true;
+    document.getElementById("retry").hidden = true;
+  }
 });
 window.runboard.store = store;
