@@ -5,17 +5,19 @@ notifications and push routers, its error format, and its generated OpenAPI docu
 import contextlib
 import copy
 from functools import cache, wraps
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.urls import URLPattern, path, re_path
 from django.views.decorators.csrf import csrf_exempt
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Query, Router
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 
+from dashboard import history
 from jobs import api
 from jobs.kinds.registry import all_kinds
+from jobs.permissions import Power, has_power, signed_in_user
 from notifications import api as notifications_api
 from notifications import push_api
 
@@ -31,6 +33,41 @@ ninja_api = NinjaAPI(
 ninja_api.add_router("/", api.router)
 ninja_api.add_router("/notifications/", notifications_api.router)
 ninja_api.add_router("/push/", push_api.router)
+
+
+# --- The operator's history (issue 16 §11, §13): the Operations page's charts and failure groups
+
+
+ops_router = Router(tags=["ops"])
+ops_router.add_decorator(api.checked)
+WindowQuery = Annotated[
+    Any,
+    WithJsonSchema({"type": "string", "enum": list(history.WINDOWS)}),
+    Query(None, description="hour (60 one-minute buckets, the default) or day (24 one-hour buckets)"),
+]
+
+
+@ops_router.get(
+    "/ops/history/",
+    response={200: api.schema_of(history.HistoryPayload), **api.errors(*api.COMMON, 403)},
+    url_name="ops-history",
+    summary="Jobs finished and failed, runtime and queue wait percentiles over time, failure groups",
+    description="403 without the 'use the operator view' permission; tracebacks only with "
+    "'see all results' (jobs.view_all_results).",
+)
+def ops_history(request: HttpRequest, window: WindowQuery) -> JsonResponse:
+    user = signed_in_user(request)
+    if not has_power(user, Power.USE_OPERATOR_VIEW):
+        return api.error_response(403, "History takes the 'use the operator view' permission.")
+    name = request.GET.get("window") or "hour"
+    if name not in history.WINDOWS:
+        choices = ", ".join(history.WINDOWS)
+        return api.error_response(400, "Invalid request.", {"window": [f"One of: {choices}."]})
+    payload = history.ops_history(window=name, include_tracebacks=has_power(user, Power.VIEW_ALL_RESULTS))
+    return JsonResponse(payload)
+
+
+ninja_api.add_router("/", ops_router)
 
 
 # --- The error format: {"detail": ..., "fields": {...}} for every refusal, whoever refuses ------

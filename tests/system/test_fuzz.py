@@ -47,6 +47,7 @@ OPERATIONS = [
     "POST /api/v1/jobs/",
     "POST /api/v1/jobs/bulk/preview/",
     "POST /api/v1/jobs/bulk/",
+    "GET /api/v1/ops/history/",
     "GET /api/v1/jobs/{job_id}/",
     "POST /api/v1/jobs/{job_id}/cancel/",
     "POST /api/v1/jobs/{job_id}/retry/",
