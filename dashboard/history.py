@@ -110,6 +110,9 @@ class FailureGroup(TypedDict):
     latest_message: str  # the latest one's error, at most MESSAGE_BYTES
     search: str  # the dashboard's search for these jobs (with state=failed)
     jobs_url: str  # "/?state=failed&q=<search>"
+    # The Bulk actions page's preview of retrying them (failed within the window, this search):
+    # "/operations/bulk/?preview=1&action=retry&states=failed&search=…&window=finished&within=60&unit=minutes"
+    bulk_url: str
     traceback: NotRequired[str]
 
 
@@ -349,6 +352,12 @@ def _jobs_url(search: str) -> str:
     return reverse("frontend:home") + "?" + urllib.parse.urlencode({"state": "failed", "q": search})
 
 
+def _bulk_url(search: str, minutes: int) -> str:
+    query = {"preview": "1", "action": "retry", "states": "failed", "search": search}
+    query.update(window="finished", within=str(minutes), unit="minutes")
+    return reverse("frontend:bulk") + "?" + urllib.parse.urlencode(query)
+
+
 def failure_groups(
     *, since: datetime, until: datetime, include_tracebacks: bool
 ) -> tuple[list[FailureGroup], int, bool]:
@@ -420,6 +429,7 @@ def failure_groups(
             "latest_message": cut_bytes(job["message"] or "", MESSAGE_BYTES) if job else "",
             "search": search,
             "jobs_url": _jobs_url(search),
+            "bulk_url": _bulk_url(search, math.ceil((until - since).total_seconds() / 60)),
         }
         if include_tracebacks:
             item["traceback"] = cut_bytes(job["trace"] or "", TRACEBACK_BYTES, keep_end=True) if job else ""

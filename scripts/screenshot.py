@@ -135,7 +135,7 @@ def items(browser, prefix: str) -> list[Path]:
     page.goto(f"{url}/operations/")
     page.wait_for_timeout(4000)
     shot(page, "11-charts", full_page=True)
-    shot(page, "13-failures", "#failures")
+    shot(page, "13-failures", "#history-failures")
     page.goto(f"{url}/operations/bulk/?state=failed")
     page.wait_for_timeout(1500)
     shot(page, "12-bulk", full_page=True)

@@ -166,3 +166,19 @@ def test_an_operator_without_the_results_power_gets_the_groups_but_no_traceback(
     assert len(bodies) >= 2 and all(SECRET not in body for body in bodies)
     assert all('"traceback"' not in body for body in bodies)
     assert not policy_problems(seen), policy_problems(seen)
+
+
+def test_a_failure_group_links_to_the_bulk_retry_of_its_jobs_with_the_count_to_confirm(page, make_user):
+    """From "3 jobs failed with UnicodeDecodeError" to "Retry 3 jobs?" in one click: the bulk
+    preview of the group's jobs (failed in the window, found by their class)."""
+    operator = make_user(is_staff=True, is_superuser=True)
+    seed(make_user())
+    log_in(page, operator)
+    page.goto("/operations/")
+    group = page.locator("#failures-list > li").first
+    expect(group.locator("h4")).to_have_text("3 jobs failed with UnicodeDecodeError")
+
+    group.locator("a.failure-bulk").click()
+
+    expect(page.get_by_role("heading", name="Retry 3 jobs?")).to_be_visible()
+    expect(page.locator(".bulk-examples li")).to_have_count(3)

@@ -171,6 +171,7 @@ function renderFailures(payload) {
       el("span", {}, `Kinds: ${group.kinds.join(", ")}`),
       el("span", {}, `latest ${new Date(group.latest_at).toLocaleString()}`),
       el("a", { href: group.jobs_url, class: "failure-jobs" }, `See the ${group.count === 1 ? "job" : "jobs"}`),
+      el("a", { href: group.bulk_url, class: "failure-bulk" }, `Retry ${group.count === 1 ? "it" : "them"}…`),
     );
     item.append(heading, meta, el("p", { class: "failure-message" }, group.latest_message || "(no message)"));
     if (typeof group.traceback === "string" && group.traceback) {
