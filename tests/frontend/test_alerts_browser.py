@@ -4,9 +4,6 @@ page once, however often the alerts are evaluated (issue 16 §14, docs/alerts.md
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 from playwright.sync_api import expect
 
@@ -19,16 +16,7 @@ from tests.jobs.factories import make_job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
-WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 TITLE = "Failure rate of Profile a CSV file is 80 % (threshold 20 %)"
-
-
-@pytest.fixture(params=list(WIDTHS))
-def context(request: pytest.FixtureRequest, browser: Any, live_server_url: str) -> Iterator[Any]:
-    context = browser.new_context(base_url=live_server_url, viewport=WIDTHS[request.param])
-    context.set_default_timeout(15_000)
-    yield context
-    context.close()
 
 
 def test_an_operator_adds_a_failure_rate_alert_and_is_told_live_once_per_episode(context, make_user):

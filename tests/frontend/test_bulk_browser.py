@@ -5,7 +5,6 @@ page then says what was done and who did it. Each step passes axe-core with one 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,17 +18,6 @@ from tests.frontend.test_dashboard_browser import log_in
 from tests.jobs.factories import make_job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
-
-WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-
-
-@pytest.fixture(params=list(WIDTHS))
-def context(request: pytest.FixtureRequest, browser: Any, live_server_url: str) -> Iterator[Any]:
-    """A browser context at a desktop's and at a phone's width."""
-    context = browser.new_context(base_url=live_server_url, viewport=WIDTHS[request.param])
-    context.set_default_timeout(15_000)
-    yield context
-    context.close()
 
 
 def finished(owner: Any, *, state: JobState, kind: str, minutes: int) -> Job:

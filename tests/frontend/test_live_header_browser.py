@@ -29,17 +29,6 @@ LIVE_LEVELS = [
 ]
 WORDS = {Level.INFO: "Info", Level.SUCCESS: "Success", Level.WARNING: "Warning", Level.ERROR: "Error"}
 
-WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-
-
-@pytest.fixture(params=list(WIDTHS))
-def context(request: pytest.FixtureRequest, browser: Any, live_server_url: str) -> Iterator[Any]:
-    """A browser context at a desktop's and at a phone's width."""
-    context = browser.new_context(base_url=live_server_url, viewport=WIDTHS[request.param])
-    context.set_default_timeout(15_000)
-    yield context
-    context.close()
-
 
 @pytest.fixture
 def no_vapid_key() -> Iterator[None]:

@@ -6,7 +6,6 @@ axe-core finds nothing serious, and the page's CSP is never violated."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,18 +22,8 @@ from tests.jobs.factories import make_job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
-WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 SECRET = "SECRET-FRAME-only-for-results-power"
 CHARTS = ("chart-finished", "chart-failed", "chart-runtime", "chart-wait")
-
-
-@pytest.fixture(params=list(WIDTHS))
-def context(request: pytest.FixtureRequest, browser: Any, live_server_url: str) -> Iterator[Any]:
-    """A browser context at a desktop's and at a phone's width."""
-    context = browser.new_context(base_url=live_server_url, viewport=WIDTHS[request.param])
-    context.set_default_timeout(15_000)
-    yield context
-    context.close()
 
 
 def seeded(owner: Any, state: JobState, *, ago: float, runtime: float = 4.0, wait: float = 1.0,
