@@ -207,6 +207,8 @@ class Connection(Protocol):
 
     channel_name: str
     credential: credentials.Credential
+    joined: list[str]  # its groups, and the jobs it watches (their log groups)
+    watching: set[str]
 
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
@@ -226,7 +228,13 @@ class LayerWatch:
     meanwhile. Two signals: a check every RUNBOARD_LAYER_CHECK_INTERVAL seconds (a message to
     ourselves through Redis and back; catches an outage on any layer), and, on the PubSub layer,
     its Redis connection coming back (redis-py resubscribes by itself, but events published in
-    between are gone, and channels-redis 4.3 never calls its on_disconnect/on_reconnect hooks)."""
+    between are gone, and channels-redis 4.3 never calls its on_disconnect/on_reconnect hooks:
+    django/channels_redis#406).
+
+    On a layer sharded over several Redis servers (CHANNEL_LAYER_REDIS_URLS), only the sockets
+    that receive through the shard that was interrupted (their own channel or one of their groups
+    lives there) are closed: the others missed nothing (issue 17: every socket of the process
+    was closed, users of the other shard too)."""
 
     _watches: ClassVar[dict[tuple[int, asyncio.AbstractEventLoop], LayerWatch]] = {}
 
@@ -262,10 +270,14 @@ class LayerWatch:
                 if not self.consumers:
                     continue
                 self._hook_reconnects()
+                # The probe's shard, if known before the check (a probe made anew may land anywhere).
+                shard = self._shard_of(self.probe_channel)
                 failures = 0 if await self._check() else failures + 1
                 if failures >= LAYER_CHECK_FAILURES:
                     failures = 0
-                    self.interrupted(f"the channel layer failed {LAYER_CHECK_FAILURES} checks in a row")
+                    self.interrupted(
+                        f"the channel layer failed {LAYER_CHECK_FAILURES} checks in a row", shard
+                    )
 
     async def _check(self) -> bool:
         try:
@@ -297,14 +309,55 @@ class LayerWatch:
                 self.hooked.append(connection)
 
     def _reconnected(self, connection: Any) -> None:
-        self.interrupted("the channel layer's Redis connection was re-established")
+        shards = getattr(self._loop_layer(), "_shards", ())
+        found = [
+            index for index, shard in enumerate(shards)
+            if getattr(getattr(shard, "_pubsub", None), "connection", None) is connection
+        ]  # fmt: skip
+        shard = found[0] if len(found) == 1 and len(shards) > 1 else None
+        self.interrupted("the channel layer's Redis connection was re-established", shard)
 
-    def interrupted(self, reason: str) -> None:
-        consumers = list(self.consumers)
-        self.consumers.clear()
+    def _loop_layer(self) -> Any:
+        # The PubSub layer's internals (channels-redis 4.3): one layer per event loop, one
+        # connection per shard, a consistent hash of the Redis channel's name picking the shard.
+        return getattr(self.layer, "_layers", {}).get(asyncio.get_running_loop())
+
+    def _shard_of(self, redis_channel: str | None) -> int | None:
+        """The shard of a sharded PubSub layer that carries ``redis_channel``; None when unknown,
+        with one shard or on another layer (then everything depends on what failed)."""
+        loop_layer = self._loop_layer()
+        shards = getattr(loop_layer, "_shards", ())
+        if redis_channel is None or len(shards) < 2:
+            return None
+        try:
+            return int(shards.index(loop_layer._get_shard(redis_channel)))
+        except (AttributeError, ValueError):
+            return None
+
+    def _depends_on(self, consumer: Connection, shard: int | None) -> bool:
+        """Whether ``consumer`` receives through ``shard`` (None: the whole layer): its own channel
+        (closes, re-checks) or one of its groups (its user's, the operators', a watched job's)."""
+        if shard is None:
+            return True
+        try:
+            group_channel = self._loop_layer()._get_group_channel_name
+            groups = [*consumer.joined, *(events.job_group(job_id) for job_id in consumer.watching)]
+            channels = [consumer.channel_name, *(group_channel(group) for group in groups)]
+        except AttributeError:
+            return True
+        return any(self._shard_of(channel) in (shard, None) for channel in channels)
+
+    def interrupted(self, reason: str, shard: int | None = None) -> None:
+        """Close the sockets that depend on ``shard`` of the layer (None: every socket)."""
+        consumers = [consumer for consumer in self.consumers if self._depends_on(consumer, shard)]
+        for consumer in consumers:
+            self.consumers.discard(consumer)
         self.interruptions += 1
         if consumers:
-            logger.warning("%s: closing %d socket(s) so their clients resume", reason, len(consumers))
+            where = "" if shard is None else f" (shard {shard + 1} of the layer)"
+            logger.warning(
+                "%s%s: closing %d socket(s) so their clients resume", reason, where, len(consumers)
+            )
         for consumer in consumers:
             task = asyncio.ensure_future(self._close(consumer))
             self.closing.add(task)

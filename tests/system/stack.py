@@ -20,7 +20,7 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from jobs.tokens import token_create
-from scripts.harness import Process, RedisServer, celery_beat, celery_housekeeping, celery_worker
+from scripts.harness import Process, RedisServer, WebServer, celery_beat, celery_housekeeping, celery_worker
 from tests.conftest import LiveServer, session_cookie
 
 _stacks = itertools.count(1)
@@ -46,13 +46,12 @@ class Stack:
         self.directory.mkdir(parents=True, exist_ok=True)
         # Persistent, so it can be restarted like a production one (the same port each time).
         self.redis = RedisServer(self.directory, aof=True)
-        self.env = {k: v for k, v in server_env.items() if k not in _REDIS_SETTINGS}
-        self.env.update({"REDIS_URL": self.redis.url, "RUNBOARD_LAUNCHES_PER_MINUTE": "1000", **(env or {})})
+        self.env = private_env(server_env, **{"REDIS_URL": self.redis.url, **(env or {})})
         self.concurrency = concurrency
         self.workers: list[Process] = []
         self.beat: Process | None = None
         self.housekeeping: Process | None = None
-        self.web: LiveServer | None = None
+        self.web: WebServer | None = None
         self._tokens: dict[int, str] = {}
         try:
             # Start everything at once (each takes seconds to import Django), then wait for each.
@@ -62,26 +61,33 @@ class Stack:
                 self.start_beat(wait=False)
             if web:
                 self.web = LiveServer(self.env, name=f"{self.name}-web")
-            for process in self.workers:
-                process.wait_for_log(" ready.", timeout=60)
-            if self.beat is not None:
-                self.beat.wait_for_log("beat: Starting", timeout=60)
-            if self.housekeeping is not None:
-                self.housekeeping.wait_for_log(" ready.", timeout=60)
+            self.wait_ready()
         except BaseException:
             self.close()
             raise
 
     # --- processes ---------------------------------------------------------------------------
 
-    def start_worker(self, *, wait: bool = True) -> Process:
+    def start_worker(self, *, wait: bool = True, queues: str | None = None) -> Process:
+        """A worker named ``<stack>-<n>``, consuming ``queues`` (comma-separated; default: the
+        Procfile's, ``default``)."""
         index = len(self.workers) + 1
+        env = self.env if queues is None else {**self.env, "WORKER_QUEUES": queues}
         worker = celery_worker(
-            f"{self.name}-worker-{index}", self.env, log_dir=self.directory,
+            f"{self.name}-worker-{index}", env, log_dir=self.directory,
             hostname=f"{self.name}-{index}", concurrency=self.concurrency, wait=wait,
         )  # fmt: skip
         self.workers.append(worker)
         return worker
+
+    def wait_ready(self) -> None:
+        """Wait until every worker, beat and housekeeping process started says it is ready."""
+        for process in self.workers:
+            process.wait_for_log(" ready.", timeout=60)
+        if self.beat is not None:
+            self.beat.wait_for_log("beat: Starting", timeout=60)
+        if self.housekeeping is not None:
+            self.housekeeping.wait_for_log(" ready.", timeout=60)
 
     @property
     def worker(self) -> Process:
@@ -136,25 +142,36 @@ class Stack:
         """A session cookie for ``user`` (the session lives in the shared database)."""
         return session_cookie(user)
 
-    def socket(self, cookie: str, *, query: str = "", **options: Any) -> ClientConnection:
-        """A browser-like socket (a session cookie from ``cookie()``, our Origin); close it yourself."""
+    def socket(
+        self, cookie: str, *, query: str = "", url: str | None = None, **options: Any
+    ) -> ClientConnection:
+        """A browser-like socket (a session cookie from ``cookie()``, our Origin) to the stack's web
+        server or the one at ``url``; close it yourself."""
+        base = url or self.url
         return connect(
-            self.url.replace("http", "ws", 1) + "/ws/notifications/" + query,
-            origin=self.url,  # type: ignore[arg-type]
+            base.replace("http", "ws", 1) + "/ws/notifications/" + query,
+            origin=base,  # type: ignore[arg-type]
             additional_headers={"Cookie": cookie},
             open_timeout=10,
             **options,
         )
 
-    def api(self, user: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """Call the HTTP API as ``user`` with a personal access token."""
+    def token(self, user: Any) -> str:
+        """The personal access token the stack's API calls use for ``user`` (made once)."""
         if user.pk not in self._tokens:
             self._tokens[user.pk] = token_create(user=user, name="faults")[1]
+        return self._tokens[user.pk]
+
+    def api(
+        self, user: Any, method: str, path: str, body: Any = None, *, url: str | None = None
+    ) -> tuple[int, Any]:
+        """Call the HTTP API as ``user`` with a personal access token (through the web server at
+        ``url``, default the stack's)."""
         request = urllib.request.Request(
-            self.url + path,
+            (url or self.url) + path,
             method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self._tokens[user.pk]}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {self.token(user)}", "Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=15) as response:
@@ -162,11 +179,19 @@ class Stack:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
-    def launch(self, user: Any, kind: str, params: dict[str, Any]) -> str:
-        """Launch a job through the stack's web server (so it is enqueued on the stack's broker)."""
-        status, body = self.api(user, "POST", "/api/v1/jobs/", {"kind": kind, "params": params})
+    def launch(self, user: Any, kind: str, params: dict[str, Any], *, url: str | None = None) -> str:
+        """Launch a job through the stack's web server, or the one at ``url`` (so it is enqueued on
+        the stack's broker)."""
+        status, body = self.api(user, "POST", "/api/v1/jobs/", {"kind": kind, "params": params}, url=url)
         assert status == 201, (status, body)
         return str(body["id"])
+
+
+def private_env(server_env: dict[str, str], **overrides: str) -> dict[str, str]:
+    """``server_env`` without any setting that points at another Redis than the stack's own, with
+    launches unthrottled, and ``overrides`` (``REDIS_URL`` and co.) on top."""
+    env = {k: v for k, v in server_env.items() if k not in _REDIS_SETTINGS}
+    return {**env, "RUNBOARD_LAUNCHES_PER_MINUTE": "1000", **overrides}
 
 
 def wait_until(condition: Callable[[], Any], *, timeout: float, message: str = "") -> Any:
