@@ -32,6 +32,31 @@ from .snapshot import Delivery, resume_point
 KEEPALIVE_SECONDS = 15.0
 
 
+class _Watched:
+    """A stream as the layer watch (presence.LayerWatch) sees a socket: its channel and groups,
+    and a close that ends the stream with the code at its next step (issue 17: an SSE stream of
+    an interrupted layer shard went on, silently missing what was published meanwhile)."""
+
+    def __init__(self, channel_name: str, credential: credentials.Credential, groups: list[str]) -> None:
+        self.channel_name = channel_name
+        self.credential = credential
+        self.joined = groups
+        self.watching: set[str] = set()
+        self.ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        raise NotImplementedError  # the stream writes its own frames
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(int(code) if isinstance(code, int) else events.CLOSE_EVENTS_INTERRUPTED)
+
+    async def close_with(self, code: int) -> None:
+        await self.close(code=code)
+
+
 class _Ended(Exception):
     """The stream must end with ``code`` (its credential ended or changed) during its catch-up."""
 
@@ -117,6 +142,10 @@ async def _stream(
     # Join before reading anything, as the WebSocket consumer does.
     for group in groups:
         await layer.group_add(group, channel)
+    # Watched like a socket: a layer interruption ends it with 4503 (the client resumes with
+    # Last-Event-ID) instead of leaving it to miss what was published meanwhile.
+    watched = _Watched(channel, credential, groups)
+    presence.LayerWatch.get(layer).add(watched)
     # What this stream has sent, to drop repeats; a resume's snapshot says it has all up to the
     # resume point (its ``id:`` line is where the stream resumes from next time).
     delivery = Delivery(sent_up_to=resume_from or 0)
@@ -148,7 +177,14 @@ async def _stream(
             while True:
                 pending = receiving
                 assert pending is not None  # set before the catch-up, renewed as it is read
-                done, _ = await asyncio.wait({pending}, timeout=max(0.0, deadline - time.monotonic()))
+                if watched.ended.done():
+                    return watched.ended.result()
+                done, _ = await asyncio.wait(
+                    {pending, watched.ended}, timeout=max(0.0, deadline - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )  # fmt: skip
+                if watched.ended.done():
+                    return watched.ended.result()
                 if not done:
                     return None
                 message = pending.result()
@@ -237,7 +273,12 @@ async def _stream(
             timeout = max(0.0, next_beat - time.monotonic())
             if expires_at is not None:
                 timeout = max(0.0, min(timeout, expires_at - time.time() + 0.05))
-            done, _ = await asyncio.wait({receiving}, timeout=timeout)
+            done, _ = await asyncio.wait(
+                {receiving, watched.ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if watched.ended.done():
+                yield _frame(json.dumps({"type": "closed", "code": watched.ended.result()}))
+                return
             if done:
                 message = receiving.result()
                 receiving = asyncio.ensure_future(layer.receive(channel))
@@ -267,6 +308,7 @@ async def _stream(
             yield ": keepalive\n\n"
     finally:
         metrics.socket_closed("sse")
+        presence.LayerWatch.get(layer).discard(watched)
         if receiving is not None:
             receiving.cancel()
             with contextlib.suppress(BaseException):

@@ -396,12 +396,6 @@ def test_fair_scheduling_and_the_per_user_cap_hold_across_both_workers_and_both_
 
 
 @pytest.mark.faults
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug (issue 17 report): an SSE stream is not watched by the layer watch "
-    "(notifications/realtime/sse.py never registers with presence.LayerWatch), so it neither ends with "
-    "4503 nor receives what its shard lost while down",
-)
 def test_an_sse_stream_on_a_killed_shard_ends_with_4503_or_misses_nothing(cluster, user_on, clients):
     """Pass: a user's SSE stream on web A, whose group is on the shard that is SIGKILLed while
     their job runs and finishes, either ends with a `closed` 4503 event (the socket's rule, so the
