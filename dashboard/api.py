@@ -52,8 +52,9 @@ WindowQuery = Annotated[
     response={200: api.schema_of(history.HistoryPayload), **api.errors(*api.COMMON, 403)},
     url_name="ops-history",
     summary="Jobs finished and failed, runtime and queue wait percentiles over time, failure groups",
-    description="403 without the 'use the operator view' permission; tracebacks only with "
-    "'see all results' (jobs.view_all_results).",
+    description="403 without the 'use the operator view' permission; the failures' messages and "
+    "job ids only with 'see every user's jobs' (jobs.view_all_jobs), tracebacks only with 'see "
+    "all results' (jobs.view_all_results) too.",
 )
 def ops_history(request: HttpRequest, window: WindowQuery) -> JsonResponse:
     user = signed_in_user(request)
@@ -63,7 +64,11 @@ def ops_history(request: HttpRequest, window: WindowQuery) -> JsonResponse:
     if name not in history.WINDOWS:
         choices = ", ".join(history.WINDOWS)
         return api.error_response(400, "Invalid request.", {"window": [f"One of: {choices}."]})
-    payload = history.ops_history(window=name, include_tracebacks=has_power(user, Power.VIEW_ALL_RESULTS))
+    payload = history.ops_history(
+        window=name,
+        include_messages=has_power(user, Power.VIEW_ALL_JOBS),
+        include_tracebacks=has_power(user, Power.VIEW_ALL_RESULTS),
+    )
     return JsonResponse(payload)
 
 

@@ -98,20 +98,25 @@ class QueueSeries(TypedDict):
 
 class FailureGroup(TypedDict):
     """Failed jobs of the window with one error class (or, for jobs failed before classes were
-    recorded, one first line of their error). ``traceback`` (the latest one's end, at most
-    ``TRACEBACK_BYTES``) only when asked for (the "see all results" power)."""
+    recorded, one first line of their error). What the jobs said (``latest_message``, the
+    latest's id, an unclassed group's first line) only for those who may see every user's jobs
+    (the "view all jobs" power): the class and the counts are the operator view's; ``traceback``
+    (the latest one's end, at most ``TRACEBACK_BYTES``) only with "see all results"."""
 
     error_class: str  # "" for an unclassed group
-    label: str  # the class, or "(unknown): <first line>"
+    label: str  # the class, or "(unknown): <first line>" ("(unknown)" without the jobs' words)
     count: int
     kinds: list[str]  # most failures first, at most MAX_GROUP_KINDS
     latest_at: str  # ISO 8601
-    latest_job_id: str
-    latest_message: str  # the latest one's error, at most MESSAGE_BYTES
-    search: str  # the dashboard's search for these jobs (with state=failed)
-    jobs_url: str  # "/?state=failed&q=<search>"
-    # The Bulk actions page's preview of retrying them (failed within the window, this search):
-    # "/operations/bulk/?preview=1&action=retry&states=failed&search=…&window=finished&within=60&unit=minutes"
+    latest_job_id: str  # "" without "view all jobs"
+    latest_message: str  # the latest one's error, at most MESSAGE_BYTES; "" without "view all jobs"
+    search: str  # the dashboard's search for an unclassed group's jobs; "" for a class
+    # The dashboard's list of exactly these jobs: "/?state=failed&error_class=<class>" (an
+    # unclassed group: "/?state=failed&q=<its first line>").
+    jobs_url: str
+    # The Bulk actions page's preview of retrying exactly these jobs (failed in the window's
+    # bounds, with this class): "/operations/bulk/?preview=1&action=retry&states=failed&error_class=
+    # …&finished_after=…&finished_before=…"; "" for an unclassed group (no exact filter for it).
     bulk_url: str
     traceback: NotRequired[str]
 
@@ -348,18 +353,20 @@ def _first_line(error: str) -> str:
     return cut_bytes(line, FIRST_LINE_BYTES) or "no message"
 
 
-def _jobs_url(search: str) -> str:
-    return reverse("frontend:home") + "?" + urllib.parse.urlencode({"state": "failed", "q": search})
+def _jobs_url(error_class: str, search: str) -> str:
+    query = {"state": "failed", **({"error_class": error_class} if error_class else {"q": search})}
+    return reverse("frontend:home") + "?" + urllib.parse.urlencode(query)
 
 
-def _bulk_url(search: str, minutes: int) -> str:
-    query = {"preview": "1", "action": "retry", "states": "failed", "search": search}
-    query.update(window="finished", within=str(minutes), unit="minutes")
+def _bulk_url(error_class: str, since: datetime, until: datetime) -> str:
+    """The bulk retry preview of exactly a class's failures in ``[since, until)`` (the group's)."""
+    query = {"preview": "1", "action": "retry", "states": "failed", "error_class": error_class}
+    query.update(finished_after=since.isoformat(), finished_before=until.isoformat())
     return reverse("frontend:bulk") + "?" + urllib.parse.urlencode(query)
 
 
 def failure_groups(
-    *, since: datetime, until: datetime, include_tracebacks: bool
+    *, since: datetime, until: datetime, include_messages: bool, include_tracebacks: bool
 ) -> tuple[list[FailureGroup], int, bool]:
     """Failed jobs that finished in ``[since, until)``, grouped by error class, largest first:
     ``(groups (at most MAX_FAILURE_GROUPS), groups before the cap, unclassed ones sampled)``.
@@ -407,31 +414,33 @@ def failure_groups(
         unclassed_sampled = unclassed_total > len(read)
         for pk, kind, _, finished_at, head in reversed(read):  # oldest first: the latest's id wins
             assert finished_at is not None  # read by its range
-            add(("", _first_line(head or "")), kind, 1, finished_at, pk)
+            # Without the jobs' words, one "(unknown)" group: a first line is what a job said.
+            add(("", _first_line(head or "") if include_messages else ""), kind, 1, finished_at, pk)
 
     ranked = sorted(
         groups.items(), key=lambda item: (-item[1]["count"], -item[1]["latest"].timestamp(), item[0])
     )
     shown = ranked[:MAX_FAILURE_GROUPS]
-    latest = _latest_jobs(window, shown, include_tracebacks=include_tracebacks)
+    latest = _latest_jobs(window, shown, include_tracebacks=include_tracebacks) if include_messages else {}
 
     result: list[FailureGroup] = []
     for (error_class, line), group in shown:
         job = latest.get((error_class, line))
-        search = error_class or line
+        # An unclassed group's search: its first line, without the "…" a cut one ends with.
+        search = "" if error_class else line.removesuffix("…")
         item: FailureGroup = {
             "error_class": error_class,
-            "label": error_class or f"{UNKNOWN_CLASS}: {line}",
+            "label": error_class or (f"{UNKNOWN_CLASS}: {line}" if line else UNKNOWN_CLASS),
             "count": group["count"],
             "kinds": [kind for kind, _ in group["kinds"].most_common(MAX_GROUP_KINDS)],
             "latest_at": _iso(group["latest"]),
             "latest_job_id": str(job["pk"]) if job else "",
             "latest_message": cut_bytes(job["message"] or "", MESSAGE_BYTES) if job else "",
             "search": search,
-            "jobs_url": _jobs_url(search),
-            "bulk_url": _bulk_url(search, math.ceil((until - since).total_seconds() / 60)),
+            "jobs_url": _jobs_url(error_class, search),
+            "bulk_url": _bulk_url(error_class, since, until) if error_class else "",
         }
-        if include_tracebacks:
+        if include_tracebacks and include_messages:
             item["traceback"] = cut_bytes(job["trace"] or "", TRACEBACK_BYTES, keep_end=True) if job else ""
         result.append(item)
     return result, len(groups), unclassed_sampled
@@ -476,10 +485,15 @@ def _latest_jobs(
 # --- The payload -------------------------------------------------------------------------------
 
 
-def ops_history(*, window: str, include_tracebacks: bool, now: datetime | None = None) -> HistoryPayload:
+def ops_history(
+    *, window: str, include_messages: bool, include_tracebacks: bool, now: datetime | None = None
+) -> HistoryPayload:
     """The charts' series and the failure groups of the last ``window`` ("hour" or "day"; any
-    other name is a ``ValueError``). ``include_tracebacks``: the caller holds the "see all
-    results" power (jobs.permissions.Power.VIEW_ALL_RESULTS); without it no traceback is read.
+    other name is a ``ValueError``). ``include_messages``: the caller may see every user's jobs
+    (jobs.permissions.Power.VIEW_ALL_JOBS), so the groups carry what the jobs said (their latest
+    error, its job's id, an unclassed group's first line); without it only classes and counts.
+    ``include_tracebacks``: the caller also holds "see all results" (Power.VIEW_ALL_RESULTS);
+    without both no traceback is read.
     Bounded however long the history: 7 queries at most (``2 x buckets + 5`` when a window holds
     more than SAMPLE_ROWS jobs), at most ``2 x SAMPLE_ROWS + UNCLASSED_ROWS`` rows read plus
     one per (bucket, kind), per bucket, per (error class, kind) and per shown group."""
@@ -491,8 +505,9 @@ def ops_history(*, window: str, include_tracebacks: bool, now: datetime | None =
     kinds, runtime_sampled, runtime_rows = _kind_series(buckets, spec)
     queues, wait_sampled, wait_rows = _queue_series(buckets, spec, now)
     failures, groups_total, failures_sampled = failure_groups(
-        since=buckets.start, until=buckets.end, include_tracebacks=include_tracebacks
-    )
+        since=buckets.start, until=buckets.end, include_messages=include_messages,
+        include_tracebacks=include_tracebacks,
+    )  # fmt: skip
     return {
         "window": spec.name,
         "at": _iso(now),

@@ -123,13 +123,17 @@ def job_list_for_user(
     kinds: Sequence[str] = (),
     cursor: str | None = None,
     search: str = "",
+    error_class: str = "",
 ) -> QuerySet[Job]:
     """Newest first; ``cursor`` (from ``job_cursor``) continues after the job it names;
-    ``search`` matches the kind, the label, the progress message, the error or its class.
-    Results are not loaded (payloads show their stored summary)."""
+    ``search`` matches the kind, the label, the progress message, the error or its class;
+    ``error_class`` is exactly the failure's class (the Operations page's failure groups link
+    here). Results are not loaded (payloads show their stored summary)."""
     jobs = job_visible_to(user).defer("result")
     if search:
         jobs = jobs.filter(job_search_q(search))
+    if error_class:
+        jobs = jobs.filter(error_class=error_class)
     if states:
         jobs = jobs.filter(state__in=states)
     if kinds:

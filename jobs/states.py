@@ -77,14 +77,24 @@ def jobs_delete(jobs: QuerySet[Job]) -> list[uuid.UUID]:
             transaction.on_commit(partial(_delete_files, files))
         ids = [job.id for job in found]
         Job.objects.filter(pk__in=ids).delete()
+        # Each owner hears of their own jobs; operators of all of them in a few events (not one
+        # per owner each: retention across 300 owners sent 300 one-id events to every operator).
         by_owner: dict[int, list[str]] = {}
         for job in found:
             by_owner.setdefault(job.owner_id, []).append(str(job.id))
         for owner_id, owned in by_owner.items():
-            for start in range(0, len(owned), events.DELETED_IDS_PER_EVENT):
-                chunk = owned[start : start + events.DELETED_IDS_PER_EVENT]
-                push_event(group=events.job_update_groups(owner_id), event=events.jobs_deleted(chunk))
+            for chunk in _chunks(owned):
+                push_event(group=events.user_group(owner_id), event=events.jobs_deleted(chunk))
+        for chunk in _chunks([str(job_id) for job_id in ids]):
+            push_event(
+                group=[events.OPS_RESULTS_GROUP, events.OPS_JOBS_GROUP], event=events.jobs_deleted(chunk)
+            )
     return ids
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    size = events.DELETED_IDS_PER_EVENT
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
 
 
 def _delete_files(files: list[tuple[Any, str]]) -> None:

@@ -14,6 +14,7 @@ Standard library only, except ``release`` (psycopg, from the virtualenv).
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 # Debian's package puts it in sbin (scripts/system_deps.py installs it).
 PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -40,9 +41,13 @@ def _config(server_url: str, port: int, directory: Path) -> tuple[str, str]:
     """pgbouncer.ini's text for ``server_url``'s server, and the URL clients use instead."""
     server = urlsplit(server_url)
     user = server.username or "postgres"
-    # Trust, as the local server this is for: the pooler listens on 127.0.0.1 only. Users must be
-    # listed all the same (auth_file), with any password.
-    (directory / "users.txt").write_text(f'"{user}" ""\n')
+    password = unquote(server.password or "")
+    # The URL's password, if any, is what clients give the pooler and the pooler gives the server
+    # (md5); without one, trust, as the local server this is for (the pooler listens on
+    # 127.0.0.1 only). Users are listed either way (auth_file).
+    quoted = password.replace('"', '""')
+    (directory / "users.txt").write_text(f'"{user}" "{quoted}"\n')
+    auth = "md5" if password else "trust"
     text = f"""[databases]
 * = host={server.hostname or "127.0.0.1"} port={server.port or 5432}
 
@@ -50,7 +55,7 @@ def _config(server_url: str, port: int, directory: Path) -> tuple[str, str]:
 listen_addr = 127.0.0.1
 listen_port = {port}
 unix_socket_dir =
-auth_type = trust
+auth_type = {auth}
 auth_file = {directory / "users.txt"}
 admin_users = {user}
 pool_mode = transaction
@@ -63,7 +68,8 @@ ignore_startup_parameters = extra_float_digits,options
 logfile = {directory / "pgbouncer.log"}
 pidfile = {directory / "pgbouncer.pid"}
 """
-    pooled = urlunsplit(server._replace(netloc=f"{user}@127.0.0.1:{port}"))
+    credentials = user + (f":{quote(password, safe='')}" if password else "")
+    pooled = urlunsplit(server._replace(netloc=f"{credentials}@127.0.0.1:{port}"))
     return text, pooled
 
 
@@ -105,21 +111,25 @@ def main(argv: list[str]) -> int:
     port = _free_port()
     text, pooled = _config(server_url, port, directory)
     (directory / "pgbouncer.ini").write_text(text)
+    for path in directory.iterdir():
+        path.chmod(0o600)  # the folder is 0700 (mkdtemp); its files are its owner's alone too
     command = [binary, str(directory / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        directory.chmod(0o777)
-        for path in directory.iterdir():
-            path.chmod(0o666)
+    if os.geteuid() == 0:
+        # pgbouncer refuses to run as root: it runs as nobody, which owns its folder (mode 0700:
+        # no other local user may read the password or rewrite the config; found by review, the
+        # folder was world-writable).
+        nobody = pwd.getpwnam("nobody")
+        for path in [directory, *directory.iterdir()]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
         command[1:1] = ["-u", "nobody"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for(port, process)
-        user = urlsplit(server_url).username or "postgres"
         env = {
             **os.environ,
             "DATABASE_URL": pooled,
             POOL_MODE_ENV: "transaction",
-            ADMIN_ENV: f"postgres://{user}@127.0.0.1:{port}/pgbouncer",
+            ADMIN_ENV: urlunsplit(urlsplit(pooled)._replace(path="/pgbouncer")),
         }
         print(f"pgbouncer.py: PgBouncer (transaction pooling) at 127.0.0.1:{port}", flush=True)
         return subprocess.call(argv[1:], env=env)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -111,11 +112,23 @@ class JobKind:
         except Exception:
             logger.exception("Job kind %r: label() failed", self.name)
             return ""
+        # One line of plain text: no control characters (a terminal escape in a broadcast's title
+        # reached `manage.py jobs` raw: found by review) nor bidirectional overrides.
+        text = "".join(char for char in text if not _hidden(char))
         text = " ".join(text.split())
         return text if len(text) <= LABEL_MAX else text[: LABEL_MAX - 1] + "…"
 
     def params_schema(self) -> dict[str, Any]:
         return self.params_model.model_json_schema()
+
+
+# Unicode's bidirectional embeddings, overrides and isolates: they reorder what follows them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _hidden(char: str) -> bool:
+    """A control character (C0, DEL, C1: ESC starts a terminal escape) or a bidi control."""
+    return (unicodedata.category(char) == "Cc" and char not in "\t\n\r") or char in _BIDI_CONTROLS
 
 
 def _field_errors(exc: ValidationError) -> dict[str, list[str]]:

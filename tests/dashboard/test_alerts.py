@@ -273,6 +273,22 @@ def test_each_distinct_metric_is_computed_once_whatever_the_number_of_rules(make
     assert queries() == few
 
 
+def test_failure_rates_of_every_window_are_read_in_one_query(make_user):
+    """Found by review: one scan of the finished jobs per distinct window (60 for 60 rules)."""
+    users = [make_user(operator=True) for _ in range(3)]
+    for n, user in enumerate(users):
+        for window in range(1, 11):
+            alerts.alert_rule_create(
+                user=user, metric="failure_rate", kind=CSV, threshold=50, window_minutes=window + 10 * n
+            )
+    finished(users[0], failed=1, succeeded=9)
+
+    with CaptureQueriesContext(connection) as captured:
+        alerts_evaluate()
+
+    assert len([q for q in captured.captured_queries if 'FROM "jobs_job"' in q["sql"]]) == 1
+
+
 def test_the_failure_rate_reads_only_the_jobs_that_finished_within_the_window(operator):
     failure_rule(operator)
     finished(operator, failed=2, succeeded=3)

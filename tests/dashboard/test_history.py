@@ -6,6 +6,7 @@ results" power)."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,7 +68,7 @@ def test_the_hour_has_sixty_minute_buckets_the_last_holding_now_with_finished_an
     job(owner, JobState.SUCCEEDED, created=3570, started=3560, finished=59 * 60, kind="primes")
     job(owner, JobState.SUCCEEDED, created=7300, started=7250, finished=7200)
 
-    payload = history.ops_history(window="hour", include_tracebacks=False, now=NOW)
+    payload = history.ops_history(window="hour", include_messages=True, include_tracebacks=False, now=NOW)
 
     assert payload["bucket_seconds"] == 60
     assert len(payload["buckets"]) == 60
@@ -88,8 +89,8 @@ def test_the_day_has_hourly_buckets_and_reaches_back_a_day(make_user):
     job(owner, JobState.SUCCEEDED, created=5 * 3600 + 60, started=5 * 3600 + 30, finished=5 * 3600)
     job(owner, JobState.FAILED, created=26 * 3600, started=26 * 3600, finished=25 * 3600)  # too old
 
-    day = history.ops_history(window="day", include_tracebacks=False, now=NOW)
-    hour = history.ops_history(window="hour", include_tracebacks=False, now=NOW)
+    day = history.ops_history(window="day", include_messages=True, include_tracebacks=False, now=NOW)
+    hour = history.ops_history(window="hour", include_messages=True, include_tracebacks=False, now=NOW)
 
     assert (day["bucket_seconds"], len(day["buckets"])) == (3600, 24)
     assert day["buckets"][-1] == int(datetime(2026, 11, 30, 12, tzinfo=UTC).timestamp())
@@ -105,7 +106,7 @@ def test_runtime_percentiles_per_kind_and_bucket_in_seconds(make_user):
         job(owner, JobState.SUCCEEDED, created=seconds + 5, started=seconds + 2, finished=2)
     job(owner, JobState.CANCELLED, created=900, started=800, finished=2)
 
-    payload = history.ops_history(window="hour", include_tracebacks=False, now=NOW)
+    payload = history.ops_history(window="hour", include_messages=True, include_tracebacks=False, now=NOW)
 
     simulate = kind_series(payload, "simulate")
     assert simulate["runtime_p50_s"][-1] == 10.0  # nearest rank: the 10th of 20
@@ -130,7 +131,7 @@ def test_queue_wait_per_queue_counts_a_job_still_waiting_and_puts_unknown_kinds_
         job(owner, JobState.SUCCEEDED, created=60, started=58, finished=40, kind="gone_kind")  # 2 s
         job(owner, JobState.CANCELLED, created=60, finished=30)  # never started: no wait measured
 
-        payload = history.ops_history(window="hour", include_tracebacks=False, now=NOW)
+        payload = history.ops_history(window="hour", include_messages=True, include_tracebacks=False, now=NOW)
     finally:
         unregister("test_reports")
 
@@ -150,7 +151,7 @@ def test_kinds_past_the_cap_are_drawn_together_as_other(make_user, monkeypatch):
         for _ in range(n):
             job(owner, JobState.SUCCEEDED, created=50, started=40, finished=30, kind=kind)
 
-    payload = history.ops_history(window="hour", include_tracebacks=False, now=NOW)
+    payload = history.ops_history(window="hour", include_messages=True, include_tracebacks=False, now=NOW)
 
     assert [(s["kind"], s["finished_in_window"]) for s in payload["kinds"]] == [
         ("simulate", 3),
@@ -168,7 +169,7 @@ def test_percentiles_come_from_a_bounded_sample_that_says_so(make_user, monkeypa
         for s in [60] * 40 + [30 * 60] * 40
     )  # fmt: skip
 
-    payload = history.ops_history(window="hour", include_tracebacks=False, now=NOW)
+    payload = history.ops_history(window="hour", include_messages=True, include_tracebacks=False, now=NOW)
 
     assert payload["sampled"] is True
     assert payload["sample_rows"] <= 2 * 60
@@ -182,7 +183,7 @@ def test_the_cost_does_not_grow_with_history(make_user, django_assert_max_num_qu
     job(owner, JobState.FAILED, created=70, started=65, finished=60, error="boom", error_class="ValueError")
     job(owner, JobState.FAILED, created=70, started=65, finished=60, error="old style\nline 2")
     with django_assert_max_num_queries(7) as before:
-        history.ops_history(window="day", include_tracebacks=True, now=NOW)
+        history.ops_history(window="day", include_messages=True, include_tracebacks=True, now=NOW)
     old = [
         Job(owner=owner, kind="simulate", state=JobState.FAILED, error="x", error_class="OldError",
             finished_at=NOW - timedelta(days=3 + i / 1000), started_at=NOW - timedelta(days=4))
@@ -191,14 +192,14 @@ def test_the_cost_does_not_grow_with_history(make_user, django_assert_max_num_qu
     Job.objects.bulk_create(old)
 
     with django_assert_max_num_queries(len(before.captured_queries)):
-        payload = history.ops_history(window="day", include_tracebacks=True, now=NOW)
+        payload = history.ops_history(window="day", include_messages=True, include_tracebacks=True, now=NOW)
 
     assert {group["label"] for group in payload["failures"]} == {"ValueError", "(unknown): old style"}
 
 
 def test_an_unknown_window_is_refused():
     with pytest.raises(ValueError, match="hour, day"):
-        history.ops_history(window="week", include_tracebacks=False)
+        history.ops_history(window="week", include_messages=True, include_tracebacks=False)
 
 
 # --- Failure groups ------------------------------------------------------------------------------
@@ -224,7 +225,7 @@ def test_failures_are_grouped_by_error_class_with_count_kinds_latest_message_and
     job(owner, JobState.SUCCEEDED, created=99, started=95, finished=70)
 
     groups, total, sampled = history.failure_groups(
-        since=NOW - timedelta(hours=1), until=NOW, include_tracebacks=False
+        since=NOW - timedelta(hours=1), until=NOW, include_messages=True, include_tracebacks=False
     )
 
     assert (total, sampled) == (2, False)
@@ -234,7 +235,15 @@ def test_failures_are_grouped_by_error_class_with_count_kinds_latest_message_and
     assert first["kinds"] == ["csv_profile", "simulate"]
     assert first["latest_message"] == "decode"
     assert first["latest_at"] == (NOW - timedelta(seconds=80)).isoformat()
-    assert first["jobs_url"] == "/?state=failed&q=UnicodeDecodeError"
+    # Exactly the group's jobs: its class, not a search that a label or message could also match
+    # (found by review: "TimeoutError" also selected ConnectTimeoutError and a file named after it),
+    # and the group's own bounds, not "the last N minutes" from when the link is followed.
+    assert first["jobs_url"] == "/?state=failed&error_class=UnicodeDecodeError"
+    since, until = (NOW - timedelta(hours=1)).isoformat(), NOW.isoformat()
+    assert first["bulk_url"] == "/operations/bulk/?" + urllib.parse.urlencode(
+        {"preview": "1", "action": "retry", "states": "failed", "error_class": "UnicodeDecodeError",
+         "finished_after": since, "finished_before": until}
+    )  # fmt: skip
     assert "traceback" not in first
     assert (groups[1]["label"], groups[1]["count"], groups[1]["kinds"]) == (
         "TimeLimitExceeded",
@@ -250,7 +259,7 @@ def test_failures_without_a_class_are_grouped_by_their_errors_first_line(make_us
     job(owner, JobState.FAILED, created=99, started=95, finished=70, error="\nDisk full: /tmp & more")
 
     groups, total, _ = history.failure_groups(
-        since=NOW - timedelta(hours=1), until=NOW, include_tracebacks=False
+        since=NOW - timedelta(hours=1), until=NOW, include_messages=True, include_tracebacks=False
     )
 
     assert total == 2
@@ -260,6 +269,7 @@ def test_failures_without_a_class_are_grouped_by_their_errors_first_line(make_us
     ]
     assert groups[0]["latest_message"] == "Worker lost\n(pid 13)"
     assert groups[1]["jobs_url"] == "/?state=failed&q=Disk+full%3A+%2Ftmp+%26+more"
+    assert groups[1]["bulk_url"] == ""  # no exact filter for an unclassed group: no bulk link
 
 
 def test_groups_messages_and_tracebacks_are_bounded(make_user, monkeypatch):
@@ -269,7 +279,7 @@ def test_groups_messages_and_tracebacks_are_bounded(make_user, monkeypatch):
             error="é" * 5000, traceback="frame\n" * 10_000 + "Error: the end")  # fmt: skip
 
     groups, total, _ = history.failure_groups(
-        since=NOW - timedelta(hours=1), until=NOW, include_tracebacks=True
+        since=NOW - timedelta(hours=1), until=NOW, include_messages=True, include_tracebacks=True
     )
 
     assert total == history.MAX_FAILURE_GROUPS + 5
@@ -314,7 +324,9 @@ def test_an_operator_without_the_results_power_never_receives_a_traceback(make_u
         now=now,
     )
     viewer = operator_client(grant_powers(make_user(), Power.USE_OPERATOR_VIEW))
-    full = operator_client(grant_powers(make_user(), Power.USE_OPERATOR_VIEW, Power.VIEW_ALL_RESULTS))
+    full = operator_client(
+        grant_powers(make_user(), Power.USE_OPERATOR_VIEW, Power.VIEW_ALL_JOBS, Power.VIEW_ALL_RESULTS)
+    )
 
     for window in ("hour", "day"):
         response = viewer.get(HISTORY, {"window": window})
@@ -357,3 +369,26 @@ def test_the_operations_page_has_the_charts_and_the_failure_groups(make_user):
     assert 'id="ops-history"' in page
     assert 'id="history-failures"' in page
     assert "vendor/uplot/uPlot.min.css" in page and "frontend/operations.css" in page
+
+
+def test_the_operator_view_alone_gets_classes_and_counts_but_not_what_the_jobs_said(make_user):
+    """Found by review: a user holding only "use the operator view" read other users' error text
+    (a CSV's file name in it) and job ids here, which "view all jobs" guards everywhere else."""
+    owner = make_user()
+    now = timezone.now()
+    job(owner, JobState.FAILED, created=99, started=95, finished=90, error="payroll-2026.csv: line 7",
+        error_class="InvalidCsv", now=now)  # fmt: skip
+    job(owner, JobState.FAILED, created=99, started=95, finished=80, error="salaries.csv: boom", now=now)
+    viewer = operator_client(grant_powers(make_user(), Power.USE_OPERATOR_VIEW))
+    staff = operator_client(grant_powers(make_user(), Power.USE_OPERATOR_VIEW, Power.VIEW_ALL_JOBS))
+
+    seen = viewer.get(HISTORY, {"window": "hour"})
+    shown = staff.get(HISTORY, {"window": "hour"})
+
+    assert "payroll" not in seen.content.decode() and "salaries" not in seen.content.decode()
+    assert sorted((g["label"], g["count"]) for g in seen.json()["failures"]) == [
+        ("(unknown)", 1),
+        ("InvalidCsv", 1),
+    ]
+    assert all(g["latest_job_id"] == "" and g["latest_message"] == "" for g in seen.json()["failures"])
+    assert "payroll-2026.csv: line 7" in shown.content.decode()

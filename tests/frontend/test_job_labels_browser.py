@@ -49,17 +49,24 @@ def test_csv_jobs_show_their_file_name_and_size_and_the_search_finds_them_by_it(
 
 
 def test_a_link_with_filters_opens_the_list_filtered_by_state_and_error_class(page, make_user):
-    """The Operations page's failure groups link to /?state=failed&q=<error class>."""
+    """The Operations page's failure groups link to /?state=failed&error_class=<class>: exactly
+    that class's failures (found by review: a search for "TimeoutError" also listed
+    ConnectTimeoutError and a file named after it)."""
     user = make_user()
     wanted = make_job(owner=user, state=JobState.FAILED, error="bad byte", error_class="UnicodeDecodeError")
+    make_job(owner=user, state=JobState.FAILED, error="UnicodeDecodeError, said the file", error_class="X")
     make_job(owner=user, state=JobState.FAILED, error="boom", error_class="RuntimeError")
     make_job(owner=user, state=JobState.SUCCEEDED)
     log_in(page, user)
 
-    page.goto("/?state=failed&q=UnicodeDecodeError")
+    page.goto("/?state=failed&error_class=UnicodeDecodeError")
 
     expect(page.locator("#filters select[name=state]")).to_have_value("failed")
-    expect(page.get_by_role("searchbox")).to_have_value("UnicodeDecodeError")
+    expect(page.locator("#filter-class")).to_have_text(re.compile(r"Failed with UnicodeDecodeError"))
     visible = page.locator("li.job").filter(visible=True)
     expect(visible).to_have_count(1)
     expect(visible).to_have_attribute("data-id", str(wanted.id))
+
+    page.get_by_role("button", name="Show every error").click()
+    expect(page.locator("li.job").filter(visible=True)).to_have_count(3)
+    expect(page).to_have_url(re.compile(r"\?state=failed$"))

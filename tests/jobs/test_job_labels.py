@@ -133,3 +133,13 @@ def test_the_csv_profile_s_export_lists_labels_in_a_spreadsheet_safe_cell(make_u
     rows = exported_rows(owner.pk, tmp_path)
 
     assert rows[str(job.id)]["label"] == "'=HYPERLINK(1).csv (8 B)"
+
+
+def test_a_label_carries_no_control_character_nor_bidi_override():
+    """Found by review: a broadcast titled with a terminal escape ("\\x1b]0;pwned\\x07\\x1b[2J")
+    kept it in its label, which `manage.py jobs` printed raw."""
+    params = get_kind("simulate").validate({})
+    hostile = "\x1b]0;pwned\x07\x1b[2Jreport\u202egnp.exe\x9b1m\tdone\r\n"
+
+    assert _kind_labelled(lambda p: hostile).label_for(params) == "]0;pwned[2Jreportgnp.exe1m done"
+    assert _kind_labelled(lambda p: "Zürich 😀 résumé").label_for(params) == "Zürich 😀 résumé"

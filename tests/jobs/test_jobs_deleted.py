@@ -46,12 +46,14 @@ def test_deleted_jobs_are_announced_to_their_owners_and_operators_with_their_fil
 
     assert set(deleted) == {with_file.id, plain.id, bobs.id}
     assert list(Job.objects.values_list("pk", flat=True)) == [kept.pk]
-    by_group = {groups[0]: (groups, event) for groups, event in pushed}
-    ada_groups, ada_event = by_group[events.user_group(ada.pk)]
-    assert ada_groups == tuple(events.job_update_groups(ada.pk))  # the owner and both operator groups
+    by_group = {groups: event for groups, event in pushed}
+    ada_event = by_group[(events.user_group(ada.pk),)]
     assert ada_event["type"] == "jobs.deleted" and set(ada_event["ids"]) == {str(with_file.id), str(plain.id)}
-    assert by_group[events.user_group(bob.pk)][1] == {"type": "jobs.deleted", "ids": [str(bobs.id)]}
-    assert len(pushed) == 2
+    assert by_group[(events.user_group(bob.pk),)] == {"type": "jobs.deleted", "ids": [str(bobs.id)]}
+    # Operators: every deleted id, in one event for both operator groups.
+    operators = by_group[(events.OPS_RESULTS_GROUP, events.OPS_JOBS_GROUP)]
+    assert set(operators["ids"]) == {str(with_file.id), str(plain.id), str(bobs.id)}
+    assert len(pushed) == 3
     assert not os.path.exists(path)
 
 
@@ -65,7 +67,7 @@ def test_a_large_deletion_is_announced_in_bounded_events(make_user, pushed):
     states.jobs_delete(Job.objects.all())
 
     sizes = [len(event["ids"]) for _, event in pushed]
-    assert sizes == [200, 200, 50]
+    assert sizes == [200, 200, 50] * 2  # the owner's events, then the operators'
     assert max(len(events.dumps(event)) for _, event in pushed) < 16 * 1024
 
 
@@ -83,6 +85,21 @@ def test_retention_deletes_in_batches_and_announces_what_it_deleted(make_user, p
 
     assert removed["jobs"] == 20
     assert list(Job.objects.values_list("pk", flat=True)) == [recent.pk]
-    announced = [job_id for _, event in pushed for job_id in event["ids"]]
+    announced = [job_id for groups, event in pushed for job_id in event["ids"] if len(groups) == 1]
     assert sorted(announced) == sorted(str(job.pk) for job in old)
-    assert len(pushed) == 3  # batches of 7, 7 and 6: one event each
+    assert len(pushed) == 6  # batches of 7, 7 and 6: one event each to the owner and operators
+
+
+def test_a_deletion_across_many_owners_sends_operators_a_few_events_not_one_per_owner(make_user, pushed):
+    """Found by review: retention over 300 owners' jobs sent every operator 300 one-id events."""
+    now = timezone.now()
+    owners = [make_user() for _ in range(30)]
+    Job.objects.bulk_create(
+        [Job(owner=owner, kind="simulate", state=JobState.SUCCEEDED, finished_at=now) for owner in owners]
+    )
+
+    states.jobs_delete(Job.objects.all())
+
+    to_operators = [event for groups, event in pushed if events.OPS_JOBS_GROUP in groups]
+    assert [len(event["ids"]) for event in to_operators] == [30]
+    assert sum(1 for groups, _ in pushed if len(groups) == 1) == 30  # one to each owner

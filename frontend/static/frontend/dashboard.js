@@ -13,12 +13,18 @@ let nextPage = null;
 
 function currentFilters() {
   const data = new FormData(filters);
-  return { state: data.get("state"), kind: data.get("kind"), q: (data.get("q") || "").trim().toLowerCase() };
+  return {
+    state: data.get("state"),
+    kind: data.get("kind"),
+    q: (data.get("q") || "").trim().toLowerCase(),
+    errorClass: data.get("error_class") || "",
+  };
 }
 
 function matches(job, f = currentFilters()) {
   if (f.state && job.state !== f.state) return false;
   if (f.kind && job.kind !== f.kind) return false;
+  if (f.errorClass && job.error_class !== f.errorClass) return false;
   if (!f.q) return true;
   // The same fields as the API's ?q= (jobs.selectors.job_list_for_user), and the title.
   return [job.kind, job.kind_title, job.label, job.progress.message, job.error, job.error_class].some((text) => (text || "").toLowerCase().includes(f.q));
@@ -52,15 +58,32 @@ function reload() {
   if (f.state) query.set("state", f.state);
   if (f.kind) query.set("kind", f.kind);
   if (f.q) query.set("q", f.q);
+  if (f.errorClass) query.set("error_class", f.errorClass);
+  showClassFilter();
   applyFilters();
   loadPage(`/api/v1/jobs/?${query}`);
 }
 
 // The filters live in the address too (?state=failed&kind=csv_profile&q=sales.csv): a link can
 // open the list filtered (the Operations page's failure groups do), and a reload keeps them.
+const FILTERED = ["state", "kind", "q", "error_class"];
+
+function showClassFilter() {
+  const value = filters.elements.namedItem("error_class").value;
+  const note = document.getElementById("filter-class");
+  note.hidden = !value;
+  note.querySelector("code").textContent = value;
+}
+
+document.getElementById("filter-class-clear").addEventListener("click", () => {
+  filters.elements.namedItem("error_class").value = "";
+  filtersToAddress();
+  reload();
+});
+
 function filtersFromAddress() {
   const query = new URLSearchParams(window.location.search);
-  for (const name of ["state", "kind", "q"]) {
+  for (const name of FILTERED) {
     const field = filters.elements.namedItem(name);
     const value = query.get(name);
     if (!field || value === null) continue;
@@ -73,7 +96,7 @@ function filtersFromAddress() {
 function filtersToAddress() {
   const data = new FormData(filters);
   const query = new URLSearchParams();
-  for (const name of ["state", "kind", "q"]) {
+  for (const name of FILTERED) {
     const value = String(data.get(name) || "").trim();
     if (value) query.set(name, value);
   }

@@ -171,9 +171,13 @@ function renderFailures(payload) {
       el("span", {}, `Kinds: ${group.kinds.join(", ")}`),
       el("span", {}, `latest ${new Date(group.latest_at).toLocaleString()}`),
       el("a", { href: group.jobs_url, class: "failure-jobs" }, `See the ${group.count === 1 ? "job" : "jobs"}`),
-      el("a", { href: group.bulk_url, class: "failure-bulk" }, `Retry ${group.count === 1 ? "it" : "them"}…`),
     );
-    item.append(heading, meta, el("p", { class: "failure-message" }, group.latest_message || "(no message)"));
+    // Only a class is an exact filter: an unclassed group (failed before classes were kept) has
+    // no bulk link.
+    if (group.bulk_url) meta.append(el("a", { href: group.bulk_url, class: "failure-bulk" }, `Retry ${group.count === 1 ? "it" : "them"}…`));
+    item.append(heading, meta);
+    // What the jobs said comes only to those who may see every user's jobs.
+    if (group.latest_job_id) item.append(el("p", { class: "failure-message" }, group.latest_message || "(no message)"));
     if (typeof group.traceback === "string" && group.traceback) {
       const details = el("details", { class: "failure-traceback" });
       details.append(el("summary", {}, "Latest traceback"), el("pre", { tabindex: "0" }, group.traceback));
