@@ -53,7 +53,7 @@ test: setup
 # others; make fails at the end), then bench/RESULTS.md. bench-quick: the same as smoke runs.
 BENCH_SCRIPTS := progress_overhead throughput csv_profile primes_scaling \
                  transport fanout server_cost sockets_memory socket_db_connection asgi_servers load \
-                 admission history
+                 admission history scale_out layer_throughput db_statements
 BENCH_ARGS ?=
 
 bench: setup

@@ -40,13 +40,19 @@ SCENARIOS = {
         "a user with nothing running starts at the next free slot; jobs per second must not drop",
     ),
     15: ("Reads at scale", "each read at 1,000,000 jobs within 1.5x of its time at 1,000 (PostgreSQL)"),
+    17: (
+        "Scale-out",
+        "4 web processes, 10,000 sockets: all signed in, a broadcast lost by none; per-process memory and "
+        "CPU; a Redis shard's and PostgreSQL's figures for the 1,000,000-socket plan (docs/scaling.md)",
+    ),
 }
 OUT = Path(__file__).resolve().parent / "RESULTS.md"
 # Which scenarios a results file covers, for files written without a summary block.
 FILE_SCENARIOS = {
     "transport": [1, 2], "transport-core": [1, 2], "progress_overhead": [3], "fanout": [4],
     "server_cost": [5], "sockets_memory": [6], "throughput": [7], "csv_profile": [8], "primes_scaling": [8],
-    "admission": [14], "asgi_servers": [6], "history": [15],
+    "admission": [14], "asgi_servers": [6], "history": [15], "scale_out": [17], "layer_throughput": [17],
+    "db_statements": [17],
 }  # fmt: skip
 
 
