@@ -12,6 +12,7 @@ same moment, or a pass working from a stale read, cannot notify twice.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -82,6 +83,11 @@ class AlertRuleStatus:
 # --- Words -------------------------------------------------------------------------------------
 
 
+def _plural(count: int, noun: str) -> str:
+    """ "1 minute", "10 minutes"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _number(value: float) -> str:
     """40.0 -> "40", 33.333 -> "33.3"."""
     return f"{value:.1f}".rstrip("0").rstrip(".")
@@ -118,7 +124,7 @@ def alert_rule_description(rule: AlertRule) -> str:
     if rule.metric == Metric.FAILURE_RATE:
         return (
             f"{_subject(rule)} above {_amount(rule, rule.threshold)} over {rule.window_minutes} min"
-            f" (at least {rule.min_jobs} succeeded or failed jobs)"
+            f" (at least {_plural(rule.min_jobs, 'succeeded or failed job')})"
         )
     return f"{_subject(rule)} above {_amount(rule, rule.threshold)} (the oldest job still waiting)"
 
@@ -270,23 +276,31 @@ def _is_above(rule: AlertRule, value: float | None) -> bool:
 def _fired_words(rule: AlertRule, value: float) -> tuple[str, str]:
     title = f"{_subject(rule)} is {_amount(rule, value)} (threshold {_amount(rule, rule.threshold)})"
     if rule.metric == Metric.FAILURE_RATE:
-        body = f"Over the last {rule.window_minutes} minutes. You are told again when it is back below."
+        over = _plural(rule.window_minutes, "minute")
+        body = f"Over the last {over}. You are told again when it is back below."
     else:
         body = "The oldest job still waiting in this queue. You are told again when it is back below."
     return title, body
 
 
 def _resolved_words(
-    rule: AlertRule, value: float | None, began: datetime | None, now: datetime
+    rule: AlertRule, value: float | None, began: datetime | None, ended: datetime
 ) -> tuple[str, str]:
-    now_words = "too few jobs to judge" if value is None else f"now {_amount(rule, value)}"
+    """The "resolved" notification: ``ended`` is when the value went back below (the episode
+    ends KEEP_FIRING_FOR later: reporting that instant overstated it, found by review)."""
     subject = _subject(rule)
     subject = subject[0].lower() + subject[1:]  # "failure rate of Profile a CSV file": the kind's title kept
-    title = f"Resolved: {subject} is back below {_amount(rule, rule.threshold)} ({now_words})"
+    if value is None:
+        title = f"Resolved: {subject}: too few jobs left to judge (threshold {_amount(rule, rule.threshold)})"
+    else:
+        title = (
+            f"Resolved: {subject} is back below {_amount(rule, rule.threshold)} (now {_amount(rule, value)})"
+        )
     if began is None:
         return title, ""
-    minutes = max(1, round((now - began).total_seconds() / 60))
-    return title, f"It was above from {_clock(began)} to {_clock(now)} ({minutes} min)."
+    seconds = max(0.0, (ended - began).total_seconds())
+    lasted = f"{round(seconds)} s" if seconds < 60 else f"{math.ceil(seconds / 60)} min"
+    return title, f"It was above from {_clock(began)} to {_clock(ended)} ({lasted})."
 
 
 def _change_state(rule: AlertRule, *, firing: bool, value: float | None, now: datetime) -> bool:
@@ -305,7 +319,7 @@ def _change_state(rule: AlertRule, *, firing: bool, value: float | None, now: da
             title, body = _fired_words(rule, value)
             level = Level.ERROR if rule.metric == Metric.FAILURE_RATE else Level.WARNING
         else:
-            title, body = _resolved_words(rule, value, rule.since, now)
+            title, body = _resolved_words(rule, value, rule.since, rule.clear_since or now)
             level = Level.SUCCESS
         # No topic: subscribing to the alert is the choice; toast and browser push follow the
         # subscriber's preferences as for every notification.

@@ -1,12 +1,16 @@
 """Bulk actions (issue 16 §12): the operator picks jobs by a filter and an action, sees how many
 it would act on ("Retry 12 jobs?", with examples), confirms, and reads what was done; below,
-who did what. A form page: the preview is a GET (its URL is the filter), the action a POST of the
-same filter and the confirmed count (jobs.bulk.bulk_apply refuses a count that changed)."""
+who did what. A form page: the preview is a GET (its URL is the filter: the Operations page links
+to the retry of a failure group's jobs with an exact error class and finished bounds), the action
+a POST of the same filter and the preview's confirmation (jobs.bulk.bulk_apply acts on exactly the
+jobs previewed, once)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import pydantic
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -27,7 +31,19 @@ VERBS = {  # action: (the question's verb, the past tense)
     bulk.BulkAction.CANCEL: ("Cancel", "Cancelled"),
     bulk.BulkAction.DELETE: ("Delete", "Deleted"),
 }
-FILTER_FIELDS = ("action", "states", "kinds", "owner", "window", "within", "unit", "search")
+BOUNDS = ("finished_after", "finished_before")  # from the query string, shown read-only
+FILTER_FIELDS = (
+    "action",
+    "states",
+    "kinds",
+    "owner",
+    "error_class",
+    "window",
+    "within",
+    "unit",
+    "search",
+    *BOUNDS,
+)
 
 
 class BulkFilterForm(forms.Form):
@@ -43,35 +59,66 @@ class BulkFilterForm(forms.Form):
     )
     kinds = forms.MultipleChoiceField(choices=(), required=False, widget=forms.CheckboxSelectMultiple)
     owner = forms.CharField(required=False, max_length=150, label="Owner (username)")
+    # Not required: a link (the Operations page's) may give no window.
     window = forms.ChoiceField(
-        choices=[("created", "created"), ("finished", "finished")], initial="created", label="Jobs"
+        choices=[("created", "created"), ("finished", "finished")],
+        initial="created",
+        required=False,
+        label="Jobs",
     )
     within = forms.IntegerField(required=False, min_value=1, label="within the last")
-    unit = forms.ChoiceField(choices=[(unit, unit) for unit in MINUTES], initial="hours", label="Unit")
+    unit = forms.ChoiceField(
+        choices=[(unit, unit) for unit in MINUTES], initial="hours", required=False, label="Unit"
+    )
     search = forms.CharField(required=False, max_length=100, label="Search text")
+    # ISO 8601 with an offset, checked by jobs.bulk.BulkFilter.
+    finished_after = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+    finished_before = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+
+    _filter: bulk.BulkFilter
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["kinds"].choices = [(kind.name, kind.title) for kind in all_kinds()]  # type: ignore[attr-defined]
+        # Not declared on the class: Form.error_class is the class of its error lists.
+        self.fields["error_class"] = forms.CharField(
+            required=False, max_length=100, label="Error class (exact)"
+        )
+        self.order_fields(["action", "states", "kinds", "owner", "error_class"])
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         within = data.get("within")
-        if within and within * MINUTES.get(data.get("unit", ""), 1) > bulk.WINDOW_MAX_MINUTES:
+        if within and within * MINUTES[data.get("unit") or "hours"] > bulk.WINDOW_MAX_MINUTES:
             self.add_error("within", "At most a year.")
+        if not self.errors:
+            try:
+                self._filter = self._bulk_filter(data)
+            except pydantic.ValidationError as exc:  # the finished bounds: one set of rules
+                for error in exc.errors():
+                    field = str(error["loc"][0]) if error["loc"] else None
+                    self.add_error(field if field in self.fields else None, error["msg"])
         return data
 
-    def bulk_filter(self) -> bulk.BulkFilter:
-        data = self.cleaned_data
-        minutes = data["within"] * MINUTES[data["unit"]] if data.get("within") else None
+    @staticmethod
+    def _bulk_filter(data: dict[str, Any]) -> bulk.BulkFilter:
+        minutes = data["within"] * MINUTES[data["unit"] or "hours"] if data.get("within") else None
+        window = data["window"] or "created"
         return bulk.BulkFilter(
             states=data["states"],
             kinds=data["kinds"],
             owner=data["owner"].strip(),
-            created_within_minutes=minutes if data["window"] == "created" else None,
-            finished_within_minutes=minutes if data["window"] == "finished" else None,
+            error_class=data["error_class"].strip(),
+            created_within_minutes=minutes if window == "created" else None,
+            finished_within_minutes=minutes if window == "finished" else None,
+            finished_after=data["finished_after"].strip() or None,
+            finished_before=data["finished_before"].strip() or None,
             search=data["search"].strip(),
         )
+
+    def bulk_filter(self) -> bulk.BulkFilter:
+        """The filter of a valid form."""
+        return self._filter
 
 
 def _jobs(count: int) -> str:
@@ -82,8 +129,15 @@ def _skipped(skips: list[bulk.BulkSkip]) -> str:
     return "; ".join(f"{skip['count']}: {skip['detail']}" for skip in skips)
 
 
-def filter_summary(saved: dict[str, Any]) -> str:
-    """A stored filter (``JobBulkAction.filter``) in a few words."""
+def _when(saved: Any) -> str:
+    try:
+        return f"{datetime.fromisoformat(str(saved)).astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    except ValueError:
+        return str(saved)
+
+
+def filter_summary(saved: dict[str, Any], *, everything: str = "every job they may see") -> str:
+    """A filter as stored (``JobBulkAction.filter``: ``BulkFilter`` as JSON) in a few words."""
     parts = []
     if saved.get("states"):
         parts.append("state " + " or ".join(saved["states"]))
@@ -91,12 +145,19 @@ def filter_summary(saved: dict[str, Any]) -> str:
         parts.append("kind " + " or ".join(saved["kinds"]))
     if saved.get("owner"):
         parts.append(f"owner {saved['owner']}")
+    if saved.get("error_class"):
+        parts.append(f"error class {saved['error_class']}")
     for window in ("created", "finished"):
         if saved.get(f"{window}_within_minutes"):
             parts.append(f"{window} in the last {saved[f'{window}_within_minutes']} min")
+    after, before = saved.get("finished_after"), saved.get("finished_before")
+    if after and before:
+        parts.append(f"finished from {_when(after)} to before {_when(before)}")
+    elif after or before:
+        parts.append(f"finished from {_when(after)}" if after else f"finished before {_when(before)}")
     if saved.get("search"):
         parts.append(f"matching {saved['search']!r}")
-    return ", ".join(parts) or "every job they may see"
+    return ", ".join(parts) or everything
 
 
 def _audit_rows(entries: list[JobBulkAction]) -> list[dict[str, Any]]:
@@ -118,10 +179,10 @@ def _at(page: str, query: QueryDict) -> str:
     return f"{page}?{query.urlencode()}" if query else page
 
 
-def _filter_query(data: QueryDict) -> QueryDict:
-    """The filter's own fields of a GET or POST (not the CSRF token, not the count)."""
+def _filter_query(data: QueryDict, fields: tuple[str, ...] = FILTER_FIELDS) -> QueryDict:
+    """The filter's own fields of a GET or POST (not the CSRF token, not the confirmation)."""
     query = QueryDict(mutable=True)
-    for name in FILTER_FIELDS:
+    for name in fields:
         values = [value for value in data.getlist(name) if value]
         if values:
             query.setlist(name, values)
@@ -140,16 +201,20 @@ def bulk_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = BulkFilterForm(request.POST)
         query = _filter_query(request.POST)
-        raw_count = request.POST.get("confirmed_count", "")
-        if not form.is_valid() or not (raw_count.isascii() and raw_count.isdigit() and len(raw_count) < 9):
-            messages.error(request, "The filter or the confirmed count is not valid: preview again.")
+        confirmation = request.POST.get("confirmation", "")
+        if not form.is_valid() or not 0 < len(confirmation) <= bulk.CONFIRMATION_MAX_LENGTH:
+            messages.error(request, "The filter or the confirmation is not valid: preview again.")
+            query["preview"] = "1"
             return redirect(_at(page, query))
         action = bulk.BulkAction(form.cleaned_data["action"])
         try:
             result = bulk.bulk_apply(
-                user=user, bulk_filter=form.bulk_filter(), action=action, confirmed_count=int(raw_count)
+                user=user, bulk_filter=form.bulk_filter(), action=action, confirmation=confirmation
             )
-        except (bulk.SelectionChanged, bulk.SelectionTooLarge) as exc:
+        except bulk.AlreadyApplied as exc:  # a second click: not offered again at once
+            messages.error(request, str(exc))
+            return redirect(_at(page, query))
+        except (bulk.PreviewAgain, bulk.ConfirmationInvalid, bulk.SelectionTooLarge) as exc:
             messages.error(request, str(exc))
             query["preview"] = "1"
             return redirect(_at(page, query))
@@ -159,16 +224,23 @@ def bulk_page(request: HttpRequest) -> HttpResponse:
 
     previewing = "preview" in request.GET
     form = BulkFilterForm(request.GET if previewing or "action" in request.GET else None)
+    bounds = {name: request.GET[name] for name in BOUNDS if request.GET.get(name)}
     context: dict[str, Any] = {
         "form": form,
-        "audit": _audit_rows(bulk.bulk_actions_recent()),
+        "audit": _audit_rows(bulk.bulk_actions_recent(user=user)),
         "limit": f"{bulk.BULK_MAX_JOBS:,}",
+        "bounds": filter_summary(bounds, everything="") if bounds else "",
+        "unbounded": _at(
+            page, _filter_query(request.GET, tuple(f for f in FILTER_FIELDS if f not in BOUNDS))
+        ),
     }
     if previewing and form.is_valid():
         action = bulk.BulkAction(form.cleaned_data["action"])
-        preview = bulk.bulk_preview(user=user, bulk_filter=form.bulk_filter(), action=action)
+        bulk_filter = form.bulk_filter()
+        preview = bulk.bulk_preview(user=user, bulk_filter=bulk_filter, action=action)
         context.update(
             preview=preview,
+            summary=filter_summary(bulk_filter.model_dump(mode="json"), everything="every job you may see"),
             question=f"{VERBS[action][0]} {_jobs(preview['actionable'])}?",
             verb=VERBS[action][0],
             hidden=[(name, value) for name, values in _filter_query(request.GET).lists() for value in values],

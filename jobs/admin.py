@@ -468,3 +468,12 @@ class JobBulkActionAdmin(ViewOnly, admin.ModelAdmin):
     list_display = ("at", "username", "action", "matched", "confirmed", "acted", "skipped")
     list_filter = ("action",)
     search_fields = ("username",)
+    fields = readonly_fields = (
+        "at", "user", "username", "action", "filter",
+        "matched", "confirmed", "acted", "skipped", "jobs_acted_on",
+    )  # fmt: skip
+
+    @admin.display(description="jobs acted on")
+    def jobs_acted_on(self, obj: JobBulkAction) -> str:
+        """One id a line (the admin breaks the lines): the new jobs of a retry, else those acted on."""
+        return "\n".join(str(job_id) for job_id in obj.job_ids or []) or "-"

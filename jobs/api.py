@@ -572,10 +572,12 @@ class BulkPreviewBody(BaseModel):
 
 
 class BulkApplyBody(BulkPreviewBody):
-    """Apply it: ``confirmed_count`` is the preview's ``actionable``; if the jobs to act on are no
-    longer that many, nothing is done (409)."""
+    """Apply it to exactly the jobs previewed: ``confirmation`` is the preview's (good for one
+    apply, within 15 minutes); if the jobs to act on are no longer those, nothing is done (409).
+    ``confirmed_count``, optional, is the preview's ``actionable`` as the user read it: checked too."""
 
-    confirmed_count: int = Field(ge=0)
+    confirmation: str = Field(min_length=1, max_length=bulk.CONFIRMATION_MAX_LENGTH)
+    confirmed_count: pydantic.StrictInt | None = Field(default=None, ge=0)
 
 
 REQUEST_MODELS.extend([bulk.BulkFilter, BulkPreviewBody, BulkApplyBody])
@@ -595,8 +597,8 @@ def _bulk_body(body: Any, model: type[BulkPreviewBody]) -> Any:
     "/jobs/bulk/preview/",
     response={200: schema_of(bulk.BulkPreview), **errors(*COMMON, 403, 413)},
     url_name="job-bulk-preview",
-    summary="How many jobs a bulk retry, cancel or delete would act on (the count to confirm), "
-    "why others would be left alone, and a few examples",
+    summary="How many jobs a bulk retry, cancel or delete would act on, why others would be left "
+    "alone, a few examples, and the confirmation that applies it to exactly these jobs",
     description="Only jobs you may see are ever selected. 403: a failed CSRF check.",
     openapi_extra=json_body(BulkPreviewBody),
 )
@@ -613,11 +615,13 @@ def job_bulk_preview(request: HttpRequest) -> JsonResponse:
     "/jobs/bulk/",
     response={200: schema_of(bulk.BulkResult), **errors(*COMMON, 403, 409, 413)},
     url_name="job-bulk",
-    summary="Retry, cancel or delete the jobs a filter selects, if they are still the confirmed "
-    f"count (at most {bulk.BULK_MAX_JOBS}); audited",
+    summary="Retry, cancel or delete exactly the jobs a preview confirmed, once "
+    f"(at most {bulk.BULK_MAX_JOBS}); audited",
     description="Each job is checked as its single-job action is; those refused are skipped and "
-    "counted by reason. 400: more than the limit (narrow the filter). 409: the count changed "
-    "(preview again). Retries count in their owner's launch limit. 403: a failed CSRF check.",
+    "counted by reason. 400: more than the limit (narrow the filter), or not a confirmation of "
+    "this action and filter. 409: the jobs are not those previewed any more, the confirmation "
+    "expired, or it was applied already (preview again). Retries count in their owner's launch "
+    "limit. 403: a failed CSRF check.",
     openapi_extra=json_body(BulkApplyBody),
 )
 def job_bulk_apply(request: HttpRequest) -> JsonResponse:
@@ -628,12 +632,18 @@ def job_bulk_apply(request: HttpRequest) -> JsonResponse:
     user = signed_in_user(request)
     try:
         result = bulk.bulk_apply(
-            user=user, bulk_filter=data.filter, action=data.action, confirmed_count=data.confirmed_count
+            user=user,
+            bulk_filter=data.filter,
+            action=data.action,
+            confirmation=data.confirmation,
+            confirmed_count=data.confirmed_count,
         )
     except bulk.SelectionTooLarge as exc:
         raise ApiError(400, str(exc), {"filter": [str(exc)]}) from None
-    except bulk.SelectionChanged as exc:
-        raise ApiError(409, str(exc), {"confirmed_count": [str(exc)]}) from None
+    except bulk.ConfirmationInvalid as exc:
+        raise ApiError(400, str(exc), {"confirmation": [str(exc)]}) from None
+    except (bulk.PreviewAgain, bulk.AlreadyApplied) as exc:
+        raise ApiError(409, str(exc), {"confirmation": [str(exc)]}) from None
     return JsonResponse(result)
 
 

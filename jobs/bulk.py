@@ -3,10 +3,16 @@ csv_profile jobs of the last hour" with one confirmation.
 
 Two steps. ``bulk_preview`` counts the jobs the filter selects that the user may see
 (``job_visible_to``: a filter never reaches further), how many of them the action applies to and
-the user may act on (the number to confirm), why the others are left alone, and a few examples.
-``bulk_apply`` acts on exactly that set, provided its count is still the one the user confirmed
-(else ``SelectionChanged``, a 409: preview again), and at most BULK_MAX_JOBS of them (else
-``SelectionTooLarge``: narrow the filter; nothing is done in batches behind the user's back).
+the user may act on (the number to confirm), why the others are left alone, and a few examples;
+it issues a ``confirmation``: a token signed with the secret key (``django.core.signing``, valid
+CONFIRMATION_MAX_AGE) that binds the user, the action, the filter, a random nonce and a digest of
+the exact ids of the jobs previewed. ``bulk_apply`` takes that token and acts on exactly the jobs
+previewed: if the set is no longer the same (a job failed, finished or was deleted since, or a
+time window moved; not only the count) nothing is done (``SelectionChanged``, a 409: preview
+again). A token is good for one apply: its nonce is recorded in the audit row under a unique
+constraint before anything is done, so a replayed or double-submitted confirmation is refused
+(``AlreadyApplied``, a 409) even when both arrive at once. At most BULK_MAX_JOBS jobs per action
+(else ``SelectionTooLarge``: narrow the filter; nothing is done in batches behind the user's back).
 
 Each job goes through the single-job service (``job_retry``, ``job_cancel``) or, for delete, the
 same checks written here, so bulk grants nothing a one-by-one click would not: the owner, or
@@ -15,22 +21,37 @@ delete only ever removes finished jobs, another user's only with Django's ``jobs
 (superusers hold it). Retries count **and are checked** in the owner's
 RUNBOARD_LAUNCHES_PER_MINUTE, as a single retry is (jobs.launch.job_retry): an owner at their
 limit has the rest of their jobs skipped and reported (``rate_limited``), never retried past the
-limit or dropped silently. Every applied action is audited (``JobBulkAction``).
+limit or dropped silently. Every applied action is audited (``JobBulkAction``, with the ids of the
+jobs acted on); a user reads their own actions, a holder of "view all jobs" everyone's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import secrets
 import uuid
 from collections import Counter
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Self, TypedDict
 
-from django.db import transaction
+from django.core import signing
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from jobs.conf import app_settings
 
@@ -56,6 +77,12 @@ EXAMPLES_SHOWN = 5
 DELETE_ANY_JOB = "jobs.delete_job"
 # A window of at most a year, in minutes.
 WINDOW_MAX_MINUTES = 366 * 24 * 60
+# How long a preview's confirmation may be applied: long enough to read the preview, short enough
+# that "the jobs previewed" is still what the user has in mind.
+CONFIRMATION_MAX_AGE = timedelta(minutes=15)
+CONFIRMATION_SALT = "jobs.bulk.confirmation"
+# A confirmation is a few hundred characters; anything much longer is not one.
+CONFIRMATION_MAX_LENGTH = 2000
 
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 
@@ -68,21 +95,58 @@ class BulkAction(StrEnum):
 
 Kind = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
+AT_GIVEN_AS = "Give an ISO 8601 date and time with its offset, such as 2026-11-30T06:00:00Z."
+
+
+def _iso_8601(value: object) -> datetime:
+    """A datetime, or ISO 8601 text, with its offset, in UTC (pydantic alone also takes a number,
+    or a text of digits, as a Unix time)."""
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(AT_GIVEN_AS) from None
+    if not isinstance(value, datetime):
+        raise ValueError(AT_GIVEN_AS)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"Without an offset. {AT_GIVEN_AS}")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # the year 1 or 9999, offset out of range: the database could not read it
+        raise ValueError("Out of range.") from None
+
+
+Bound = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
+
 
 class BulkFilter(BaseModel):
     """Which jobs: every criterion given must hold (none given: every job you may see). States
-    and kinds match any of those listed; ``owner`` is a username; the windows are counted back
-    from the moment the filter is applied, in minutes; ``search`` matches as the job list's ``q``
-    (kind, label, progress message, error or its class; case-insensitive)."""
+    and kinds match any of those listed; ``owner`` is a username; ``error_class`` matches a
+    job's error class exactly; the windows are counted back from the moment the filter is applied,
+    in minutes; ``finished_after`` (included) and ``finished_before`` (excluded) bound when the
+    job finished (ISO 8601 with an offset; at most a year apart); ``search`` matches as the job
+    list's ``q`` (kind, label, progress message, error or its class; case-insensitive)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     states: list[JobState] = Field(default_factory=list, max_length=len(JobState.values))
     kinds: list[Kind] = Field(default_factory=list, max_length=100)
     owner: str = Field(default="", max_length=150)
-    created_within_minutes: int | None = Field(default=None, ge=1, le=WINDOW_MAX_MINUTES)
-    finished_within_minutes: int | None = Field(default=None, ge=1, le=WINDOW_MAX_MINUTES)
+    error_class: str = Field(default="", max_length=100)
+    created_within_minutes: StrictInt | None = Field(default=None, ge=1, le=WINDOW_MAX_MINUTES)
+    finished_within_minutes: StrictInt | None = Field(default=None, ge=1, le=WINDOW_MAX_MINUTES)
+    finished_after: Bound | None = None
+    finished_before: Bound | None = None
     search: str = Field(default="", max_length=100)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> Self:
+        if self.finished_after and self.finished_before:
+            if self.finished_before <= self.finished_after:
+                raise ValueError("finished_before must be later than finished_after.")
+            if self.finished_before - self.finished_after > timedelta(minutes=WINDOW_MAX_MINUTES):
+                raise ValueError("finished_after and finished_before are at most a year apart.")
+        return self
 
 
 class BulkSkip(TypedDict):
@@ -116,6 +180,9 @@ class BulkPreview(TypedDict):
     # limit (RUNBOARD_LAUNCHES_PER_MINUTE); they are skipped, not retried, if applied now.
     rate_limited_now: int
     examples: list[BulkExample]  # the first few actionable jobs, oldest first
+    # What ``bulk_apply`` takes to act on exactly these jobs, once, within CONFIRMATION_MAX_AGE;
+    # none over the limit.
+    confirmation: str | None
 
 
 class BulkResult(TypedDict):
@@ -131,16 +198,42 @@ class BulkResult(TypedDict):
     job_ids: list[str]
 
 
-class SelectionChanged(Conflict):
-    """The set to act on no longer has the confirmed count (HTTP 409): preview and confirm again."""
+class PreviewAgain(Conflict):
+    """The confirmation no longer holds (HTTP 409): preview and confirm again."""
+
+
+class SelectionChanged(PreviewAgain):
+    """The jobs to act on are no longer exactly those previewed."""
 
     def __init__(self, *, actionable: int, confirmed: int):
-        super().__init__(
-            f"The selection changed: {actionable} job(s) now match (you confirmed {confirmed}). "
-            "Preview again and confirm the new count."
+        changed = (
+            f"{actionable} job(s) now match (you confirmed {confirmed})"
+            if actionable != confirmed
+            else f"other jobs than the {confirmed} you confirmed now match"
         )
+        super().__init__(f"The selection changed: {changed}. Preview again and confirm.")
         self.actionable = actionable
         self.confirmed = confirmed
+
+
+class ConfirmationExpired(PreviewAgain):
+    def __init__(self) -> None:
+        minutes = int(CONFIRMATION_MAX_AGE.total_seconds() // 60)
+        super().__init__(f"This confirmation is over {minutes} minutes old. Preview again and confirm.")
+
+
+class AlreadyApplied(Conflict):
+    """This confirmation was applied already (HTTP 409): each is good for one apply."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This confirmation was already applied (a confirmation acts once). "
+            "Preview again to act on the jobs that match now."
+        )
+
+
+class ConfirmationInvalid(ValueError):
+    """Not a confirmation issued for this user, action and filter (HTTP 400)."""
 
 
 class SelectionTooLarge(ValueError):
@@ -167,10 +260,16 @@ def _matching(user: User, bulk_filter: BulkFilter) -> QuerySet[Job]:
         jobs = jobs.filter(kind__in=bulk_filter.kinds)
     if bulk_filter.owner:
         jobs = jobs.filter(owner__username=bulk_filter.owner)
+    if bulk_filter.error_class:
+        jobs = jobs.filter(error_class=bulk_filter.error_class)
     if bulk_filter.created_within_minutes:
         jobs = jobs.filter(created_at__gte=now - timedelta(minutes=bulk_filter.created_within_minutes))
     if bulk_filter.finished_within_minutes:
         jobs = jobs.filter(finished_at__gte=now - timedelta(minutes=bulk_filter.finished_within_minutes))
+    if bulk_filter.finished_after:
+        jobs = jobs.filter(finished_at__gte=bulk_filter.finished_after)
+    if bulk_filter.finished_before:
+        jobs = jobs.filter(finished_at__lt=bulk_filter.finished_before)
     if bulk_filter.search:
         jobs = jobs.filter(job_search_q(bulk_filter.search))  # the job list's search
     return jobs
@@ -294,6 +393,58 @@ def _example(job: Job) -> BulkExample:
     }
 
 
+# --- The confirmation ----------------------------------------------------------------------------
+
+
+def _digest(values: Iterable[object]) -> str:
+    return hashlib.sha256("\n".join(sorted(str(value) for value in values)).encode()).hexdigest()
+
+
+def _filter_digest(bulk_filter: BulkFilter) -> str:
+    return hashlib.sha256(
+        json.dumps(bulk_filter.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()
+
+
+def _confirmation(user: User, action: BulkAction, bulk_filter: BulkFilter, ids: list[uuid.UUID]) -> str:
+    """The token that confirms acting on exactly ``ids``, once."""
+    signed = {
+        "user": user.pk,
+        "action": action.value,
+        "filter": _filter_digest(bulk_filter),
+        "nonce": secrets.token_urlsafe(16),
+        "jobs": _digest(ids),
+        "count": len(ids),
+    }
+    return signing.dumps(signed, salt=CONFIRMATION_SALT)
+
+
+class _Confirmed(NamedTuple):
+    nonce: str
+    jobs: str  # the digest of the ids previewed
+    previewed: int  # how many
+
+
+def _confirmed(confirmation: str, *, user: User, action: BulkAction, bulk_filter: BulkFilter) -> _Confirmed:
+    # Not a string (none was issued: nothing to act on), or not ASCII (signing would fail to
+    # encode a lone surrogate, not refuse it).
+    if not isinstance(confirmation, str) or not confirmation.isascii():
+        raise ConfirmationInvalid("Not a confirmation from a preview: preview, then confirm.")
+    try:
+        signed: Any = signing.loads(confirmation, salt=CONFIRMATION_SALT, max_age=CONFIRMATION_MAX_AGE)
+    except signing.SignatureExpired:
+        raise ConfirmationExpired() from None
+    except signing.BadSignature:
+        raise ConfirmationInvalid("Not a confirmation from a preview: preview, then confirm.") from None
+    if not isinstance(signed, dict) or signed.get("user") != user.pk:
+        raise ConfirmationInvalid("Not a confirmation from your preview: preview, then confirm.")
+    if signed.get("action") != action.value or signed.get("filter") != _filter_digest(bulk_filter):
+        raise ConfirmationInvalid(
+            "This confirmation is for another action or filter: preview this one, then confirm."
+        )
+    return _Confirmed(nonce=str(signed["nonce"]), jobs=str(signed["jobs"]), previewed=int(signed["count"]))
+
+
 # --- The two steps -------------------------------------------------------------------------------
 
 
@@ -301,8 +452,9 @@ def bulk_preview(*, user: User, bulk_filter: BulkFilter, action: BulkAction) -> 
     """What applying ``action`` to the jobs ``bulk_filter`` selects would do now (reads only)."""
     action = BulkAction(action)
     matched, actionable, left_alone = _split(user, bulk_filter, action)
-    count = bounded_count(actionable).rows
-    over = count > BULK_MAX_JOBS
+    ids = list(actionable.order_by().values_list("id", flat=True)[: BULK_MAX_JOBS + 1])
+    over = len(ids) > BULK_MAX_JOBS
+    count = max(bounded_count(actionable).rows, len(ids)) if over else len(ids)
     examples = list(_oldest_first(actionable).select_related("owner")[:EXAMPLES_SHOWN])
     rate_limited = 0
     if action == BulkAction.RETRY and not over and count:
@@ -316,39 +468,65 @@ def bulk_preview(*, user: User, bulk_filter: BulkFilter, action: BulkAction) -> 
         "over_limit": over,
         "rate_limited_now": rate_limited,
         "examples": [_example(job) for job in examples],
+        # Nothing to confirm over the limit, or with no job to act on (an apply of nothing would
+        # only be an audit entry: found by review, 22 of them pushed everyone else's off the page).
+        "confirmation": None if over or not ids else _confirmation(user, action, bulk_filter, ids),
     }
 
 
 def bulk_apply(
-    *, user: User, bulk_filter: BulkFilter, action: BulkAction, confirmed_count: int
+    *,
+    user: User,
+    bulk_filter: BulkFilter,
+    action: BulkAction,
+    confirmation: str,
+    confirmed_count: int | None = None,
 ) -> BulkResult:
-    """Apply ``action`` to the actionable jobs ``bulk_filter`` selects (in ``_in_order``), each
-    through the single-job service in its own transaction (one refusal skips that job only; a
-    delete is one transaction), and record it in ``JobBulkAction``.
+    """Apply ``action`` to exactly the jobs previewed: the actionable jobs ``bulk_filter``
+    selects (in ``_in_order``), provided they are still the very jobs ``confirmation`` (the
+    preview's) was issued for. Each goes through the single-job service in its own transaction
+    (one refusal skips that job only; a delete is one transaction); the action is recorded in
+    ``JobBulkAction``, which spends the confirmation.
 
     Measured on SQLite, 1,000 jobs of 10 owners: a retry takes about 9 s, a cancel 24 s (each
     notifies its owner), a delete 0.2 s: one request, bounded by BULK_MAX_JOBS.
 
-    Raises SelectionChanged (a 409) when the actionable jobs are not ``confirmed_count`` any more,
-    SelectionTooLarge when they are more than BULK_MAX_JOBS; both before anything is done. Jobs
-    that changed in the meantime (finished before their cancel, deleted...) and retries refused
-    by their owner's launch limit are skipped and counted by reason.
+    Raises, before anything is done: ConfirmationInvalid (a 400) for a token not issued to this
+    user for this action and filter; ConfirmationExpired (409) past CONFIRMATION_MAX_AGE;
+    AlreadyApplied (409) for a token applied before (or being applied by a concurrent request);
+    SelectionChanged (409) when the actionable jobs are not exactly those previewed any more, or
+    not ``confirmed_count`` (optional: a check of what the user read); SelectionTooLarge when they
+    are more than BULK_MAX_JOBS. Jobs that changed while the action runs (finished before their
+    cancel, deleted...) and retries refused by their owner's launch limit are skipped and counted
+    by reason.
     """
     action = BulkAction(action)
+    confirmed = _confirmed(confirmation, user=user, action=action, bulk_filter=bulk_filter)
+    # The common replay (a second click, a script run twice) told apart from a changed selection;
+    # the unique nonce below refuses the race.
+    if JobBulkAction.objects.filter(nonce=confirmed.nonce).exists():
+        raise AlreadyApplied()
     matched, actionable, left_alone = _split(user, bulk_filter, action)
     ids = list(_in_order(actionable, action).values_list("id", flat=True)[: BULK_MAX_JOBS + 1])
     if len(ids) > BULK_MAX_JOBS:
         raise SelectionTooLarge(bounded_count(actionable).rows)
-    if len(ids) != confirmed_count:
+    if _digest(ids) != confirmed.jobs:
+        raise SelectionChanged(actionable=len(ids), confirmed=confirmed.previewed)
+    if confirmed_count is not None and confirmed_count != confirmed.previewed:
         raise SelectionChanged(actionable=len(ids), confirmed=confirmed_count)
-    audit = JobBulkAction.objects.create(
-        user=user,
-        username=user.get_username(),
-        action=action.value,
-        filter=bulk_filter.model_dump(mode="json"),
-        matched=matched,
-        confirmed=confirmed_count,
-    )
+    try:
+        with transaction.atomic():  # committed before the first job is acted on: the claim
+            audit = JobBulkAction.objects.create(
+                user=user,
+                username=user.get_username(),
+                action=action.value,
+                filter=bulk_filter.model_dump(mode="json"),
+                matched=matched,
+                confirmed=len(ids),
+                nonce=confirmed.nonce,
+            )
+    except IntegrityError:  # the same confirmation claimed by a request that arrived at once
+        raise AlreadyApplied() from None
     skipped: Counter[tuple[str, str]] = Counter(
         {(skip["reason"], skip["detail"]): skip["count"] for skip in left_alone}
     )
@@ -361,7 +539,8 @@ def bulk_apply(
     ]
     audit.acted = len(done)
     audit.skipped = {skip["reason"]: skip["count"] for skip in skips}
-    audit.save(update_fields=["acted", "skipped"])
+    audit.job_ids = [str(job_id) for job_id in done]  # at most len(ids): BULK_MAX_JOBS
+    audit.save(update_fields=["acted", "skipped", "job_ids"])
     logger.info(
         "Bulk %s by %s: %d acted, %s skipped", action.value, audit.username, audit.acted, audit.skipped
     )
@@ -427,6 +606,10 @@ def _delete(user: User, ids: list[uuid.UUID], skipped: Counter[tuple[str, str]])
     return deleted
 
 
-def bulk_actions_recent(*, limit: int = 20) -> list[JobBulkAction]:
-    """The newest bulk actions, whoever made them ("Who did what")."""
-    return list(JobBulkAction.objects.all()[:limit])
+def bulk_actions_recent(*, user: User, limit: int = 20) -> list[JobBulkAction]:
+    """The newest bulk actions ("Who did what"): ``user``'s own; everyone's with "view all jobs"
+    (a filter and its counts tell of jobs the user may not otherwise see)."""
+    entries = JobBulkAction.objects.all()
+    if not has_power(user, Power.VIEW_ALL_JOBS):
+        entries = entries.filter(user=user)
+    return list(entries[:limit])

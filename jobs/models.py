@@ -346,10 +346,20 @@ class JobBulkAction(models.Model):
     confirmed = models.PositiveIntegerField(default=0)  # the count they confirmed
     acted = models.PositiveIntegerField(default=0)
     skipped = models.JSONField(default=dict, blank=True)  # {reason: count}
+    # The jobs acted on (the new jobs of a retry), at most jobs.bulk.BULK_MAX_JOBS.
+    job_ids = models.JSONField(default=list, blank=True)
+    # The nonce of the preview's confirmation it spent (jobs.bulk): unique, so a confirmation acts
+    # once even when two requests bring it at the same moment. Empty for the actions before.
+    nonce = models.CharField(max_length=32, blank=True, default="", editable=False)
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["nonce"], condition=~Q(nonce=""), name="jobs_bulk_action_nonce_once"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.acted}/{self.confirmed}"

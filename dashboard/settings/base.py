@@ -218,6 +218,9 @@ AUTHENTICATION_BACKENDS = [
 ]
 # RUNBOARD_LOGIN_* are environment variables only (dashboard.conf.ENVIRONMENT_ONLY), not settings.
 AXES_FAILURE_LIMIT = env.int("RUNBOARD_LOGIN_FAILURE_LIMIT", default=10)
+# django-axes logs "AXES: BEGIN version …" at every start of every process and command (found by
+# review: it landed in the middle of `make run`'s banner); lockouts are still logged.
+AXES_VERBOSE = False
 AXES_COOLOFF_TIME = timedelta(seconds=env.float("RUNBOARD_LOGIN_COOLOFF", default=900.0))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: per account, per address
 # REMOTE_ADDR (IPv6 as its /64): behind a proxy, uvicorn --proxy-headers has already made it the

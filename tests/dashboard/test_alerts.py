@@ -474,3 +474,24 @@ def test_the_admin_lists_and_deletes_rules_but_neither_adds_nor_edits_them(opera
     assert rule.threshold == 20
     admin.post(f"/admin/notifications/alertrule/{rule.pk}/delete/", {"post": "yes"})
     assert not AlertRule.objects.exists()
+
+
+def test_the_resolved_notification_says_when_the_value_went_back_below_not_when_the_episode_ended(operator):
+    """Found by review: a backlog gone at 07:22:53 was "above from 07:22 to 07:27 (6 min)": the
+    end reported was the resolution, KEEP_FIRING_FOR later, rounded up."""
+    failure_rule(operator)
+    finished(operator, failed=3, succeeded=7)  # 30 %
+    start = timezone.now()
+    assert alerts_evaluate(now=start).fired == 1
+    finished(operator, succeeded=30)  # 3 of 40: 7.5 %, below from here
+    assert alerts_evaluate(now=start + timedelta(seconds=40)).notified == 0
+    assert alerts_evaluate(now=start + timedelta(seconds=40) + alerts.KEEP_FIRING_FOR).resolved == 1
+
+    resolved = Notification.objects.filter(recipient=operator).first()
+    assert resolved.body.endswith("(40 s).")
+    assert "Over the last 10 minutes." in Notification.objects.filter(recipient=operator).last().body
+
+
+def test_a_rule_of_one_minute_and_one_job_reads_in_the_singular(operator):
+    rule = failure_rule(operator, window_minutes=1, min_jobs=1)
+    assert alerts.alert_rule_description(rule).endswith("over 1 min (at least 1 succeeded or failed job)")

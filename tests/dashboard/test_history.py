@@ -391,4 +391,6 @@ def test_the_operator_view_alone_gets_classes_and_counts_but_not_what_the_jobs_s
         ("InvalidCsv", 1),
     ]
     assert all(g["latest_job_id"] == "" and g["latest_message"] == "" for g in seen.json()["failures"])
+    # Nor a bulk retry link: their preview would select none of these jobs.
+    assert all(g["bulk_url"] == "" for g in seen.json()["failures"])
     assert "payroll-2026.csv: line 7" in shown.content.decode()

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from jobs.models import JobState
+from jobs import schedules
+from jobs.models import JobSchedule, JobState
+from jobs.tokens import token_create
 from notifications import inbox as notifications
 from tests.frontend.test_job_result_browser import finished_profile
 from tests.jobs.factories import make_job
@@ -59,6 +61,11 @@ def check(page: Any, name: str) -> list[str]:
     headings = page.locator("h1").count()
     if headings != 1:
         problems.append(f"{name}: {headings} h1 elements (want exactly one)")
+    # Nothing scrolls sideways (issue 16 §5; found by review: Schedules was 578 px wide at 390):
+    # a wide table scrolls inside its card.
+    wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    if wide > 0:
+        problems.append(f"{name}: the page is {wide} px wider than the window (it scrolls sideways)")
     return problems
 
 
@@ -72,6 +79,12 @@ def test_every_page_has_one_h1_and_no_serious_accessibility_violation(
     # review: the scrolling region could not be reached from the keyboard).
     profile = finished_profile(operator, columns=12)
     notifications.notify(recipient_id=operator.pk, title="Something finished", level="warning")
+    # Wide tables: a schedule (Schedules' nine columns) and a token (Settings' five).
+    schedules.schedule_save(
+        schedule=JobSchedule(name="nightly-export-of-everything", kind="simulate", owner=operator,
+                             params={"steps": 1, "step_ms": 0}, crontab="0 3 * * *")
+    )  # fmt: skip
+    token_create(user=operator, name="nightly export script of the accounting team")
     pages = {
         "dashboard": "/",
         "job page (succeeded)": f"/jobs/{succeeded.id}/",

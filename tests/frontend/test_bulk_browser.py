@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.utils import timezone
@@ -104,3 +105,42 @@ def test_jobs_deleted_in_bulk_leave_the_owner_s_open_dashboard_and_job_page(
     expect(dashboard.locator("li.job")).to_have_attribute("data-id", str(kept.id))
     expect(job_page.locator("#action-error")).to_have_text("This job was deleted.")
     expect(job_page.locator("#retry")).to_be_hidden()
+    # Nothing on it acts on the job any more (found by review: these stayed).
+    expect(job_page.locator("#log-download")).to_be_hidden()
+    expect(job_page.locator("#log-follow")).to_be_hidden()
+    expect(job_page.locator("summary", has_text="Re-run with edited parameters")).to_be_hidden()
+
+
+def test_the_retry_of_a_failure_group_keeps_its_class_and_bounds_through_the_confirmation(context, make_user):
+    """The Operations page links a failure group's "Retry them" to the preview with an exact error
+    class and the group's finished bounds; they are shown, kept in the confirm form, and the
+    retry acts on exactly the group's jobs, once."""
+    operator, owner = make_user(operator=True), make_user()
+    group = [finished(owner, state=JobState.FAILED, kind="simulate", minutes=40 + i) for i in range(2)]
+    Job.objects.filter(pk__in=[job.pk for job in group]).update(error_class="UnicodeDecodeError")
+    other_class = finished(owner, state=JobState.FAILED, kind="simulate", minutes=40)
+    Job.objects.filter(pk=other_class.pk).update(error_class="UnicodeError")
+    later = finished(owner, state=JobState.FAILED, kind="simulate", minutes=5)  # after the group
+    Job.objects.filter(pk=later.pk).update(error_class="UnicodeDecodeError")
+    until = (timezone.now() - timedelta(minutes=30)).replace(microsecond=0)
+    link = "/operations/bulk/?" + urlencode(
+        {"preview": "1", "action": "retry", "states": "failed", "error_class": "UnicodeDecodeError",
+         "finished_after": (until - timedelta(hours=1)).isoformat(), "finished_before": until.isoformat()}
+    )  # fmt: skip
+    page = context.new_page()
+    log_in(page, operator)
+
+    page.goto(link)
+
+    expect(page.get_by_role("heading", name="Retry 2 jobs?")).to_be_visible()
+    expect(page.locator("#bulk-bounds")).to_contain_text(f"to before {until:%Y-%m-%d %H:%M:%S} UTC")
+    expect(page.locator("#bulk-summary")).to_contain_text("error class UnicodeDecodeError")
+    problems = check(page, "bulk actions (a failure group's retry)")
+
+    page.get_by_role("button", name="Retry 2 jobs").click()
+
+    expect(page.locator(".bulk-message")).to_have_text("Retried 2 jobs.")
+    retried = Job.objects.filter(retry_of__isnull=False).values_list("retry_of_id", flat=True)
+    assert sorted(retried) == sorted(job.id for job in group)
+    assert JobBulkAction.objects.get().filter["error_class"] == "UnicodeDecodeError"
+    assert not problems, "\n".join(problems)

@@ -46,7 +46,7 @@ def test_a_job_backing_off_counts_down_to_its_next_attempt_and_its_page_lists_th
     expect(attempts.first).to_contain_text("Attempt 1 failed")
     expect(attempts.first).to_contain_text("retried after 40 s: service unavailable")
     expect(page.locator("#timeline li[data-state=retrying]")).to_have_count(1)
-    expect(page.locator("#job-meta")).to_contain_text("1 of 3 (retried automatically)")
+    expect(page.locator("#job-meta")).to_contain_text("1 of 3 (a failed attempt is retried automatically)")
 
 
 def test_a_flaky_job_is_retried_live_on_its_page_until_it_succeeds(
@@ -65,4 +65,16 @@ def test_a_flaky_job_is_retried_live_on_its_page_until_it_succeeds(
     expect(page.locator(".badge").first).to_have_text("succeeded", timeout=20_000)
     expect(page.locator("#attempts li")).to_have_count(2)
     expect(page.locator("#attempts li").nth(1)).to_contain_text("service unavailable on attempt 2")
-    expect(page.locator("#job-meta")).to_contain_text("3 of 3")
+    expect(page.locator("#job-meta")).to_contain_text("3 of 3, 2 retried automatically")
+
+
+def test_a_job_that_succeeded_at_its_first_attempt_does_not_say_it_was_retried(page, make_user):
+    """Found by review: "Attempt 1 of 3 (retried automatically)" on a job that never failed."""
+    user = make_user()
+    job = make_job(owner=user, state=JobState.SUCCEEDED, attempts=1, max_attempts=3)
+    log_in(page, user)
+
+    page.goto(f"/jobs/{job.id}/")
+
+    expect(page.locator("#job-meta")).to_contain_text("1 of 3")
+    expect(page.locator("#job-meta")).not_to_contain_text("retried")

@@ -24,7 +24,13 @@ function meta(job) {
   ];
   if (viewerSeesAll() && job.owner) items.splice(1, 0, ["Owner", job.owner]);
   if (job.state === "queued") items.splice(1, 0, ["Waiting", `${waitLabel(job)}${job.wait_reason ? `: ${job.wait_reason}` : ""}`]);
-  if (job.max_attempts > 1) items.push(["Attempt", job.attempt ? `${job.attempt} of ${job.max_attempts} (retried automatically)` : `not started yet (up to ${job.max_attempts}, retried automatically)`]);
+  // Its kind retries failed attempts: say so only while that can still happen or once it did
+  // (found by review: "Attempt 1 of 3 (retried automatically)" on a job that succeeded at once).
+  if (job.max_attempts > 1) {
+    const retried = job.attempt > 1 ? `, ${job.attempt - 1} retried automatically` : "";
+    const open = !FINAL.has(job.state) ? " (a failed attempt is retried automatically)" : "";
+    items.push(["Attempt", job.attempt ? `${job.attempt} of ${job.max_attempts}${retried}${open}` : `not started yet (up to ${job.max_attempts}${open})`]);
+  }
   if (job.retry_of) {
     const link = el("a", { href: `/jobs/${job.retry_of}/`, class: "job-ref" }, job.retry_of.slice(0, 8));
     items.push(["Retry of", link]);
@@ -334,8 +340,13 @@ socket.addEventListener("message", ({ detail: message }) => {
   else if (message.type === "jobs.deleted" && message.ids.includes(initial.id)) {
     // Deleted (in bulk, or by retention) while open: say so; its actions no longer apply.
     document.getElementById("action-error").textContent = "This job was deleted.";
-    document.getElementById("cancel").hidden = true;
-    document.getElementById("retry").hidden = true;
+    // Nothing here acts on it any more (found by review: the log download, the re-run form and
+    // "Following the log" stayed).
+    for (const id of ["cancel", "retry", "log-download", "log-follow"]) {
+      const node = document.getElementById(id);
+      if (node) node.hidden = true;
+    }
+    document.getElementById("rerun")?.closest("details")?.setAttribute("hidden", "");
   }
 });
 window.runboard.store = store;

@@ -20,8 +20,10 @@ class PrimesParams(BaseModel):
 
     n: int = Field(10_000_000, ge=2, le=10_000_000_000, title="Below N", description="Count primes p < N.")
     chunks: int = Field(
-        4, ge=1, le=64, title="Chunks", description="Pieces that run in parallel on the workers."
-    )
+        4, ge=1, le=64, title="Chunks",
+        description="Pieces that run in parallel on the workers (one below N = 2,000,000: splitting "
+        "costs more there).",
+    )  # fmt: skip
 
 
 def run(ctx: KindContext, params: PrimesParams) -> Any:
