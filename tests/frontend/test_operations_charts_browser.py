@@ -106,7 +106,8 @@ def test_the_charts_draw_the_window_switch_reads_the_day_and_failures_are_groupe
     expect(first.locator("h4")).to_have_text("3 jobs failed with UnicodeDecodeError")
     expect(first).to_contain_text("Kinds: csv_profile, simulate")
     expect(first.locator(".failure-message")).to_have_text("'utf-8' codec can't decode byte 0xff")
-    assert first.locator("a.failure-jobs").get_attribute("href") == "/?state=failed&error_class=UnicodeDecodeError"
+    jobs_link = first.locator("a.failure-jobs").get_attribute("href")
+    assert jobs_link == "/?state=failed&error_class=UnicodeDecodeError"
     expect(groups.nth(1).locator("h4")).to_have_text("1 job failed with TimeLimitExceeded")
     first.locator("summary", has_text="Latest traceback").click()
     expect(first.locator("details pre")).to_contain_text(SECRET)
