@@ -65,6 +65,8 @@ default_pool_size = 40
 max_client_conn = 2000
 ; libpq and psycopg send these at startup; the pooler forwards none of them to a shared server.
 ignore_startup_parameters = extra_float_digits,options
+log_connections = 0
+log_disconnections = 0
 logfile = {directory / "pgbouncer.log"}
 pidfile = {directory / "pgbouncer.pid"}
 """
@@ -73,11 +75,12 @@ pidfile = {directory / "pgbouncer.pid"}
     return text, pooled
 
 
-def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+def _wait_for(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"pgbouncer exited with status {process.returncode}")
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+            raise SystemExit(f"pgbouncer exited with status {process.returncode}:\n{tail}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -122,9 +125,14 @@ def main(argv: list[str]) -> int:
         for path in [directory, *directory.iterdir()]:
             os.chown(path, nobody.pw_uid, nobody.pw_gid)
         command[1:1] = ["-u", "nobody"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its log goes to the file the ini names (connections and disconnections not logged: one of
+    # each per database use). Never a pipe nobody reads: pgbouncer also writes its log to stderr
+    # when not quiet, and a full pipe would block its one thread, and every test with it (found
+    # by review).
+    command[1:1] = ["-q"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(port, process)
+        _wait_for(port, process, directory / "pgbouncer.log")
         env = {
             **os.environ,
             "DATABASE_URL": pooled,

@@ -84,3 +84,21 @@ def test_a_password_in_the_url_is_what_the_pooler_asks_its_clients_for(tmp_path)
     seen = _run(url, tmp_path, WRONG_FROM="s%40cr%22t")
 
     assert (seen["right"], seen["wrong"]) == (1, "refused")
+
+
+def test_the_pooler_serves_thousands_of_connections_without_stalling(tmp_path):
+    """Found by review: pgbouncer's log also went to a pipe nobody read; after ~200 connections
+    (a connect and a disconnect line each) the pipe was full and the pooler's one thread, and every
+    test with it, blocked (1,500 connections: timed out before, done in seconds after)."""
+    code = (
+        "import os, psycopg\n"
+        "url = os.environ['DATABASE_URL'].rsplit('/', 1)[0] + '/postgres'\n"
+        "for _ in range(1500):\n"
+        "    with psycopg.connect(url) as c: c.execute('select 1')\n"
+        "print('done')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "scripts/pgbouncer.py", "--", sys.executable, "-c", code],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "DATABASE_URL": SERVER},
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith("done"), done.stdout + done.stderr
