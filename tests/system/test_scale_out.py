@@ -396,11 +396,12 @@ def test_fair_scheduling_and_the_per_user_cap_hold_across_both_workers_and_both_
 
 
 @pytest.mark.faults
-def test_an_sse_stream_on_a_killed_shard_ends_with_4503_or_misses_nothing(cluster, user_on, clients):
-    """Pass: a user's SSE stream on web A, whose group is on the shard that is SIGKILLed while
-    their job runs and finishes, either ends with a `closed` 4503 event (the socket's rule, so the
-    client resumes with Last-Event-ID) or still delivers the job's completion notification: the
-    stream is the socket's twin (docs/protocol.md)."""
+def test_an_sse_stream_on_a_killed_shard_ends_with_4503(cluster, user_on, clients):
+    """A user's SSE stream on web A, whose group is on the shard that is SIGKILLed (for at least
+    3 s: longer than the web processes' layer checks take to notice, as in the socket test) while
+    their job runs and finishes, ends with a `closed` 4503 event, the socket's rule, so its client
+    resumes with Last-Event-ID (before: the stream went on and silently missed the job's
+    notification; review: an outage shorter than the checks let the test pass without a 4503)."""
     web_a, web_b = cluster.webs
     killed = 1
     victim = user_on(killed)
@@ -408,16 +409,16 @@ def test_an_sse_stream_on_a_killed_shard_ends_with_4503_or_misses_nothing(cluste
     wait_until(lambda: stream.received("snapshot"), timeout=20, message="no SSE snapshot")
 
     cluster.shards[killed].stop(signal.SIGKILL)
+    down_since = time.monotonic()
     try:
         during = cluster.launch(victim, SCALE_KIND, {"seconds": 0.2}, url=web_b.url)
         wait_final([during])
         wait_until(lambda: notification_ids(victim), timeout=10, message="no notification during the outage")
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - down_since)))
     finally:
         cluster.shards[killed].start()
-    (missed,) = notification_ids(victim)
 
-    def told() -> bool:
-        delivered = {int(e["id"]) for e in stream.received("notification.new")}
-        return stream.closed_code == CLOSE_EVENTS_INTERRUPTED or missed in delivered
-
-    wait_until(told, timeout=8, message=f"the stream neither ended with 4503 nor delivered {missed}")
+    wait_until(
+        lambda: stream.closed_code == CLOSE_EVENTS_INTERRUPTED, timeout=10,
+        message=f"the stream did not end with 4503 (closed: {stream.closed_code})",
+    )  # fmt: skip
