@@ -88,7 +88,7 @@ def run(ctx: KindContext, params: SimulateParams) -> dict[str, int]:
 
 def label(params: SimulateParams) -> str:
     """ "10 steps of 200 ms", and what it was told to fail: "fails at step 3", "fails 2 attempts"."""
-    text = f"{params.steps:,} steps of {params.step_ms:,} ms"
+    text = f"{params.steps:,} step{'' if params.steps == 1 else 's'} of {params.step_ms:,} ms"
     if params.fail_at_step is not None:
         text += f", fails at step {params.fail_at_step:,}"
     if params.fail_attempts:

@@ -41,6 +41,7 @@ def test_a_csv_job_is_labelled_with_its_file_name_and_size(make_user):
         ("primes", {"n": 10_000_000, "chunks": 4}, "Below 10,000,000 in 4 chunks"),
         ("primes", {"n": 1000, "chunks": 4}, "Below 1,000 in 1 chunk"),
         ("simulate", {"steps": 10, "step_ms": 200}, "10 steps of 200 ms"),
+        ("simulate", {"steps": 1, "step_ms": 0}, "1 step of 0 ms"),
         ("simulate", {"steps": 5, "step_ms": 0, "fail_at_step": 3}, "5 steps of 0 ms, fails at step 3"),
         ("broadcast", {"title": "Maintenance at 6", "group": "ops"}, "Maintenance at 6 (to group ops)"),
         ("export_jobs", {"state": "failed"}, "Failed jobs"),

@@ -115,7 +115,7 @@ def test_a_job_finishing_while_its_owner_is_away_reaches_their_browser_signed_an
 
     notification = Notification.objects.get(job_id=job.id)
     assert delivery.payload == {
-        "title": "Simulated work finished",
+        "title": "Simulated work finished: 1 step of 0 ms",  # the kind's title and the job's label
         "body": "",
         "link": f"/jobs/{job.id}/",
         "level": Level.SUCCESS,
@@ -187,7 +187,7 @@ def test_with_job_succeeded_turned_off_a_success_makes_no_notification_but_a_fai
     assert succeeded.state == "succeeded" and failed.state == "failed"
     assert not Notification.objects.filter(job_id=succeeded.id).exists()
     delivery = push_service.wait_for(browser, timeout=PUSH_TIMEOUT)
-    assert delivery.payload["title"] == "Simulated work failed"
+    assert delivery.payload["title"] == "Simulated work failed: 1 step of 0 ms, fails at step 1"
     assert delivery.payload["level"] == Level.ERROR
     assert delivery.payload["body"] == "Simulated failure at step 1 of 1"
     time.sleep(1)
