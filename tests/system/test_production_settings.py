@@ -55,7 +55,7 @@ def test_behind_a_transaction_pooler_no_server_side_cursor_is_used():
     """Issue 17 §2: QuerySet.iterator() (the export, retention) opens a server-side cursor, which
     a transaction-mode pooler (PgBouncer) cannot keep between transactions."""
     pooled = _database_settings(DATABASE_POOL_MODE="transaction")
-    direct = _database_settings()
+    direct = _database_settings(DATABASE_POOL_MODE="")  # not the suite's own (its PostgreSQL pass sets it)
 
     def disabled(done):
         return json.loads(done.stdout.strip().splitlines()[-1]).get("DISABLE_SERVER_SIDE_CURSORS", False)
