@@ -272,6 +272,11 @@ KindQuery = Annotated[
     Query(None, description="Only these kinds"),
 ]
 SearchQuery = Annotated[Any, WithJsonSchema({"type": "string"}), Query(None, description="Search")]
+ErrorClassQuery = Annotated[
+    Any,
+    WithJsonSchema({"type": "string"}),
+    Query(None, description="Only failures of this exact error class"),
+]
 CursorQuery = Annotated[
     Any, WithJsonSchema({"type": "string"}), Query(None, description="From the previous page's `next`")
 ]
@@ -454,6 +459,7 @@ def job_list(
     state: StateQuery,
     kind: KindQuery,
     q: SearchQuery,
+    error_class: ErrorClassQuery,
     cursor: CursorQuery,
     limit: JobLimitQuery,
 ) -> JsonResponse:
@@ -476,6 +482,8 @@ def job_list(
                 states=states,
                 kinds=[k for k in request.GET.getlist("kind") if k],
                 search=request.GET.get("q", "").strip()[:100],
+                # The Operations page's failure groups link to one class (the page asks with it).
+                error_class=request.GET.get("error_class", "").strip()[:100],
                 cursor=request.GET.get("cursor") or None,
             )
         )

@@ -144,3 +144,18 @@ def test_a_label_carries_no_control_character_nor_bidi_override():
 
     assert _kind_labelled(lambda p: hostile).label_for(params) == "]0;pwned[2Jreportgnp.exe1m done"
     assert _kind_labelled(lambda p: "Zürich 😀 résumé").label_for(params) == "Zürich 😀 résumé"
+
+
+@pytest.mark.django_db
+def test_the_job_list_api_filters_by_exactly_one_error_class(make_user):
+    """The dashboard asks the API with the failure group's class (`?error_class=`); the API
+    ignored it, so pages filled with other failures the page then hid."""
+    owner = make_user()
+    wanted = make_job(owner=owner, state=JobState.FAILED, error="x", error_class="TimeoutError")
+    make_job(owner=owner, state=JobState.FAILED, error="TimeoutError said", error_class="ConnectTimeoutError")
+    client = Client()
+    client.force_login(owner)
+
+    response = client.get("/api/v1/jobs/", {"error_class": "TimeoutError"})
+
+    assert [job["id"] for job in response.json()["results"]] == [str(wanted.id)]
